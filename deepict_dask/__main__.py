@@ -1,0 +1,5 @@
+import sys
+
+from deepict_dask.cli.main import main
+
+sys.exit(main())

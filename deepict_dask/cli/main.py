@@ -1,0 +1,59 @@
+"""The ``deepict`` command: a thin shell over the Python API.
+
+Every module in :mod:`deepict_dask.cli` that defines ``register(subparsers)`` becomes a subcommand,
+so adding a command means adding one small module. ``register`` adds a parser and sets
+``func=run`` on it; ``run(args) -> int`` does the work (import heavy libraries inside ``run`` so
+that ``deepict --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from deepict_dask import __version__
+from deepict_dask.errors import DeepictError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepict",
+        description="Find molecules and cellular structures in cryo-electron tomograms, on Dask.",
+    )
+    parser.add_argument("--version", action="version", version=f"deepict-dask {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import deepict_dask.cli as cli_pkg
+
+    for info in sorted(pkgutil.iter_modules(cli_pkg.__path__), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name in {"main", "common"}:
+            continue
+        module = importlib.import_module(f"deepict_dask.cli.{info.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DeepictError as exc:
+        print(f"deepict {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"deepict {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Volumes as dask-backed ``xarray.DataArray`` objects whose coordinates carry Angstrom.
+
+This is the one currency between stages: dims are always ``("z", "y", "x")`` (or
+``("c", "z", "y", "x")`` for multi-channel maps), each spatial coordinate holds the position of the
+voxel centres in Angstrom (``origin + index * voxel_size``), and ``attrs`` hold at least
+``voxel_size`` (a ``(z, y, x)`` tuple in Angstrom) and ``source`` (the file it came from, if any).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+SPATIAL_DIMS = ("z", "y", "x")
+
+
+def as_voxel_size(voxel_size: float | Sequence[float]) -> tuple[float, float, float]:
+    """Normalise a scalar or per-axis (z, y, x) voxel size to a tuple of three floats."""
+    if np.isscalar(voxel_size):
+        vs = (float(voxel_size),) * 3
+    else:
+        vs = tuple(float(v) for v in voxel_size)
+        if len(vs) != 3:
+            raise ValueError(f"voxel size needs 1 or 3 values (z, y, x), got {len(vs)}")
+    return vs  # type: ignore[return-value]
+
+
+def make_volume(
+    data: Any,
+    voxel_size: float | Sequence[float] = 1.0,
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
+    *,
+    name: str | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    channels: Sequence[str] | None = None,
+    chunks: Any = None,
+) -> xr.DataArray:
+    """Wrap a 3D (ZYX) or 4D (CZYX) array as a dask-backed DataArray with Angstrom coordinates.
+
+    ``data`` may be a numpy or dask array; numpy input is chunked with ``chunks`` (default: dask's
+    automatic chunking).
+    """
+    vs = as_voxel_size(voxel_size)
+    arr = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=chunks or "auto")
+    if chunks is not None and isinstance(data, da.Array):
+        arr = arr.rechunk(chunks)
+    if arr.ndim == 3:
+        dims: tuple[str, ...] = SPATIAL_DIMS
+    elif arr.ndim == 4:
+        dims = ("c",) + SPATIAL_DIMS
+    else:
+        raise ValueError(f"expected a 3D (z, y, x) or 4D (c, z, y, x) array, got {arr.ndim} dimensions")
+    shape = arr.shape[-3:]
+    coords: dict[str, Any] = {
+        dim: float(o) + np.arange(n, dtype=np.float64) * v for dim, n, v, o in zip(SPATIAL_DIMS, shape, vs, origin)
+    }
+    if arr.ndim == 4:
+        coords["c"] = list(channels) if channels is not None else [str(i) for i in range(arr.shape[0])]
+    all_attrs = {"voxel_size": vs, "origin": tuple(float(o) for o in origin)}
+    if attrs:
+        all_attrs.update(attrs)
+    for dim in SPATIAL_DIMS:
+        coords[dim] = xr.Variable(dim, coords[dim], attrs={"units": "angstrom"})
+    return xr.DataArray(arr, dims=dims, coords=coords, name=name, attrs=all_attrs)
+
+
+def voxel_size_of(volume: xr.DataArray) -> tuple[float, float, float]:
+    """The (z, y, x) voxel size in Angstrom of a volume made by :func:`make_volume`."""
+    if "voxel_size" in volume.attrs:
+        return as_voxel_size(volume.attrs["voxel_size"])
+    steps = []
+    for dim in SPATIAL_DIMS:
+        c = np.asarray(volume[dim].values)
+        steps.append(float(c[1] - c[0]) if c.size > 1 else 1.0)
+    return tuple(steps)  # type: ignore[return-value]
+
+
+def origin_of(volume: xr.DataArray) -> tuple[float, float, float]:
+    """The (z, y, x) position in Angstrom of voxel (0, 0, 0)."""
+    return tuple(float(volume[d].values[0]) for d in SPATIAL_DIMS)  # type: ignore[return-value]
+
+
+def spatial_shape(volume: xr.DataArray) -> tuple[int, int, int]:
+    return tuple(int(volume.sizes[d]) for d in SPATIAL_DIMS)  # type: ignore[return-value]

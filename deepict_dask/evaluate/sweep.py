@@ -1,0 +1,122 @@
+"""Threshold x minimum-cluster-size sweeps of a probability map against true particle positions.
+
+The network is never re-run: for each probability threshold the map is clustered once (connected
+components with per-cluster size, centroid and mean probability), and every minimum size is then a
+filter of that cluster table, evaluated with the optimal one-to-one matching of
+:mod:`deepict_dask.evaluate.picking`. Counts are pooled over tomograms before F1 is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from deepict_dask.errors import ConfigError, InputError
+from deepict_dask.evaluate.picking import evaluate_picks, ratios
+from deepict_dask.io.volume import origin_of, voxel_size_of
+
+
+def cluster_stats(prob: xr.DataArray, threshold: float, connectivity: int = 26) -> pd.DataFrame:
+    """Connected components of ``prob >= threshold`` with size, centroid (x, y, z voxels) and mean.
+
+    Works on the map of one tomogram held in memory one threshold at a time (uint8 storage is
+    rescaled to probabilities with the pick stage's rule).
+    """
+    import cc3d
+
+    from deepict_dask.pick.threshold import probability_scale, to_probability
+
+    raw = np.asarray(prob.data.compute() if hasattr(prob.data, "compute") else prob.data)
+    p = to_probability(raw, probability_scale(raw.dtype, dict(prob.attrs)))
+    labels = cc3d.connected_components(p >= np.float32(threshold), connectivity=connectivity)
+    n = int(labels.max())
+    if n == 0:
+        return pd.DataFrame({k: pd.Series(dtype=float) for k in ("x", "y", "z", "size", "score")})
+    flat = labels.ravel()
+    size = np.bincount(flat, minlength=n + 1)[1:]
+    zz, yy, xx = np.indices(labels.shape, sparse=True)
+    sums = [
+        np.bincount(flat, weights=np.broadcast_to(a, labels.shape).ravel(), minlength=n + 1)[1:]
+        for a in (xx, yy, zz)
+    ]
+    mean = np.bincount(flat, weights=p.ravel(), minlength=n + 1)[1:] / size
+    return pd.DataFrame(
+        {"x": sums[0] / size, "y": sums[1] / size, "z": sums[2] / size, "size": size.astype(float), "score": mean}
+    )
+
+
+def _as_table(stats: pd.DataFrame, tomo: str, cls: str, vol: xr.DataArray) -> pd.DataFrame:
+    vz, vy, vx = voxel_size_of(vol)
+    oz, oy, ox = origin_of(vol)
+    df = stats.copy()
+    df.insert(0, "class", cls)
+    df.insert(0, "tomo", tomo)
+    df["x_A"], df["y_A"], df["z_A"] = ox + df["x"] * vx, oy + df["y"] * vy, oz + df["z"] * vz
+    return df
+
+
+def sweep(
+    maps: Mapping[str, xr.DataArray],
+    truth: pd.DataFrame,
+    tolerance: float,
+    *,
+    thresholds: Sequence[float],
+    min_sizes: Sequence[int],
+    max_size: int | None = None,
+    unit: str = "vox",
+    class_name: str | None = None,
+    connectivity: int = 26,
+    clusters: Callable[[xr.DataArray, float], pd.DataFrame] | None = None,
+) -> dict[str, Any]:
+    """F1 over a grid of thresholds and minimum sizes; the best setting's counts at the top level.
+
+    ``maps`` maps tomogram names (as in ``truth["tomo"]``) to 3D probability maps of one class;
+    ``class_name`` selects that class in the truth table (default: all its rows).
+    """
+    thresholds = sorted({float(t) for t in thresholds})
+    min_sizes = sorted({int(s) for s in min_sizes})
+    if not thresholds or not min_sizes:
+        raise ConfigError("a sweep needs at least one threshold and one minimum size")
+    if any(not 0 < t <= 1 for t in thresholds):
+        raise ConfigError(f"thresholds must lie in (0, 1], got {thresholds}")
+    if "tomo" not in truth.columns:
+        raise InputError("the truth table has no 'tomo' column")
+    if class_name is not None:
+        if class_name not in set(truth["class"].astype(str)):
+            raise InputError(f"class {class_name!r} not in the truth table (it has {sorted(set(truth['class']))})")
+        truth = truth[truth["class"].astype(str) == class_name]
+    missing = [t for t in maps if t not in set(truth["tomo"].astype(str))]
+    if missing:
+        raise InputError(
+            f"no truth for tomogram(s) {missing}; the truth table has {sorted(set(truth['tomo'].astype(str)))}"
+        )
+    cls = class_name or "particle"
+    truth = truth.assign(**{"class": cls})
+    find = clusters or (lambda vol, t: cluster_stats(vol, t, connectivity))
+    counts: dict[tuple[float, int], np.ndarray] = {}
+    for tomo, vol in maps.items():
+        t_truth = truth[truth["tomo"].astype(str) == tomo]
+        for thr in thresholds:
+            table = _as_table(find(vol, thr), tomo, cls, vol)
+            if max_size is not None:
+                table = table[table["size"] <= max_size]
+            for s in min_sizes:
+                kept = table[table["size"] >= s]
+                m = evaluate_picks(kept, t_truth, tolerance, unit=unit, curve_points=0, by_class=False).metrics
+                counts[(thr, s)] = counts.get((thr, s), np.zeros(3, np.int64)) + [m["tp"], m["fp"], m["fn"]]
+    grid = []
+    for (thr, s), (tp, fp, fn) in sorted(counts.items()):
+        grid.append({"threshold": thr, "min_size": s, "tp": int(tp), "fp": int(fp), "fn": int(fn), **ratios(tp, fp, fn)})
+    best = max(grid, key=lambda r: (r["f1"], r["threshold"], r["min_size"]))
+    out: dict[str, Any] = {k: best[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")}
+    out["best_threshold"] = best["threshold"]
+    out["best_min_size"] = best["min_size"]
+    out["per_class"] = {cls: {k: best[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")}}
+    out["tolerance"] = float(tolerance)
+    out["unit"] = unit
+    out["grid"] = grid
+    return out

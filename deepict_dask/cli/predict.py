@@ -1,0 +1,77 @@
+"""``deepict predict``: probability maps for many tomograms with a trained 2D or 3D U-Net."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from deepict_dask.cli.common import add_cluster_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="apply a trained model to tomograms (probability maps into OME-Zarr)",
+        description="Apply a trained 2D or 3D U-Net to tomograms, blockwise on Dask. Writes "
+        "<out>/<tomo>.ome.zarr with a predictions/<model> image (one channel per class) and, for 2D "
+        "models or with --threshold, a labels/<model> mask.",
+    )
+    p.add_argument("tomograms", nargs="+", metavar="TOMO", help="tomograms (MRC, Zarr or OME-Zarr)")
+    p.add_argument("--model", required=True, help="model file (.safetensors) or a demo model name (demo3d, demo2d)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--chunk", type=int, default=256, help="output block edge in voxels (rounded to whole window cores; default 256)")
+    p.add_argument("--patch", type=int, help="window edge: 3D cube (default 128) or 2D tile (default: the model's, 288)")
+    p.add_argument("--overlap", type=int, help="margin cropped from each window side (default 12 for 3D, 48 for 2D)")
+    p.add_argument("--blend", choices=["crop", "gaussian"], default="crop", help="crop window margins (DeePiCt, default) or Gaussian weighting (nnU-Net)")
+    p.add_argument("--batch-size", type=int, help="windows per forward pass (default: 1 on CPU, from free memory on GPU)")
+    p.add_argument("--dtype", choices=["uint8", "float16", "float32"], default="uint8", help="stored probability type (uint8: value/255; default)")
+    p.add_argument("--tta", choices=["none", "rotations", "mirrors"], default="none",
+                   help="test-time augmentation keeping the missing wedge: 180-degree rotations (4 passes) or all flips incl. mirror images (8); writes a variance map")
+    p.add_argument("--threshold", type=float, help="also write a mask of voxels at or above this probability (2D default 0.75)")
+    p.add_argument("--sigma-z", type=float, default=5.0, help="2D models: Gaussian smoothing along z in slices (default 5; 0 = off)")
+    p.add_argument("--no-rescale", action="store_true", help="refuse tomograms whose voxel size differs from the model's instead of rescaling")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto", help="autocast precision (auto: fp16 on GPU, fp32 on CPU)")
+    p.add_argument("--max-in-flight", type=int, default=2, help="tomograms processed at the same time (bounds memory; default 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing prediction of this model")
+    add_cluster_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deepict_dask.cluster import dask_client, spec_from_args
+    from deepict_dask.errors import InputError
+    from deepict_dask.inference.predict import PredictOptions, make_ref, predict_many
+    from deepict_dask.models import resolve_model_path
+
+    options = PredictOptions(
+        window=args.patch, margin=args.overlap, blend=args.blend, chunk=args.chunk, batch_size=args.batch_size,
+        dtype=args.dtype, tta=args.tta, device=args.device, precision=args.precision,
+        rescale=not args.no_rescale, threshold=args.threshold, sigma_z=args.sigma_z,
+    )
+    options.check()
+    missing = [t for t in args.tomograms if not os.path.exists(t)]
+    if missing:
+        raise InputError("no such file or directory", missing[0])
+    ref = make_ref(resolve_model_path(args.model), options)
+    failures = 0
+    with dask_client(spec_from_args(args)) as client:
+        print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+        columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task("predict", total=len(args.tomograms))
+
+            def done(tomo: str, path, exc) -> None:
+                nonlocal failures
+                if exc is not None:
+                    failures += 1
+                    bar.console.print(f"[red]{tomo}: {exc}")
+                else:
+                    bar.console.print(f"{tomo} -> {path}")
+                bar.advance(task)
+
+            predict_many(args.tomograms, ref, args.out, options, overwrite=args.overwrite,
+                         max_in_flight=args.max_in_flight, on_done=done)
+    return 2 if failures else 0

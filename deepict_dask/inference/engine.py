@@ -1,0 +1,325 @@
+"""The per-block prediction function and the Dask graph that maps it over output blocks.
+
+The graph is built over *output* blocks. For each block we know (from the global window grid)
+which windows touch it and which global input range they read; the task receives exactly the
+input chunks overlapping that range, assembles them (reflecting at the volume border) and runs the
+windows. No halo arithmetic is involved, so the result is the same for every chunking, including
+chunks smaller than a window.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable
+from itertools import product
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+from deepict_dask.errors import ConfigError
+from deepict_dask.inference.blend import BlockAccumulator
+from deepict_dask.inference.devices import (
+    BatchRunner,
+    auto_batch_size,
+    autocast,
+    inference_mode,
+    set_torch_threads,
+    worker_threads,
+)
+from deepict_dask.inference.tta import tta_flips
+from deepict_dask.inference.windows import AxisGrid, block_windows, reflect_index, window_starts
+from deepict_dask.models.spec import ModelInfo
+
+log = logging.getLogger(__name__)
+
+OUT_DTYPES = ("uint8", "float16", "float32")
+
+
+def fold_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Fold eval-mode batch norm into the convolution just before it (same output, one pass less).
+
+    Looks for ``Conv -> BatchNorm`` pairs inside ``nn.Sequential`` containers (how the U-Nets are
+    built); the input module is left untouched.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        return module
+    module = copy.deepcopy(module).eval()
+    for seq in module.modules():
+        if not isinstance(seq, torch.nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if (
+                isinstance(conv, (torch.nn.Conv2d, torch.nn.Conv3d))
+                and isinstance(bn, torch.nn.modules.batchnorm._BatchNorm)
+                and bn.track_running_stats
+            ):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = torch.nn.Identity()
+    return module
+
+
+def logits_network(module: torch.nn.Module) -> torch.nn.Module:
+    """The bare network when given a probability wrapper (the engine applies the activation)."""
+    from deepict_dask.models import ProbabilityHead
+
+    return module.net if isinstance(module, ProbabilityHead) else module
+
+
+class Predictor:
+    """A network ready for inference: device, precision, batching, activation and TTA.
+
+    ``forward(patches)`` takes windows ``(B, *window)`` of normalized float32 input and returns
+    class probabilities ``(B, n_classes, *window)`` (background dropped for softmax models) and,
+    with TTA, their variance over the augmentations.
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        info: ModelInfo,
+        device: str = "cpu",
+        *,
+        batch_size: int | None = None,
+        precision: str = "auto",
+        tta: str = "none",
+        channels_last: bool = False,
+        fold_bn: bool = True,
+        compile: bool = False,
+        threads: int | None = None,
+    ):
+        if info.in_channels != 1:
+            raise ConfigError(f"model {info.name!r} expects {info.in_channels} input channels; tomograms have 1")
+        self.info = info
+        self.device = device
+        module = logits_network(module).eval().to(device)
+        if fold_bn:
+            module = fold_batchnorm(module)
+        self.channels_last = channels_last and info.dim == 3
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last_3d)
+        if compile:
+            module = torch.compile(module, dynamic=False)
+        self.module = module
+        self.precision = precision
+        self.flips = tta_flips(info.dim, tta)
+        self.threads = threads
+        window_voxels = int(np.prod(info.patch_size))
+        self.runner = BatchRunner(auto_batch_size(device, window_voxels, requested=batch_size))
+        self.lock = threading.Lock()
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.info.classes)
+
+    @property
+    def uncertainty(self) -> bool:
+        return len(self.flips) > 1
+
+    def _activate(self, y: torch.Tensor) -> torch.Tensor:
+        if self.info.activation == "softmax":
+            return torch.softmax(y, dim=1)[:, 1:]
+        return torch.sigmoid(y)
+
+    def forward(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32)).unsqueeze(1).to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        total = sq = None
+        for flip in self.flips:
+            dims = [a + 2 for a in flip]
+            xi = torch.flip(x, dims) if flip else x
+            with inference_mode(), autocast(self.device, self.precision):
+                y = self.module(xi)
+            if y.shape[1] != self.info.out_channels or tuple(y.shape[2:]) != tuple(x.shape[2:]):
+                raise ConfigError(
+                    f"model {self.info.name!r} turned a window of {tuple(x.shape[2:])} into {tuple(y.shape[1:])}; "
+                    f"expected {self.info.out_channels} channels of the same size (choose a window the "
+                    "network accepts, e.g. a multiple of 2**depth)"
+                )
+            p = self._activate(y.float())
+            if flip:
+                p = torch.flip(p, dims)
+            total = p if total is None else total + p
+            sq = p * p if sq is None else sq + p * p
+        n = len(self.flips)
+        mean = total / n
+        var = (sq / n - mean * mean).clamp_min(0) if n > 1 else None
+        return mean.cpu().numpy(), (None if var is None else var.cpu().numpy())
+
+
+def predict_block(
+    slab: np.ndarray,
+    slab_start: tuple[int, ...],
+    grids: tuple[AxisGrid, ...],
+    bounds: tuple[tuple[int, int], ...],
+    predictor: Predictor,
+) -> np.ndarray:
+    """Blend every window touching the output block ``bounds`` (global coordinates).
+
+    ``slab`` holds normalized input covering at least those windows, its corner at global
+    ``slab_start``. Returns float32 ``(n_classes [+ n_classes variances], *block)``.
+    """
+    runs = block_windows(grids, bounds)
+    starts = window_starts(grids, runs)
+    n = predictor.n_classes
+    mean_acc = BlockAccumulator(n, grids, bounds)
+    var_acc = BlockAccumulator(n, grids, bounds) if predictor.uncertainty else None
+    window = tuple(g.window for g in grids)
+    squeeze = tuple(i for i, w in enumerate(window) if w == 1 and predictor.info.dim == 2)
+
+    def run_batch(batch: list[tuple[int, ...]]) -> list[None]:
+        patches = np.stack(
+            [slab[tuple(slice(s - o, s - o + w) for s, o, w in zip(st, slab_start, window))] for st in batch]
+        )
+        if squeeze:
+            patches = patches.squeeze(axis=tuple(a + 1 for a in squeeze))
+        mean, var = predictor.forward(patches)
+        for i, st in enumerate(batch):
+            m = mean[i]
+            v = None if var is None else var[i]
+            if squeeze:
+                m = np.expand_dims(m, tuple(a + 1 for a in squeeze))
+                v = None if v is None else np.expand_dims(v, tuple(a + 1 for a in squeeze))
+            mean_acc.add(st, m)
+            if var_acc is not None:
+                var_acc.add(st, v)
+        return [None] * len(batch)
+
+    with predictor.lock:
+        set_torch_threads(worker_threads(predictor.threads))
+        predictor.runner.run(run_batch, starts)
+    out = mean_acc.result()
+    if var_acc is not None:
+        out = np.concatenate([out, var_acc.result()])
+    return out
+
+
+def predict_whole(volume: np.ndarray, grids: tuple[AxisGrid, ...], predictor: Predictor) -> np.ndarray:
+    """The same sliding window over an in-memory volume in one piece (the reference result)."""
+    bounds = tuple((0, n) for n in volume.shape)
+    runs = block_windows(grids, bounds)
+    slab = volume.astype(np.float32, copy=False)
+    ext_lo = []
+    for axis, (g, r, n) in enumerate(zip(grids, runs, volume.shape)):
+        lo, hi = g.extent(r)
+        slab = np.take(slab, reflect_index(np.arange(lo, hi), n), axis=axis)
+        ext_lo.append(lo)
+    return predict_block(slab, tuple(ext_lo), grids, bounds, predictor)
+
+
+def quantize(p: np.ndarray, dtype: str) -> np.ndarray:
+    """Probabilities in [0, 1] to the output dtype (uint8: 255 steps, value = p * 255)."""
+    if dtype == "uint8":
+        return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
+    if dtype in ("float16", "float32"):
+        return p.astype(dtype)
+    raise ConfigError(f"output dtype must be one of {', '.join(OUT_DTYPES)}, got {dtype!r}")
+
+
+def _assemble_and_predict(
+    pieces: list[np.ndarray],
+    offsets: list[tuple[int, ...]],
+    src_lo: tuple[int, ...],
+    src_shape: tuple[int, ...],
+    local: tuple[np.ndarray | None, ...],
+    ext_lo: tuple[int, ...],
+    grids: tuple[AxisGrid, ...],
+    bounds: tuple[tuple[int, int], ...],
+    get_predictor: Callable[[], Predictor],
+    out_dtype: str,
+) -> np.ndarray:
+    src = np.empty(src_shape, dtype=np.float32)
+    for piece, off in zip(pieces, offsets):
+        src[tuple(slice(o - lo, o - lo + n) for o, lo, n in zip(off, src_lo, piece.shape))] = piece
+    slab = src
+    for axis, idx in enumerate(local):
+        if idx is not None:
+            slab = np.take(slab, idx, axis=axis)
+    out = predict_block(slab, ext_lo, grids, bounds, get_predictor())
+    return quantize(out, out_dtype)
+
+
+def blockwise_predict(
+    x: da.Array,
+    grids: tuple[AxisGrid, ...],
+    out_chunks: tuple[tuple[int, ...], ...],
+    get_predictor: Callable[[], Predictor],
+    n_out: int,
+    *,
+    out_dtype: str = "float32",
+    gpu: bool = False,
+    token: str | None = None,
+) -> da.Array:
+    """Lazy ``(n_out, *x.shape)`` prediction of normalized ``x``, one task per output block.
+
+    ``get_predictor`` is called inside the task (pass a picklable callable such as
+    :class:`~deepict_dask.inference.worker_cache.PredictorRef`, which loads the model once per
+    worker). With ``gpu=True`` the tasks carry ``resources={"GPU": 1}``.
+    """
+    if x.ndim != len(grids):
+        raise ValueError("one grid per axis is needed")
+    name = "predict-" + (token or dask.base.tokenize(x.name, grids, out_chunks, get_predictor, n_out, out_dtype))
+    in_bounds = [np.cumsum((0,) + c) for c in x.chunks]
+    out_bounds = [np.cumsum((0,) + c) for c in out_chunks]
+    dsk: dict[Any, Any] = {}
+    for block in product(*(range(len(c)) for c in out_chunks)):
+        bounds = tuple((int(ob[i]), int(ob[i + 1])) for ob, i in zip(out_bounds, block))
+        runs = block_windows(grids, bounds)
+        src_lo, src_hi, local, ext_lo = [], [], [], []
+        for g, r, n in zip(grids, runs, x.shape):
+            lo, hi = g.extent(r)
+            gi = reflect_index(np.arange(lo, hi), n)
+            a, b = int(gi.min()), int(gi.max()) + 1
+            src_lo.append(a)
+            src_hi.append(b)
+            ext_lo.append(lo)
+            li = gi - a
+            local.append(None if (lo == a and hi == b) else li.astype(np.intp))
+        chunk_ranges = [
+            range(int(np.searchsorted(ib, a, side="right") - 1), int(np.searchsorted(ib, b, side="left")))
+            for ib, a, b in zip(in_bounds, src_lo, src_hi)
+        ]
+        keys, offsets = [], []
+        for cidx in product(*chunk_ranges):
+            keys.append((x.name, *cidx))
+            offsets.append(tuple(int(ib[i]) for ib, i in zip(in_bounds, cidx)))
+        # Each input chunk is cut to the part this block needs before assembly.
+        pieces = []
+        for k, off in zip(keys, offsets):
+            cut = tuple(
+                slice(max(a - o, 0), min(b - o, int(ib[i + 1] - ib[i])))
+                for a, b, o, ib, i in zip(src_lo, src_hi, off, in_bounds, k[1:])
+            )
+            pieces.append((_getitem, k, cut))
+        offsets = [tuple(max(a, o) for a, o in zip(src_lo, off)) for off in offsets]
+        dsk[(name, 0, *block)] = (
+            _assemble_and_predict,
+            pieces,
+            offsets,
+            tuple(src_lo),
+            tuple(b - a for a, b in zip(src_lo, src_hi)),
+            tuple(local),
+            tuple(ext_lo),
+            grids,
+            bounds,
+            get_predictor,
+            out_dtype,
+        )
+    annotations = {"resources": {"GPU": 1}} if gpu else None
+    layer = MaterializedLayer(dsk, annotations=annotations)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
+    return da.Array(graph, name, chunks=((n_out,),) + tuple(out_chunks), dtype=np.dtype(out_dtype))
+
+
+def _getitem(a: np.ndarray, index: tuple[slice, ...]) -> np.ndarray:
+    return a[index]

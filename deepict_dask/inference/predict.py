@@ -1,0 +1,369 @@
+"""Predict probability maps for whole tomograms: the Python API behind ``deepict predict``.
+
+``predict_volume`` returns lazy probability maps; ``predict_file`` writes them into
+``<out>/<tomo>.ome.zarr`` (group ``predictions/<model>``; for 2D models also a thresholded label
+image ``labels/<model>``); ``predict_many`` keeps a bounded number of tomograms in flight on the
+current Dask client.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from deepict_dask import __version__
+from deepict_dask.errors import ConfigError, DeepictError, InputError, OutputError
+from deepict_dask.inference.devices import choose_device, is_cuda
+from deepict_dask.inference.engine import OUT_DTYPES, quantize
+from deepict_dask.inference.normalize import global_stats, zscore
+from deepict_dask.inference.predict2d import (
+    DEFAULT_MARGIN_2D,
+    DEFAULT_SIGMA_Z,
+    DEFAULT_THRESHOLD_2D,
+    predict2d,
+)
+from deepict_dask.inference.predict3d import DEFAULT_MARGIN_3D, predict3d
+from deepict_dask.inference.rescale import needs_rescale, to_model_grid, to_tomogram_grid
+from deepict_dask.inference.windows import BLENDS
+from deepict_dask.inference.worker_cache import PredictorRef, file_sha256, get_predictor
+from deepict_dask.io.volume import make_volume, origin_of, spatial_shape, voxel_size_of
+from deepict_dask.models.spec import ModelInfo
+
+log = logging.getLogger(__name__)
+
+# Window edge for 3D models when none is given. Larger windows keep a larger share of each forward
+# pass (core / window); benchmarks/bench_predict.py measures the trade-off per device.
+DEFAULT_WINDOW_3D = {"cpu": 128, "cuda": 128}
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to run a model over tomograms (defaults follow DeePiCt where it defines them)."""
+
+    window: int | None = None  # 3D: cube edge; 2D: tile edge (default: the model's patch size)
+    margin: int | None = None  # discarded (crop) border per side: 12 (3D) / 48 (2D)
+    blend: str = "crop"
+    chunk: int = 256
+    batch_size: int | None = None
+    dtype: str = "uint8"
+    tta: str = "none"
+    device: str = "auto"
+    precision: str = "auto"
+    rescale: bool = True
+    threshold: float | None = None  # 2D default 0.75; 3D: no mask unless given
+    sigma_z: float = DEFAULT_SIGMA_Z
+    channels_last: bool = False
+    fold_bn: bool = True
+    compile: bool = False
+    levels: int = 3
+    threads: int | None = None
+
+    def check(self) -> None:
+        if self.blend not in BLENDS:
+            raise ConfigError(f"--blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+        if self.dtype not in OUT_DTYPES:
+            raise ConfigError(f"--dtype must be one of {', '.join(OUT_DTYPES)}, got {self.dtype!r}")
+        if self.chunk < 1 or (self.window is not None and self.window < 1):
+            raise ConfigError("--chunk and --patch must be positive")
+        if self.margin is not None and self.margin < 0:
+            raise ConfigError("--overlap must be >= 0")
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise ConfigError(f"--threshold must be between 0 and 1, got {self.threshold}")
+
+
+@dataclass
+class Prediction:
+    """Lazy outputs of one tomogram; ``probabilities`` is float32 ``(c, z, y, x)`` on the tomogram grid."""
+
+    probabilities: xr.DataArray
+    variance: xr.DataArray | None
+    info: ModelInfo
+    params: dict[str, Any] = field(default_factory=dict)
+    gpu: bool = False
+
+
+def model_group_name(info: ModelInfo) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", info.name).strip("._") or "model"
+
+
+def _cluster_has_gpu_resources() -> bool:
+    try:
+        from distributed import get_client
+
+        workers = get_client().scheduler_info().get("workers", {}).values()
+    except (ImportError, ValueError):
+        return False
+    return any("GPU" in (w.get("resources") or {}) for w in workers)
+
+
+def make_ref(model: str | Path, options: PredictOptions, loader: Callable | None = None) -> PredictorRef:
+    """The picklable model reference every task carries (path + sha256 + options)."""
+    path = Path(model)
+    if loader is None and not path.is_file():
+        raise InputError("model file not found", path)
+    return PredictorRef(
+        model_path=str(path.resolve()) if path.exists() else str(path),
+        sha256=file_sha256(path) if path.is_file() else "",
+        device=choose_device(options.device),
+        batch_size=options.batch_size,
+        precision=options.precision,
+        tta=options.tta,
+        channels_last=options.channels_last,
+        fold_bn=options.fold_bn,
+        compile=options.compile,
+        threads=options.threads,
+        loader=loader,
+    )
+
+
+def _resolved(options: PredictOptions, info: ModelInfo, device: str) -> PredictOptions:
+    if info.dim == 3:
+        window = options.window or DEFAULT_WINDOW_3D["cuda" if is_cuda(device) else "cpu"]
+        margin = DEFAULT_MARGIN_3D if options.margin is None else options.margin
+    else:
+        window = options.window or int(info.patch_size[-1])
+        margin = DEFAULT_MARGIN_2D if options.margin is None else options.margin
+    if window - 2 * margin < 1:
+        raise ConfigError(f"--patch {window} leaves nothing after cropping --overlap {margin} per side")
+    threshold = options.threshold
+    if threshold is None and info.dim == 2:
+        threshold = DEFAULT_THRESHOLD_2D
+    return replace(options, window=window, margin=margin, threshold=threshold)
+
+
+def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOptions = PredictOptions()) -> Prediction:
+    """Lazy probability maps of one tomogram (``z, y, x`` DataArray from ``open_volume``).
+
+    Checks the model against the tomogram, normalizes with the global mean/std (computed now, one
+    pass), rescales to the model's voxel size when needed and maps the result back.
+    """
+    from deepict_dask.models import check_voxel_size
+
+    options.check()
+    source = volume.attrs.get("source")
+    if volume.ndim != 3:
+        raise InputError(f"expected a single-channel 3D tomogram (z, y, x), got dims {volume.dims}", source)
+    if min(spatial_shape(volume)) < 1:
+        raise InputError("tomogram is empty", source)
+    predictor = get_predictor(ref)  # loads here once to check the model before any task runs
+    info = predictor.info
+    opts = _resolved(options, info, ref.device)
+    vs = voxel_size_of(volume)
+    try:
+        factors = check_voxel_size(info, vs, rescale=opts.rescale)
+    except DeepictError as exc:
+        raise InputError(exc.problem.replace("(--rescale)", "(drop --no-rescale)"), source) from exc
+    mean, std = global_stats(volume, source=source)  # also refuses NaNs and constant input
+    if info.normalization == "none":
+        mean, std = 0.0, 1.0
+    x = zscore(volume.data, mean, std)
+    shape = spatial_shape(volume)
+    if needs_rescale(factors):
+        x = to_model_grid(x, factors, (opts.chunk,) * 3)
+        log.info("%s: rescaled by %s to the model's %.3g A voxels", source, factors, info.voxel_size)
+    window = (opts.window,) * 3 if info.dim == 3 else (1, opts.window, opts.window)
+    predictor.forward(np.zeros((1,) + window[3 - info.dim :], np.float32))  # window/network compatibility
+    gpu = is_cuda(ref.device) and _cluster_has_gpu_resources()
+    n = len(info.classes) * (2 if predictor.uncertainty else 1)
+    if info.dim == 3:
+        p = predict3d(x, ref, n, window=opts.window, margin=opts.margin, blend=opts.blend, chunk=opts.chunk,
+                      out_dtype="float32", gpu=gpu)
+    else:
+        p = predict2d(x, ref, n, tile=opts.window, margin=opts.margin, blend=opts.blend, sigma_z=opts.sigma_z,
+                      gpu=gpu)
+    if needs_rescale(factors):
+        p = to_tomogram_grid(p, factors, shape, (opts.chunk,) * 3)
+    params = {
+        "model": info.name,
+        "model_file": Path(ref.model_path).name,
+        "model_sha256": ref.sha256,
+        "classes": list(info.classes),
+        "activation": info.activation,
+        "dim": info.dim,
+        "window": opts.window,
+        "margin": opts.margin,
+        "blend": opts.blend,
+        "tta": opts.tta,
+        "dtype": opts.dtype,
+        "scale": 1 / 255 if opts.dtype == "uint8" else 1.0,
+        "threshold": opts.threshold,
+        "sigma_z": opts.sigma_z if info.dim == 2 else None,
+        "normalization": {"kind": info.normalization, "mean": mean, "std": std},
+        "rescale_factors": list(factors),
+        "model_voxel_size": info.voxel_size,
+        "software_version": __version__,
+    }
+    vs, origin = voxel_size_of(volume), origin_of(volume)
+    k = len(info.classes)
+    probs = make_volume(p[:k], vs, origin, name=info.name, channels=info.classes)
+    var = make_volume(p[k:], vs, origin, name=f"{info.name}_variance", channels=info.classes) if n > k else None
+    return Prediction(probs, var, info, params, gpu)
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def _existing_prediction(store: Path, group: str) -> dict[str, Any] | None:
+    if not (store / group).exists():
+        return None
+    import zarr
+
+    try:
+        attrs = zarr.open_group(str(store), path=group, mode="r").attrs.asdict()
+    except Exception:  # an unreadable leftover is treated like a foreign prediction
+        return {}
+    meta = attrs.get("deepict", {})
+    return dict(meta.get("prediction", {})) if isinstance(meta, dict) else {}
+
+
+def _same_run(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    keys = ("model_sha256", "window", "margin", "blend", "tta", "dtype", "threshold", "sigma_z")
+    return bool(old) and all(old.get(k) == new.get(k) for k in keys)
+
+
+def tomogram_stem(path: str | Path) -> str:
+    name = Path(str(path).rstrip("/")).name
+    for suffix in (".ome.zarr", ".zarr", ".mrc", ".mrcs", ".rec", ".map", ".st", ".ali"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def output_store(tomo: str | Path, out_dir: str | Path) -> Path:
+    return Path(out_dir) / f"{tomogram_stem(tomo)}.ome.zarr"
+
+
+def _mask(probs: da.Array, threshold: float) -> da.Array:
+    """Label image: 0 background, k+1 where class k is the most probable class above ``threshold``."""
+    above = probs >= threshold
+    best = da.argmax(probs, axis=0).astype(np.uint8) + np.uint8(1)
+    return da.where(above.any(axis=0), best, np.uint8(0)).astype(np.uint8)
+
+
+def write_prediction(pred: Prediction, store: Path, options: PredictOptions, *, overwrite: bool = False) -> Path:
+    """Write probabilities (and mask / variance) into ``store``; returns the probability group path.
+
+    The probability group is written last and atomically, so its presence means a finished run.
+    """
+    from deepict_dask.io import open_volume, write_ome_zarr
+    from deepict_dask.io.zarr_store import default_levels
+
+    name = model_group_name(pred.info)
+    group = f"predictions/{name}"
+    old = _existing_prediction(store, group)
+    if old is not None and not overwrite:
+        if old.get("model_sha256") != pred.params["model_sha256"]:
+            raise OutputError(
+                f"already holds a prediction '{group}' from another model file "
+                f"(sha256 {str(old.get('model_sha256'))[:12]}...); use --overwrite to replace it", store)
+        if not _same_run(old, pred.params):
+            raise OutputError(f"already holds a prediction '{group}' made with other parameters; "
+                              "use --overwrite to replace it", store)
+        log.warning("%s: %s is already there, skipped", store, group)
+        return store / group
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory: {exc.strerror}", store.parent) from exc
+    levels = default_levels(pred.probabilities.shape, options.levels)
+    chunks = tuple(c[0] for c in pred.probabilities.data.chunks[1:])
+    dtype = pred.params["dtype"]
+    attrs = {"prediction": {**pred.params, "finished": True}}
+    with dask.config.set({"optimization.fuse.active": False}):  # keeps the GPU annotations in the graph
+        if pred.variance is None:
+            probs = pred.probabilities.copy(data=pred.probabilities.data.map_blocks(quantize, dtype, dtype=dtype))
+            written = write_ome_zarr(probs, store, group=group, levels=levels, chunks=chunks, attrs=attrs,
+                                     overwrite=True)
+        else:
+            written = _write_with_variance(pred, store, group, levels, chunks, dtype, attrs)
+    threshold = pred.params.get("threshold")
+    if threshold is not None:
+        stored = open_volume(written).data
+        scale = pred.params["scale"]
+        mask = make_volume(_mask(stored.astype(np.float32) * np.float32(scale), threshold),
+                           voxel_size_of(pred.probabilities), origin_of(pred.probabilities), name=name)
+        write_ome_zarr(mask, store, group=f"labels/{name}", levels=levels, chunks=chunks, label=True,
+                       attrs={"prediction": {**pred.params, "mask_threshold": threshold}}, overwrite=True)
+    return written
+
+
+def _write_with_variance(pred: Prediction, store: Path, group: str, levels: int, chunks: tuple[int, ...],
+                         dtype: str, attrs: dict[str, Any]) -> Path:
+    """TTA: compute mean and variance once into a scratch Zarr, then write both groups from it."""
+    from deepict_dask.io import write_ome_zarr
+
+    both = da.concatenate([pred.probabilities.data, pred.variance.data]).astype(np.float16)
+    k = pred.probabilities.shape[0]
+    with tempfile.TemporaryDirectory(dir=store.parent, prefix=f".{store.name}.scratch-") as tmp:
+        scratch = str(Path(tmp) / "both.zarr")
+        da.to_zarr(both.rechunk((1,) + chunks), scratch)
+        back = da.from_zarr(scratch).astype(np.float32)
+        var = pred.variance.copy(data=back[k:].astype(np.float16))
+        write_ome_zarr(var, store, group=f"{group}_variance", levels=levels, chunks=chunks, overwrite=True,
+                       attrs={"prediction": {**pred.params, "quantity": "variance over TTA"}})
+        probs = pred.probabilities.copy(data=back[:k].map_blocks(quantize, dtype, dtype=dtype))
+        return write_ome_zarr(probs, store, group=group, levels=levels, chunks=chunks, attrs=attrs,
+                              overwrite=True)
+
+
+def predict_file(tomo: str | Path, ref: PredictorRef, out_dir: str | Path, options: PredictOptions = PredictOptions(),
+                 *, overwrite: bool = False, chunks: int | None = None) -> Path:
+    """Predict one tomogram file and write ``<out_dir>/<tomo>.ome.zarr``; returns the probability group."""
+    from deepict_dask.io import open_volume
+
+    volume = open_volume(tomo, chunks=chunks or min(options.chunk, 256))
+    store = output_store(tomo, out_dir)
+    pred = predict_volume(volume, ref, options)
+    return write_prediction(pred, store, options, overwrite=overwrite)
+
+
+def predict_many(
+    tomos: Sequence[str | Path],
+    ref: PredictorRef,
+    out_dir: str | Path,
+    options: PredictOptions = PredictOptions(),
+    *,
+    overwrite: bool = False,
+    max_in_flight: int = 2,
+    on_done: Callable[[str, Path | None, BaseException | None], None] | None = None,
+) -> dict[str, Path | BaseException]:
+    """Predict many tomograms, at most ``max_in_flight`` at a time, on the current Dask scheduler.
+
+    Each tomogram's graph is submitted from its own thread, so several tomograms share the workers
+    (a small one does not leave them idle) while memory stays bounded. A tomogram that fails with a
+    :class:`DeepictError` is reported and the others go on; other errors stop the run.
+    """
+    if max_in_flight < 1:
+        raise ConfigError(f"--max-in-flight must be >= 1, got {max_in_flight}")
+    results: dict[str, Path | BaseException] = {}
+    pending: dict[Future, str] = {}
+    todo = list(tomos)
+    with ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="deepict-predict") as pool:
+        while todo or pending:
+            while todo and len(pending) < max_in_flight:
+                t = str(todo.pop(0))
+                pending[pool.submit(predict_file, t, ref, out_dir, options, overwrite=overwrite)] = t
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                t = pending.pop(fut)
+                exc = fut.exception()
+                if exc is not None and not isinstance(exc, DeepictError):
+                    for other in pending:
+                        other.cancel()
+                    raise exc
+                results[t] = exc if exc is not None else fut.result()
+                if on_done:
+                    on_done(t, None if exc else fut.result(), exc)
+    return results
+

@@ -1,0 +1,98 @@
+"""``deepict predict`` end to end: MRC in, OME-Zarr probability maps out, overwrite rules."""
+
+from __future__ import annotations
+
+import mrcfile
+import numpy as np
+import pytest
+import torch
+
+import deepict_dask.cluster as cluster
+from deepict_dask.cli.main import main
+from deepict_dask.inference.predict import PredictOptions, make_ref, predict_file
+from deepict_dask.io import open_volume
+from deepict_dask.models import ModelInfo, build_network, save_model
+
+
+def _model(path, name="ribo", seed=0, dim=3, classes=("ribosome",)):
+    torch.manual_seed(seed)
+    arch = {"preset": "deepict_ribosome"} if dim == 3 else {"kind": "UNet2D", "depth": 2, "initial_filters": 4}
+    info = ModelInfo(name=name, dim=dim, classes=list(classes), architecture=arch, patch_size=[32] * dim,
+                     voxel_size=10.0)
+    return save_model(path, build_network(info), info)
+
+
+@pytest.fixture
+def tomo(tmp_path):
+    path = tmp_path / "tomo1.mrc"
+    data = np.random.default_rng(0).normal(size=(20, 40, 36)).astype(np.float32)
+    with mrcfile.new(path) as m:
+        m.set_data(data)
+        m.voxel_size = 10.0
+    return path
+
+
+@pytest.fixture
+def inprocess_cluster(monkeypatch):
+    """A threads-only LocalCluster: same code path as the CLI, without worker start-up cost."""
+    from distributed import LocalCluster
+
+    monkeypatch.setattr(cluster, "make_cluster", lambda spec: LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"))
+
+
+def test_predict_cli_writes_probabilities_and_refuses_other_models(tmp_path, tomo, inprocess_cluster, capsys):
+    model = _model(tmp_path / "ribo.safetensors")
+    out = tmp_path / "out"
+    args = ["predict", str(tomo), "--model", str(model), "--out", str(out), "--patch", "32", "--overlap", "4", "--chunk", "64"]
+    assert main(args) == 0
+    assert "dashboard" in capsys.readouterr().out.lower()
+    p = open_volume(out / "tomo1.ome.zarr", group="predictions/ribo")
+    assert p.dims == ("c", "z", "y", "x") and p.shape == (1, 20, 40, 36) and p.dtype == np.uint8
+    assert list(p["c"].values) == ["ribosome"] and p.attrs["voxel_size"] == (10.0, 10.0, 10.0)
+    meta = p.attrs["prediction"]
+    assert len(meta["model_sha256"]) == 64 and meta["window"] == 32 and meta["finished"]
+    # identical numbers from the Python API on a different chunking
+    direct = predict_file(tomo, make_ref(model, PredictOptions(window=32, margin=4, chunk=16, dtype="float32")), tmp_path / "o2",
+                          PredictOptions(window=32, margin=4, chunk=16, dtype="float32"), chunks=8)
+    ref = open_volume(direct).data.compute()
+    assert np.abs(p.data.compute().astype(float) - np.rint(ref * 255)).max() <= 1
+    # a different model of the same name is refused, nothing is touched
+    other = _model(tmp_path / "other.safetensors", seed=1)
+    assert main(["predict", str(tomo), "--model", str(other), "--out", str(out), "--patch", "32", "--overlap", "4"]) == 2
+    assert "another model" in capsys.readouterr().out
+    assert (open_volume(out / "tomo1.ome.zarr", group="predictions/ribo").data.compute() == p.data.compute()).all()
+    assert main(["predict", str(tomo), "--model", str(other), "--out", str(out), "--patch", "32", "--overlap", "4", "--overwrite"]) == 0
+
+
+def test_predict_cli_2d_model_writes_mask_and_tta_variance(tmp_path, tomo, inprocess_cluster):
+    model = _model(tmp_path / "m2d.safetensors", name="memb", dim=2, classes=("membrane", "cytosol"))
+    out = tmp_path / "out"
+    args = ["predict", str(tomo), "--model", str(model), "--out", str(out), "--patch", "32", "--overlap", "8",
+            "--sigma-z", "2", "--tta", "rotations"]
+    assert main(args) == 0
+    probs = open_volume(out / "tomo1.ome.zarr", group="predictions/memb").data.compute() / 255.0
+    mask = open_volume(out / "tomo1.ome.zarr", group="labels/memb").data.compute()
+    var = open_volume(out / "tomo1.ome.zarr", group="predictions/memb_variance")
+    assert probs.shape == (2, 20, 40, 36) and var.shape == probs.shape and mask.shape == (20, 40, 36)
+    expect = np.where((probs >= 0.75).any(0), probs.argmax(0) + 1, 0)
+    assert (mask == expect).all()
+    assert float(var.data.max().compute()) <= 0.25
+
+
+def test_predict_cli_bad_inputs(tmp_path, tomo, capsys):
+    model = _model(tmp_path / "ribo.safetensors")
+    assert main(["predict", str(tmp_path / "nope.mrc"), "--model", str(model), "--out", str(tmp_path)]) == 2
+    assert main(["predict", str(tomo), "--model", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "nope.mrc" in err and "missing.safetensors" in err
+
+
+def test_predict_cli_real_worker_processes(tmp_path, tomo):
+    """Model loaded inside worker processes from its path (nothing pickled but the reference)."""
+    model = _model(tmp_path / "ribo.safetensors")
+    out = tmp_path / "out"
+    assert main(["predict", str(tomo), "--model", str(model), "--out", str(out), "--patch", "32",
+                 "--overlap", "4", "--workers", "1", "--dtype", "float16"]) == 0
+    p = open_volume(out / "tomo1.ome.zarr", group="predictions/ribo")
+    assert p.dtype == np.float16 and 0 <= float(p.min()) and float(p.max()) <= 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ def dask_client(spec: ClusterSpec | None = None, *, quiet: bool = False) -> Iter
     """
     from distributed import Client
 
+    _quiet_distributed_logs()
     spec = spec or ClusterSpec()
     cluster = make_cluster(spec)
     try:
@@ -102,12 +104,22 @@ def dask_client(spec: ClusterSpec | None = None, *, quiet: bool = False) -> Iter
             client = Client(cluster)
         with client:
             if not quiet:
-                link = getattr(client, "dashboard_link", None)
-                log.warning("Dask dashboard: %s", link)
+                print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
             yield client
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def _quiet_distributed_logs() -> None:
+    """distributed logs every worker start and stop at INFO; show that only when our log level asks.
+
+    Called after ``distributed`` is imported, because its import (re)sets its loggers' levels.
+    """
+    if not logging.getLogger("deepict_dask").isEnabledFor(logging.INFO):
+        for name in ("distributed", "tornado"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("bokeh").setLevel(logging.ERROR)  # a wildcard-host notice on every start
 
 
 def spec_from_args(args: Any) -> ClusterSpec:

@@ -42,9 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # distributed logs every worker start at INFO; users see them only when they ask with -v.
-    for name in ("distributed", "bokeh", "tornado"):
-        logging.getLogger(name).setLevel(max(level, logging.WARNING) if args.verbose < 2 else logging.DEBUG)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -26,7 +26,6 @@ from deepict_dask import __version__
 from deepict_dask.errors import ConfigError, DeepictError, InputError, OutputError
 from deepict_dask.inference.devices import choose_device, is_cuda
 from deepict_dask.inference.engine import OUT_DTYPES, quantize
-from deepict_dask.inference.normalize import global_stats, zscore
 from deepict_dask.inference.predict2d import (
     DEFAULT_MARGIN_2D,
     DEFAULT_SIGMA_Z,
@@ -39,6 +38,7 @@ from deepict_dask.inference.windows import BLENDS
 from deepict_dask.inference.worker_cache import PredictorRef, file_sha256, get_predictor
 from deepict_dask.io.volume import make_volume, origin_of, spatial_shape, voxel_size_of
 from deepict_dask.models.spec import ModelInfo
+from deepict_dask.preprocess.normalize import checked_stats, zscore
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
         factors = check_voxel_size(info, vs, rescale=opts.rescale)
     except DeepictError as exc:
         raise InputError(exc.problem.replace("(--rescale)", "(drop --no-rescale)"), source) from exc
-    mean, std = global_stats(volume, source=source)  # also refuses NaNs and constant input
+    mean, std = checked_stats(volume, source=source)  # also refuses NaNs and constant input
     if info.normalization == "none":
         mean, std = 0.0, 1.0
     x = zscore(volume.data, mean, std)

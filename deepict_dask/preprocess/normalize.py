@@ -7,6 +7,9 @@ again chunk by chunk when the result is written.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -30,14 +33,51 @@ def check_tomogram(volume: xr.DataArray) -> None:
         raise InputError(f"tomogram is too small to filter: shape {tuple(volume.shape)}", source_of(volume))
 
 
-def volume_stats(volume: xr.DataArray) -> tuple[float, float]:
-    """Global mean and standard deviation (float64 accumulation, one pass over the data)."""
-    data = volume.data if isinstance(volume.data, da.Array) else da.from_array(np.asarray(volume.data))
+def _stored_stats(volume: xr.DataArray) -> tuple[float, float] | None:
+    """Mean/std that ``write_ome_zarr`` saved for pyramid level 0 (saves a pass over the data)."""
+    stats = volume.attrs.get("stats")
+    if not isinstance(stats, Mapping) or volume.attrs.get("level", 0) != 0:
+        return None
+    try:
+        mean, std, bad = float(stats["mean"]), float(stats["std"]), int(stats.get("nonfinite", 0))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (np.nan, np.nan) if bad else (mean, std)
+
+
+def volume_stats(volume: xr.DataArray | da.Array) -> tuple[float, float]:
+    """Global mean and standard deviation (float64 accumulation, one pass over the data).
+
+    Uses the statistics stored with an OME-Zarr image when present.
+    """
+    stored = _stored_stats(volume) if isinstance(volume, xr.DataArray) else None
+    if stored is not None:
+        return stored
+    arr = volume.data if isinstance(volume, xr.DataArray) else volume
+    data = arr if isinstance(arr, da.Array) else da.from_array(np.asarray(arr))
     data = data.astype(np.float64)
     mean, meansq = compute(data.mean(), (data * data).mean())
     mean, meansq = float(mean), float(meansq)
-    var = max(meansq - mean * mean, 0.0)
-    return mean, float(np.sqrt(var))
+    if not (np.isfinite(mean) and np.isfinite(meansq)):
+        return np.nan, np.nan
+    return mean, float(np.sqrt(max(meansq - mean * mean, 0.0)))
+
+
+def checked_stats(volume: xr.DataArray | da.Array, source: Any = None) -> tuple[float, float]:
+    """:func:`volume_stats`, refusing NaN/inf voxels and constant volumes with an :class:`InputError`."""
+    if source is None and isinstance(volume, xr.DataArray):
+        source = source_of(volume)
+    mean, std = volume_stats(volume)
+    if not np.isfinite(mean) or not np.isfinite(std):
+        raise InputError("tomogram contains NaN or infinite values; fix or mask them first", source)
+    if std <= 1e-12 * max(1.0, abs(mean)):
+        raise InputError(f"tomogram is constant (every voxel is {mean:g}); nothing to normalize", source)
+    return mean, std
+
+
+def zscore(arr: da.Array, mean: float, std: float) -> da.Array:
+    """``(arr - mean) / std`` in float32, lazily."""
+    return ((arr.astype(np.float32) - np.float32(mean)) * np.float32(1.0 / std)).astype(np.float32)
 
 
 def normalize(volume: xr.DataArray) -> xr.DataArray:
@@ -46,14 +86,9 @@ def normalize(volume: xr.DataArray) -> xr.DataArray:
     Raises :class:`InputError` (naming the source file) for NaN/inf values or a constant volume.
     """
     check_tomogram(volume)
-    mean, std = volume_stats(volume)
-    src = source_of(volume)
-    if not np.isfinite(mean) or not np.isfinite(std):
-        raise InputError("tomogram contains NaN or infinite values; cannot normalize it", src)
-    if std <= 1e-12 * max(1.0, abs(mean)):
-        raise InputError(f"tomogram is constant (every voxel is {mean:g}); cannot normalize it", src)
+    mean, std = checked_stats(volume)
     data = volume.data if isinstance(volume.data, da.Array) else da.from_array(np.asarray(volume.data))
-    out = ((data.astype(np.float32) - np.float32(mean)) * np.float32(1.0 / std)).astype(np.float32)
+    out = zscore(data, mean, std)
     attrs = dict(volume.attrs)
     attrs["normalization"] = {"mean": mean, "std": std}
     return volume.copy(data=out).assign_attrs(attrs)

@@ -1,0 +1,335 @@
+"""The training loop: Adam + schedule, validation, early stopping, checkpoints, resume, CSV log.
+
+Run directory layout (``output.dir``)::
+
+    config.json            the validated configuration of the run
+    log.csv                one row every ``log_every`` steps (train loss, lr, data wait) and at
+                           every validation (val loss, voxel F1 per class)
+    checkpoint_last.pt     model + optimizer + scaler + counters + RNG (atomic, weights_only-safe)
+    checkpoint_best.pt     the same at the best validation so far
+    model.safetensors      the final model (best weights), unless ``output.model`` says elsewhere
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepict_dask import __version__
+from deepict_dask.errors import ConfigError, InputError
+from deepict_dask.io.atomic import atomic_path
+from deepict_dask.io.volume import voxel_size_of
+from deepict_dask.models.files import build_network, save_model
+from deepict_dask.models.spec import ModelInfo
+from deepict_dask.models.unet import architecture_from
+from deepict_dask.train.config import TrainConfig
+from deepict_dask.train.data import BatchLoader, Dataset, PatchSampler, build_dataset, fixed_patches
+from deepict_dask.train.losses import SegmentationLoss
+from deepict_dask.train.metrics import confusion, f1_scores
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ device
+
+
+@dataclass
+class DeviceSetup:
+    device: torch.device
+    amp_dtype: torch.dtype | None  # autocast dtype, None = full precision
+    grad_scaling: bool
+
+
+def resolve_device(requested: str, mixed_precision: bool, cuda_available: bool | None = None) -> DeviceSetup:
+    """CUDA (fp16 autocast + GradScaler when ``mixed_precision``) if asked/available, else CPU fp32."""
+    has_cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if requested == "cuda" and not has_cuda:
+        raise ConfigError("training.device: cuda requested but no CUDA device is available")
+    if requested == "cuda" or (requested == "auto" and has_cuda):
+        amp = torch.float16 if mixed_precision else None
+        return DeviceSetup(torch.device("cuda"), amp, amp is not None)
+    return DeviceSetup(torch.device("cpu"), None, False)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------------------------------ schedule
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    o = cfg.optimizer
+    total = cfg.training.total_steps
+    if o.warmup_steps and step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    if o.schedule == "constant":
+        return o.lr
+    if o.schedule == "step":
+        return o.lr * o.gamma ** (step // o.step_every)
+    frac = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+    lo = o.lr * o.min_lr_fraction
+    return lo + 0.5 * (o.lr - lo) * (1 + math.cos(math.pi * frac))
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: an interrupted write never replaces a good checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load with ``weights_only=True`` (no code execution); corrupt files are an InputError."""
+    if not path.is_file():
+        raise InputError("checkpoint not found (nothing to resume)", path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"checkpoint is corrupt or unreadable ({type(exc).__name__}: {str(exc)[:120]})", path) from exc
+    if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
+        raise InputError("not a deepict training checkpoint", path)
+    return state
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    steps: int
+    best: dict[str, Any]
+    data_wait_fraction: float
+    voxels_per_second: float
+    stopped_early: bool
+
+
+def _identity(cfg: TrainConfig) -> str:
+    """What must match between a checkpoint and the config resuming from it."""
+    return json.dumps({"dim": cfg.dim, "classes": cfg.classes, "activation": cfg.activation,
+                       "model": architecture_from(cfg.model)}, sort_keys=True)
+
+
+def make_info(cfg: TrainConfig, dataset: Dataset | None, voxel_size: float) -> ModelInfo:
+    arch = architecture_from(cfg.model)
+    arch.setdefault("kind", "UNet3D" if cfg.dim == 3 else "UNet2D")
+    return ModelInfo(
+        name=cfg.name, dim=cfg.dim, classes=list(cfg.classes), activation=cfg.activation, architecture=arch,
+        patch_size=list(cfg.data.patch_size or []), voxel_size=voxel_size,
+        voxel_size_tolerance=cfg.voxel_size_tolerance, normalization="zscore",
+        preprocessing={"normalization": "zscore with the tomogram's global mean and std", **cfg.preprocessing},
+        training={"data": dataset.summary() if dataset else {}}, software_version=__version__,
+    )
+
+
+class _CsvLog:
+    def __init__(self, path: Path, classes: list[str], append: bool):
+        self.fields = ["step", "epoch", "lr", "train_loss", "data_wait_fraction", "voxels_per_s", "val_loss",
+                       "val_f1_mean"] + [f"val_f1_{c}" for c in classes] + ["elapsed_s"]
+        new = not (append and path.is_file())
+        self.fh = open(path, "w" if new else "a", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=self.fields)
+        if new:
+            self.writer.writeheader()
+
+    def row(self, **values: Any) -> None:
+        self.writer.writerow({k: values.get(k, "") for k in self.fields})
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _evaluate(net: torch.nn.Module, loss_fn: SegmentationLoss, val: tuple[np.ndarray, np.ndarray], batch: int,
+              setup: DeviceSetup, activation: str) -> tuple[float, np.ndarray]:
+    net.eval()
+    total, n = 0.0, 0
+    counts = None
+    with torch.no_grad():
+        for i in range(0, len(val[0]), batch):
+            x = torch.from_numpy(val[0][i:i + batch]).to(setup.device)
+            y = torch.from_numpy(val[1][i:i + batch]).to(setup.device)
+            with _autocast(setup):
+                logits = net(x)
+            total += float(loss_fn(logits, y)) * len(x)
+            n += len(x)
+            c = confusion(logits.float(), y, activation)
+            counts = c if counts is None else counts + c
+    net.train()
+    return total / max(n, 1), f1_scores(counts)
+
+
+def _autocast(setup: DeviceSetup):
+    if setup.amp_dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=setup.device.type, dtype=setup.amp_dtype)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, command: str = "") -> TrainResult:
+    """Train ``cfg``; returns where the model went and the best validation scores.
+
+    ``resume=True`` continues from ``output.dir/checkpoint_last.pt`` (same batches from there on).
+    """
+    out = Path(cfg.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tr = cfg.training
+    setup = resolve_device(tr.device, tr.mixed_precision)
+    if setup.device.type == "cpu":
+        # one core is left to the loader threads: oversubscribed OpenMP threads spin and slow
+        # training down many times on small machines
+        torch.set_num_threads(tr.threads or max(1, available_cores() - 1))
+    torch.manual_seed(tr.seed)
+    np.random.seed(tr.seed % 2**32)
+
+    dataset = build_dataset(cfg)
+    vs = cfg.data.voxel_size or float(np.mean(voxel_size_of(dataset.train[0].image)))
+    sampler = PatchSampler(dataset.train, cfg.data.patch_size, cfg.dim, cfg.data.object_fraction,
+                           cfg.data.object_jitter)
+    val = None
+    if dataset.validation:
+        vsampler = PatchSampler(dataset.validation, cfg.data.patch_size, cfg.dim, cfg.data.object_fraction, 0.25)
+        val = fixed_patches(vsampler, tr.validation_patches, tr.seed)
+
+    info = make_info(cfg, dataset, vs)
+    net = build_network(info).to(setup.device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
+    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaling)
+    loss_fn = SegmentationLoss(cfg.loss, cfg.activation)
+
+    step, best_value, bad, best_scores = 0, math.inf, 0, {}
+    last_ck, best_ck = out / "checkpoint_last.pt", out / "checkpoint_best.pt"
+    if resume:
+        state = load_checkpoint(last_ck)
+        if state.get("identity") != _identity(cfg):
+            raise ConfigError("the config's classes/model differ from the checkpoint's; cannot resume", last_ck)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        step, best_value, bad = int(state["step"]), float(state["best_value"]), int(state["bad"])
+        best_scores = json.loads(state.get("best_scores", "{}"))
+        torch.set_rng_state(state["torch_rng"])
+    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+
+    total = tr.total_steps
+    start_step = step
+    ck_every = tr.checkpoint_every or tr.validate_every
+    loader = BatchLoader(sampler, cfg.data.batch_size, tr.seed, cfg.augment, cfg.data.workers, cfg.data.prefetch,
+                         start=step)
+    csv_log = _CsvLog(out / "log.csv", cfg.classes, append=resume)
+    voxels_per_batch = cfg.data.batch_size * math.prod(cfg.data.patch_size)
+
+    def state_dict() -> dict[str, Any]:
+        return {"model": net.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                "step": step, "best_value": best_value, "bad": bad, "best_scores": json.dumps(best_scores),
+                "torch_rng": torch.get_rng_state(), "identity": _identity(cfg)}
+
+    bar = _progress(progress)
+    task = bar.add_task(cfg.name, total=total, completed=step) if bar else None
+    t_start = time.perf_counter()
+    wait0, run_loss, run_n, stopped = 0.0, 0.0, 0, False
+    t_window, steps_window, wait_window = time.perf_counter(), 0, 0.0
+    net.train()
+    try:
+        if bar:
+            bar.start()
+        while step < total:
+            x_np, y_np = next(loader)
+            x = torch.from_numpy(x_np).to(setup.device, non_blocking=True)
+            y = torch.from_numpy(y_np).to(setup.device, non_blocking=True)
+            for g in opt.param_groups:
+                g["lr"] = learning_rate(cfg, step)
+            opt.zero_grad(set_to_none=True)
+            with _autocast(setup):
+                logits = net(x)
+            loss = loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise ConfigError(f"training diverged at step {step} (loss {float(loss)}); lower optimizer.lr")
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            run_loss += float(loss.detach())
+            run_n += 1
+            steps_window += 1
+            validate = val is not None and (step % tr.validate_every == 0 or step == total)
+            if step % 10 == 0 or validate or step == total:
+                now = time.perf_counter()
+                wait_window = loader.wait_time - wait0
+                throughput = steps_window * voxels_per_batch / max(now - t_window, 1e-9)
+                row: dict[str, Any] = {
+                    "step": step, "epoch": f"{step / tr.steps_per_epoch:.2f}", "lr": f"{learning_rate(cfg, step - 1):.3g}",
+                    "train_loss": f"{run_loss / run_n:.5f}",
+                    "data_wait_fraction": f"{wait_window / max(now - t_window, 1e-9):.3f}",
+                    "voxels_per_s": f"{throughput:.0f}", "elapsed_s": f"{now - t_start:.1f}",
+                }
+                wait0, t_window, steps_window, run_loss, run_n = loader.wait_time, now, 0, 0.0, 0
+                if validate:
+                    vloss, f1 = _evaluate(net, loss_fn, val, cfg.data.batch_size, setup, cfg.activation)
+                    row.update({"val_loss": f"{vloss:.5f}", "val_f1_mean": f"{f1.mean():.4f}",
+                                **{f"val_f1_{c}": f"{v:.4f}" for c, v in zip(cfg.classes, f1)}})
+                    value = vloss if tr.monitor == "loss" else -float(f1.mean())
+                    if value < best_value:
+                        best_value, bad = value, 0
+                        best_scores = {"step": step, "val_loss": round(vloss, 5),
+                                       "val_voxel_f1": {c: round(float(v), 4) for c, v in zip(cfg.classes, f1)}}
+                        save_checkpoint(best_ck, state_dict())
+                    else:
+                        bad += 1
+                    if bar:
+                        bar.update(task, description=f"{cfg.name} val_loss {vloss:.3f} f1 {f1.mean():.3f}")
+                    if tr.early_stopping and bad >= tr.early_stopping:
+                        stopped = True
+                csv_log.row(**row)
+            if step % ck_every == 0 or step == total or stopped:
+                save_checkpoint(last_ck, state_dict())
+            if bar:
+                bar.update(task, completed=step)
+            if stopped:
+                log.info("early stopping at step %d", step)
+                break
+    finally:
+        loader.close()
+        csv_log.close()
+        if bar:
+            bar.stop()
+    elapsed = time.perf_counter() - t_start
+    wait_fraction_total = loader.wait_time / max(elapsed, 1e-9)
+    throughput = (step - start_step) * voxels_per_batch / max(elapsed, 1e-9)
+
+    if best_ck.is_file() and val is not None:
+        net.load_state_dict(load_checkpoint(best_ck)["model"])
+    info.training.update({
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "steps": step, "seed": tr.seed,
+        "stopped_early": stopped, "scores": best_scores, "command": command,
+        "config": json.loads(cfg.model_dump_json()), "device": str(setup.device),
+    })
+    path = save_model(cfg.model_path, net, info, half=cfg.output.half)
+    return TrainResult(path, step, best_scores, wait_fraction_total, throughput, stopped)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=False)

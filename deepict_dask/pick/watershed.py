@@ -1,0 +1,264 @@
+"""``--cluster watershed``: split touching particles by a seeded watershed, block by block.
+
+Connected components merge touching ribosomes into one cluster with one centroid. Here every block
+is processed together with a halo of at least one particle diameter:
+
+1. seeds are found on block + halo (:mod:`.seeds`: maxima of the distance transform of the
+   foreground, or of the smoothed probability map, at least ``min_distance`` apart); the decision
+   is local and ties are broken by global raster index, so every block agrees on every seed;
+2. a watershed floods the descending landscape from those seeds inside the foreground
+   (``skimage.segmentation.watershed``);
+3. only the block's core is kept, each voxel labelled with the *key* of its basin's seed (its
+   global raster index + 1). Pieces of one basin seen by several blocks carry the same key and are
+   merged by the pick stage's group-by, so labels are global without any block exchanging labels.
+
+Foreground that no seed reaches within the crop (a fragment whose maximum lies outside the crop)
+becomes its own cluster, keyed by its highest voxel, so no foreground is dropped. Results are
+independent of chunking as long as a basin fits in the halo, which the default halo (twice the
+seed distance, or the ``diameter`` given) ensures for particles; for large structures (membranes,
+filaments) use ``--cluster cc``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from deepict_dask.errors import ConfigError
+from deepict_dask.pick import seeds as sd
+from deepict_dask.pick.label import BlockContext, ClusterMethod, register_method
+
+_WS_CONNECTIVITY = {6: 1, 18: 2, 26: 3}
+
+
+def split_params(
+    method: str,
+    *,
+    min_distance: float | str | None,
+    voxel_size: Sequence[float],
+    shape: Sequence[int] | None,
+    radius: float | str | None = None,
+    seeds: str | None = None,
+    sigma: float | None = None,
+    h_maxima: float | None = None,
+    diameter: float | str | None = None,
+) -> dict[str, Any]:
+    """Validated parameters of ``watershed`` / ``peaks`` (the ``params`` of the pick stage).
+
+    ``min_distance``: seeds closer than this are one particle (voxels, or a string like ``"80A"``);
+    default: the expected particle ``radius``. ``seeds``: ``edt`` (default for watershed: the
+    mask's shape decides) or ``prob`` (default and only choice for peaks). ``sigma``: Gaussian
+    smoothing (voxels) of the seed landscape (default 1 for ``prob``, 0 for ``edt``). ``h_maxima``:
+    ignore maxima less than ``h`` above their surroundings (probability units for ``prob``, voxels
+    for ``edt``). ``diameter``: the largest particle diameter, which sets the halo (default
+    twice the radius or ``min_distance``, whichever is larger).
+    """
+    if method not in ("watershed", "peaks"):
+        raise ConfigError(f"unknown splitting method {method!r}")
+    if min_distance is None:
+        if radius is None:
+            raise ConfigError(
+                f"--cluster {method} needs --min-distance (e.g. 80A, about the particle radius) "
+                "or an expected particle radius"
+            )
+        min_distance = radius
+    radii = sd.min_distance_voxels(min_distance, voxel_size, shape)
+    source = seeds or ("prob" if method == "peaks" else "edt")
+    if source not in sd.SEED_SOURCES:
+        raise ConfigError(f"--seeds must be one of {list(sd.SEED_SOURCES)}, got {source!r}")
+    if method == "peaks" and source != "prob":
+        raise ConfigError("--cluster peaks picks maxima of the probability map; --seeds edt applies to watershed")
+    sigma = float(sigma) if sigma is not None else (1.0 if source == "prob" else 0.0)
+    if not np.isfinite(sigma) or sigma < 0:
+        raise ConfigError(f"--sigma must be >= 0 voxels, got {sigma}")
+    h = None if h_maxima is None else float(h_maxima)
+    if h is not None and (not np.isfinite(h) or h < 0):
+        raise ConfigError(f"--h-maxima must be >= 0, got {h_maxima}")
+    if diameter is not None:
+        diam = max(sd.min_distance_voxels(diameter, voxel_size, None))
+    elif radius is not None:
+        diam = 2.0 * max(max(sd.min_distance_voxels(radius, voxel_size, None)), max(radii))
+    else:
+        diam = 2.0 * max(radii)
+    return {
+        "method": method,
+        "min_distance_vox": radii,
+        "seeds": source,
+        "sigma": sigma,
+        "h_maxima": h,
+        "diameter_vox": diam,
+        "spacing": tuple(float(v) for v in voxel_size),
+    }
+
+
+PARAM_KEYS = ("min_distance", "radius", "seeds", "sigma", "h_maxima", "diameter")
+
+
+def resolve_params(method: str, params: dict[str, Any], voxel_size, shape: Sequence[int] | None = None) -> dict[str, Any]:
+    """``params`` as given to ``pick(cluster_params=...)`` (keys :data:`PARAM_KEYS`), validated;
+    already resolved parameters (from :func:`split_params`) pass through."""
+    if "min_distance_vox" in params:
+        return params
+    # the pick stage adds keys of its own (class unit, ...); only near-misses of ours are typos
+    for key in set(params) - set(PARAM_KEYS):
+        close = difflib.get_close_matches(str(key), PARAM_KEYS, n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(f"unknown option {key!r} for --cluster {method}; did you mean {close[0]!r}?")
+    return split_params(method, voxel_size=voxel_size, shape=shape, **{k: params.get(k) for k in PARAM_KEYS})
+
+
+def split_halo(method: str, params: dict[str, Any], voxel_size) -> int:
+    """Halo of a block for ``watershed`` / ``peaks`` (see :func:`.seeds.seed_halo`)."""
+    p = resolve_params(method, params, voxel_size)
+    return sd.seed_halo(p["min_distance_vox"], p["sigma"], p.get("diameter_vox"))
+
+
+def _prepare(method: str, raw, mask, spec, params: dict[str, Any], voxel_size) -> dict[str, Any]:
+    """The pick stage's ``prepare`` step: validate the options against the map (its shape and
+    voxel size) before any block runs; the result travels to every block as its state."""
+    return resolve_params(method, params, voxel_size, tuple(int(n) for n in raw.shape[-3:]))
+
+
+def split_block(
+    fg: np.ndarray,
+    prob: np.ndarray,
+    core: tuple[slice, slice, slice],
+    array_origin: Sequence[int],
+    global_shape: Sequence[int],
+    params: dict[str, Any],
+    connectivity: int = 26,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split the foreground of one block (+ halo) into basins.
+
+    Returns (labels over ``core``: uint32 compact 1..n, ``keys`` uint64 per local label = global
+    raster index of the basin's seed + 1, ``peak`` float32 per local label = landscape at the seed).
+    """
+    import cc3d
+
+    method = params["method"]
+    if params["seeds"] == "prob" and sd.looks_binary(prob, fg):
+        raise sd.binary_error(method)
+    land = sd.landscape(fg, prob, params["seeds"], params["sigma"], params.get("spacing", (1, 1, 1)))
+    comp, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
+    coords, gidx = sd.find_seeds(land, fg, params["min_distance_vox"], h=params["h_maxima"],
+                                 array_origin=array_origin, global_shape=global_shape, comp=comp)
+    k = len(coords)
+    # a cluster with one seed is one basin; only clusters with several seeds are flooded (each in its
+    # bounding box), which gives exactly the watershed of the whole block at a fraction of the cost
+    seed_comp = comp[tuple(coords.T)].astype(np.int64)
+    count = np.bincount(seed_comp, minlength=n + 1)
+    count[0] = -1
+    comp_label = np.zeros(n + 1, np.int32)
+    single = count[seed_comp] == 1
+    comp_label[seed_comp[single]] = np.flatnonzero(single) + 1
+    keys = gidx.astype(np.uint64) + np.uint64(1)
+    peaks = land[tuple(coords.T)].astype(np.float32)
+    orphan = np.flatnonzero(count == 0)
+    if len(orphan):
+        comp_label[orphan] = k + 1 + np.arange(len(orphan))
+        extra_keys, extra_peaks = _orphan_keys(comp, orphan, land, array_origin, global_shape)
+        keys = np.concatenate([keys, extra_keys])
+        peaks = np.concatenate([peaks, extra_peaks])
+    basins = comp_label[comp]
+    multi = np.flatnonzero(count >= 2)
+    if len(multi):
+        _flood(basins, comp, multi, seed_comp, coords, land, array_origin, connectivity)
+    labs = basins[core]
+    present = np.flatnonzero(np.bincount(labs.ravel(), minlength=len(keys) + 1)[1:]) + 1
+    lut = np.zeros(len(keys) + 1, np.uint32)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.uint32)
+    return lut[labs], keys[present - 1], peaks[present - 1]
+
+
+def _flood(basins, comp, multi, seed_comp, coords, land, array_origin, connectivity) -> None:
+    """Seeded watershed of each cluster in ``multi`` inside its bounding box, written into ``basins``."""
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    boxes = ndimage.find_objects(comp)
+    order = np.argsort(seed_comp, kind="stable")
+    starts = np.searchsorted(seed_comp[order], multi)
+    ends = np.searchsorted(seed_comp[order], multi, side="right")
+    for c, a, b in zip(multi, starts, ends):
+        box = boxes[c - 1]
+        lo = np.array([sl.start for sl in box])
+        inside = comp[box] == c
+        markers = np.zeros(inside.shape, np.int32)
+        mine = order[a:b]
+        markers[tuple((coords[mine] - lo).T)] = mine + 1
+        flood = _tie_broken(land[box], inside, np.asarray(array_origin) + lo)
+        ws = watershed(flood, markers, mask=inside, connectivity=_WS_CONNECTIVITY[connectivity])
+        basins[box][inside] = ws[inside]
+
+
+def _tie_broken(land: np.ndarray, fg: np.ndarray, array_origin: Sequence[int], eps: float = 1e-6) -> np.ndarray:
+    """The flooding image ``-land`` plus a tiny offset that depends only on the global voxel
+    position, so that who wins a tied voxel is the same in every block that floods it. Only
+    foreground voxels are flooded, so only they are computed."""
+    steps = np.array([0.7548776662466927, 0.5698402909980532, 0.4301597090019468])
+    idx = np.flatnonzero(fg)
+    pos = np.unravel_index(idx, fg.shape)
+    frac = sum(steps[a] * (pos[a] + int(array_origin[a])).astype(np.float64) for a in range(3))
+    out = np.zeros(fg.shape, np.float64)
+    out.ravel()[idx] = eps * np.mod(frac, 1.0) - land.ravel()[idx]
+    return out
+
+
+def _orphan_keys(comp, orphan, land, array_origin, global_shape) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of seedless clusters (a fragment whose maximum lies outside the crop, or a bump
+    suppressed by a higher seed of another cluster): their highest voxel, ties to the lowest global
+    raster index, so that every block names the fragment alike."""
+    is_orphan = np.zeros(int(comp.max()) + 1, bool)
+    is_orphan[orphan] = True
+    idx = np.flatnonzero(is_orphan[comp.ravel()])
+    lab = comp.ravel()[idx].astype(np.int64)
+    coords = np.stack(np.unravel_index(idx, comp.shape), axis=1) + np.asarray(array_origin, np.int64)
+    gidx = np.ravel_multi_index(tuple(coords.T), tuple(global_shape)).astype(np.int64)
+    val = land.ravel()[idx]
+    order = np.lexsort((gidx, -val, lab))
+    first = order[np.r_[0, np.flatnonzero(np.diff(lab[order])) + 1]]
+    return gidx[first].astype(np.uint64) + np.uint64(1), val[first].astype(np.float32)
+
+
+def _array_origin(ctx: BlockContext) -> tuple[int, int, int]:
+    return tuple(int(o) - int(c.start) for o, c in zip(ctx.origin, ctx.core))
+
+
+def split_label_block(fg: np.ndarray, prob: np.ndarray, votes: np.ndarray | None, ctx: BlockContext):
+    """:class:`~.label.ClusterMethod` adapter: labels over the core and their global keys."""
+    params = ctx.state if isinstance(ctx.state, dict) and "min_distance_vox" in ctx.state else ctx.params
+    labels, keys, _ = split_block(fg, prob, ctx.core, _array_origin(ctx), ctx.shape, params, ctx.spec.connectivity)
+    return labels, keys
+
+
+def split_method(name: str) -> ClusterMethod:
+    """The :class:`~.label.ClusterMethod` of ``watershed`` or ``peaks``."""
+    return ClusterMethod(name, split_label_block, merge_touching=False, halo=partial(split_halo, name),
+                         prepare=partial(_prepare, name))
+
+
+WATERSHED = split_method("watershed")
+register_method(WATERSHED)
+
+
+def split_volume(
+    prob: np.ndarray,
+    threshold: float,
+    params: dict[str, Any],
+    *,
+    connectivity: int = 26,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """In-memory reference: the whole volume as one block (labels 1..n, keys, seed values).
+
+    A binary mask is accepted as ``prob`` (values 0/1, threshold e.g. 0.5) for ``seeds="edt"``.
+    """
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.ndim != 3:
+        raise ConfigError(f"expected a 3D map, got {prob.ndim} dimensions")
+    fg = prob >= np.float32(threshold)
+    core = tuple(slice(0, n) for n in prob.shape)
+    return split_block(fg, prob, core, (0, 0, 0), prob.shape, params, connectivity)

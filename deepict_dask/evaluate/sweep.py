@@ -21,32 +21,15 @@ from deepict_dask.io.volume import origin_of, voxel_size_of
 
 
 def cluster_stats(prob: xr.DataArray, threshold: float, connectivity: int = 26) -> pd.DataFrame:
-    """Connected components of ``prob >= threshold`` with size, centroid (x, y, z voxels) and mean.
+    """Connected components of ``prob >= threshold`` with size, centroid (x, y, z voxels) and score.
 
-    Works on the map of one tomogram held in memory one threshold at a time (uint8 storage is
-    rescaled to probabilities with the pick stage's rule).
+    Uses the pick stage's chunked labelling and statistics (no size filter), so a sweep scales like
+    ``deepict pick`` and agrees with it exactly.
     """
-    import cc3d
+    from deepict_dask.pick.api import pick
 
-    from deepict_dask.pick.threshold import probability_scale, to_probability
-
-    raw = np.asarray(prob.data.compute() if hasattr(prob.data, "compute") else prob.data)
-    p = to_probability(raw, probability_scale(raw.dtype, dict(prob.attrs)))
-    labels = cc3d.connected_components(p >= np.float32(threshold), connectivity=connectivity)
-    n = int(labels.max())
-    if n == 0:
-        return pd.DataFrame({k: pd.Series(dtype=float) for k in ("x", "y", "z", "size", "score")})
-    flat = labels.ravel()
-    size = np.bincount(flat, minlength=n + 1)[1:]
-    zz, yy, xx = np.indices(labels.shape, sparse=True)
-    sums = [
-        np.bincount(flat, weights=np.broadcast_to(a, labels.shape).ravel(), minlength=n + 1)[1:]
-        for a in (xx, yy, zz)
-    ]
-    mean = np.bincount(flat, weights=p.ravel(), minlength=n + 1)[1:] / size
-    return pd.DataFrame(
-        {"x": sums[0] / size, "y": sums[1] / size, "z": sums[2] / size, "size": size.astype(float), "score": mean}
-    )
+    table = pick(prob, threshold=threshold, min_size=1, connectivity=connectivity).table
+    return table[["x", "y", "z", "size", "score"]].astype(float).reset_index(drop=True)
 
 
 def _as_table(stats: pd.DataFrame, tomo: str, cls: str, vol: xr.DataArray) -> pd.DataFrame:

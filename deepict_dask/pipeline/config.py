@@ -1,0 +1,327 @@
+"""The run configuration (``run.yaml``): a pydantic schema, loaded safely with line numbers.
+
+Errors name the offending key *and* its line in the file, because users edit these files by hand:
+``run.yaml: line 12, targets[0].threshold: Input should be less than or equal to 1``.
+Relative paths in the file are resolved against the directory holding the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from deepict_dask.errors import ConfigError
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
+SHIPPED_MODELS = ("demo3d", "demo2d")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _check_name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError("must start with a letter and hold only letters, digits, '_' or '.'")
+    return value
+
+
+class InputsConfig(_Strict):
+    """Which tomograms to process."""
+
+    paths: list[str] = Field(default_factory=list, description="files or glob patterns (MRC/REC/Zarr/OME-Zarr)")
+    manifest: str | None = Field(None, description="text file with one path per line, or a CSV with a 'path' column")
+    voxel_size: float | None = Field(None, gt=0, description="expected voxel size in A (None: the first file's)")
+    voxel_size_tolerance: float = Field(0.02, ge=0, lt=1, description="relative tolerance on the voxel size")
+    truth: str | None = Field(None, description="ground-truth table per tomogram, '{name}' is replaced")
+
+    @model_validator(mode="after")
+    def _some_input(self) -> InputsConfig:
+        if not self.paths and not self.manifest:
+            raise ValueError("give 'paths' (files or globs) or a 'manifest' file")
+        return self
+
+
+class FilterConfig(_Strict):
+    """DeePiCt's amplitude-spectrum equalization filter."""
+
+    enabled: bool = True
+    target: str = Field("default", description="target spectrum file (.tsv) or 'default' (shipped)")
+    lowpass_cutoff: float = Field(0.5, gt=0, le=1, description="sigmoid low-pass cutoff, fraction of Nyquist")
+    lowpass_width: float = Field(0.05, gt=0, le=1, description="sigmoid low-pass width, fraction of Nyquist")
+    mode: Literal["auto", "exact", "blockwise"] = "auto"
+
+
+class PreprocessConfig(_Strict):
+    normalize: bool = True
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+
+
+class ModelConfig(_Strict):
+    """A trained network to run on every tomogram."""
+
+    name: str
+    path: str = Field(description="model file (.safetensors) or a shipped model: demo3d, demo2d")
+    batch_size: int | None = Field(None, gt=0)
+    patch: int | None = Field(None, gt=0, description="3D window size in voxels (default: the model's)")
+    overlap: int | None = Field(None, ge=0, description="voxels cropped per side of each window")
+    blend: Literal["crop", "gaussian"] | None = None
+    dtype: Literal["uint8", "float16", "float32"] = "uint8"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    _name = field_validator("name")(_check_name)
+
+
+class ContextRule(_Strict):
+    """Keep or drop particles by their relation to another target's mask (DeePiCt's context)."""
+
+    target: str = Field(description="name of a segmentation target (e.g. cytosol)")
+    mode: Literal["intersection", "contact", "colocalization"] = "intersection"
+    distance: float = Field(0.0, ge=0, description="colocalization distance in A")
+    invert: bool = Field(False, description="keep particles that do NOT satisfy the rule")
+
+
+class TargetConfig(_Strict):
+    """One thing to find: a class of a model, turned into particles or a segmentation mask."""
+
+    name: str
+    model: str = Field(description="name of a model in 'models'")
+    class_: str | None = Field(None, alias="class", description="class of the model (default: the name)")
+    kind: Literal["particles", "segmentation"] = "particles"
+    threshold: float = Field(0.5, gt=0, le=1)
+    min_size: int | None = Field(None, ge=1, description="smallest cluster kept, voxels (inclusive)")
+    max_size: int | None = Field(None, ge=1, description="largest cluster kept, voxels (inclusive)")
+    cluster: Literal["cc", "meanshift", "watershed", "peaks"] = "cc"
+    connectivity: Literal[6, 18, 26] = 26
+    min_distance: float | None = Field(None, gt=0, description="watershed/peaks seed distance, A")
+    bandwidth: float | None = Field(None, gt=0, description="mean-shift bandwidth, A")
+    context: list[ContextRule] = Field(default_factory=list)
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @field_validator("context")
+    @classmethod
+    def _at_most_one(cls, value: list[ContextRule]) -> list[ContextRule]:
+        if len(value) > 1:
+            raise ValueError("one context rule per target (make a segmentation target for a combined region)")
+        return value
+
+    @property
+    def model_class(self) -> str:
+        return self.class_ or self.name
+
+    @model_validator(mode="after")
+    def _sizes(self) -> TargetConfig:
+        if self.min_size and self.max_size and self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) is larger than max_size ({self.max_size})")
+        return self
+
+
+class OutputConfig(_Strict):
+    dir: str = Field("deepict_out", description="run directory (created)")
+    table_formats: list[Literal["csv", "star", "json"]] = Field(default_factory=lambda: ["csv", "star"])
+    chunks: int = Field(128, ge=16, description="OME-Zarr chunk edge, voxels")
+    levels: int = Field(3, ge=1, le=8, description="pyramid levels of the converted tomogram")
+    report: bool = True
+
+
+class EvaluationConfig(_Strict):
+    tolerance: float = Field(60.0, gt=0, description="match radius for picks vs truth")
+    unit: Literal["A", "vox"] = "A"
+
+
+class ExecutionConfig(_Strict):
+    max_in_flight: int | None = Field(None, ge=1, description="tomograms in flight (default: 2 per worker)")
+    retries: int = Field(1, ge=0, description="extra attempts of a failing task (worker deaths always retry)")
+    gpu: Literal["auto", "yes", "no"] = Field(
+        "auto", description="put a GPU=1 resource on predictions: auto = when some worker offers GPU"
+    )
+
+
+class AdaptConfig(_Strict):
+    minimum: int = Field(0, ge=0, description="fewest jobs")
+    maximum: int = Field(ge=1, description="most jobs")
+
+    @model_validator(mode="after")
+    def _order(self) -> AdaptConfig:
+        if self.minimum > self.maximum:
+            raise ValueError(f"minimum ({self.minimum}) is larger than maximum ({self.maximum})")
+        return self
+
+
+class ClusterConfig(_Strict):
+    kind: Literal["local", "scheduler", "slurm", "pbs", "sge"] = "local"
+    scheduler: str | None = Field(None, description="address or scheduler file (kind: scheduler)")
+    workers: int | None = Field(None, ge=1)
+    threads_per_worker: int | None = Field(None, ge=1)
+    memory_limit: str | None = None
+    jobs: int = Field(1, ge=1, description="jobqueue jobs to request")
+    jobqueue: dict[str, Any] = Field(default_factory=dict, description="extra jobqueue cluster arguments")
+    adapt: AdaptConfig | None = Field(None, description="adaptive scaling of jobqueue jobs")
+
+    @model_validator(mode="after")
+    def _address(self) -> ClusterConfig:
+        if self.kind == "scheduler" and not self.scheduler:
+            raise ValueError("kind 'scheduler' needs 'scheduler: ADDRESS' (or a scheduler file)")
+        return self
+
+
+class RunConfig(_Strict):
+    """The whole ``deepict run`` configuration."""
+
+    inputs: InputsConfig
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    models: list[ModelConfig] = Field(default_factory=list)
+    targets: list[TargetConfig] = Field(default_factory=list)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    def reference_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Cross-references that a field type cannot express, as (location, message) pairs."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        models = [m.name for m in self.models]
+        for section, names in (("models", models), ("targets", [t.name for t in self.targets])):
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    problems.append(((section, i, "name"), f"duplicate name {name!r}"))
+        targets = {t.name: t for t in self.targets}
+        for i, t in enumerate(self.targets):
+            if t.model not in models:
+                problems.append((("targets", i, "model"), f"model {t.model!r} is not one of models {models}"))
+            for j, rule in enumerate(t.context):
+                loc = ("targets", i, "context", j, "target")
+                other = targets.get(rule.target)
+                if other is None:
+                    problems.append((loc, f"{rule.target!r} is not a target"))
+                elif other.kind != "segmentation":
+                    problems.append((loc, f"context target {rule.target!r} must have 'kind: segmentation'"))
+                elif other.context:
+                    problems.append((loc, f"context target {rule.target!r} may not have context rules itself"))
+        return problems
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _walk_lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    """Record the 1-based line of every mapping key and sequence item under ``path``."""
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            kpath = path + (key.value,)
+            out[kpath] = key.start_mark.line + 1
+            _walk_lines(value, kpath, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk_lines(item, path + (i,), out)
+
+
+class LineLoader(yaml.SafeLoader):
+    """A safe YAML loader that also remembers the line of every key and list item."""
+
+    def load_with_lines(self) -> tuple[Any, dict[tuple[Any, ...], int]]:
+        node = self.get_single_node()
+        lines: dict[tuple[Any, ...], int] = {}
+        if node is None:
+            return None, lines
+        _walk_lines(node, (), lines)
+        return self.construct_document(node), lines
+
+
+def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("function-")))
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _located(loc: tuple[Any, ...], msg: str, lines: dict[tuple[Any, ...], int]) -> str:
+    line = _line_of(loc, lines)
+    return f"{'line ' + str(line) + ', ' if line else ''}{_format_loc(loc)}: {msg}"
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
+    """Validate YAML text as a :class:`RunConfig`; :class:`ConfigError` names key and line."""
+    loader = LineLoader(text)
+    try:
+        data, lines = loader.load_with_lines()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"{where}not valid YAML: {getattr(exc, 'problem', exc)}", source) from exc
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ConfigError("the configuration must be a mapping of sections (inputs:, models:, targets:, ...)", source)
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif err["type"] == "missing":
+                msg = "required key missing"
+            problems.append(_located(loc, msg, lines))
+        raise ConfigError("; ".join(problems), source) from None
+    refs = config.reference_problems()
+    if refs:
+        raise ConfigError("; ".join(_located(loc, msg, lines) for loc, msg in refs), source)
+    if base_dir is not None:
+        config = resolve_paths(config, base_dir)
+    return config
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a run configuration file; relative paths are taken from its directory."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration: {exc.strerror}", path) from exc
+    return parse_config(text, str(path), base_dir=path.parent.resolve())
+
+
+def _resolve(value: str | None, base: Path) -> str | None:
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+def resolve_paths(config: RunConfig, base: Path) -> RunConfig:
+    """A copy of ``config`` whose file paths are absolute (relative ones taken from ``base``)."""
+    c = config.model_copy(deep=True)
+    c.inputs.paths = [_resolve(p, base) for p in c.inputs.paths]  # type: ignore[misc]
+    c.inputs.manifest = _resolve(c.inputs.manifest, base)
+    c.inputs.truth = _resolve(c.inputs.truth, base)
+    c.output.dir = _resolve(c.output.dir, base)  # type: ignore[assignment]
+    if c.preprocess.filter.target != "default":
+        c.preprocess.filter.target = _resolve(c.preprocess.filter.target, base)  # type: ignore[assignment]
+    for m in c.models:
+        if m.path not in SHIPPED_MODELS:
+            m.path = _resolve(m.path, base)  # type: ignore[assignment]
+    if c.cluster.scheduler and Path(base, c.cluster.scheduler).is_file():
+        c.cluster.scheduler = _resolve(c.cluster.scheduler, base)
+    return c

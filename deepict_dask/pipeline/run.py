@@ -1,0 +1,300 @@
+"""``deepict run``: the whole workflow over many tomograms on a Dask cluster.
+
+:func:`run_workflow` checks everything cheap first (config references, inputs, headers, voxel
+sizes, models and their classes, the output directory), then starts or connects to the cluster,
+runs every tomogram's stage chain with the engine (resumable, fault tolerant, bounded) and writes
+the run-level outputs (combined tables, summary, provenance, evaluation, report).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepict_dask.cluster import ClusterSpec, dask_client
+from deepict_dask.errors import ConfigError, InputError, OutputError
+from deepict_dask.pipeline.config import SHIPPED_MODELS, RunConfig
+from deepict_dask.pipeline.engine import (
+    ProgressSink,
+    TomoJob,
+    TomoOutcome,
+    gpu_available,
+    pid_alive,
+    run_jobs,
+)
+from deepict_dask.pipeline.inputs import InputTomogram, check_output_dir, collect_inputs
+from deepict_dask.pipeline.manifest import Manifest, file_sha256
+from deepict_dask.pipeline.stages import STAGE_KINDS, build_stages, model_files, read_model_meta
+
+log = logging.getLogger(__name__)
+LOCK_NAME = ".deepict-run.lock"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    outcomes: dict[str, TomoOutcome]
+    outputs: dict[str, Path] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[TomoOutcome]:
+        return [o for o in self.outcomes.values() if o.status != "done"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def cluster_spec(config: RunConfig, override: ClusterSpec | None = None) -> ClusterSpec:
+    """The cluster from the config's ``cluster:`` section, with command-line options on top."""
+    c = config.cluster
+    spec = ClusterSpec(
+        kind=c.kind, scheduler=c.scheduler, n_workers=c.workers, threads_per_worker=c.threads_per_worker,
+        memory_limit=c.memory_limit, jobs=c.jobs, jobqueue_options=dict(c.jobqueue),
+    )
+    if override is not None:
+        if override.kind != "local" or override.scheduler:
+            spec.kind, spec.scheduler = override.kind, override.scheduler
+        for name in ("n_workers", "threads_per_worker", "memory_limit"):
+            if getattr(override, name) is not None:
+                setattr(spec, name, getattr(override, name))
+        if override.jobs and override.jobs != 1:
+            spec.jobs = override.jobs
+    return spec
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One ``deepict run`` per run directory at a time (two would race on the same outputs)."""
+    lock = run_dir / LOCK_NAME
+    host = socket.gethostname()
+    if lock.exists():
+        try:
+            info = json.loads(lock.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if info.get("host") == host and isinstance(info.get("pid"), int) and pid_alive(info["pid"]) \
+                and info["pid"] != os.getpid():
+            raise OutputError(f"another deepict run (pid {info['pid']}) is using this directory", run_dir)
+        if info.get("host") not in (None, host):
+            log.warning("%s: taking over a lock left by host %s", run_dir, info.get("host"))
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": host, "started": time.time()}))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(run_dir: Path, names: Iterable[str]) -> int:
+    """Delete ``.X.tmp-*`` leftovers of killed writers (safe: the run directory is locked)."""
+    from deepict_dask.io.atomic import _remove
+
+    dirs = [run_dir / "tomograms", run_dir / "manifest", run_dir / "tables", run_dir]
+    for name in names:
+        store = run_dir / "tomograms" / f"{name}.ome.zarr"
+        dirs += [store, store / "predictions", store / "labels", run_dir / "tables" / name]
+    n = 0
+    for d in dirs:
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.startswith(".") and (".tmp-" in e.name or ".old-" in e.name):
+                _remove(Path(e.path))
+                n += 1
+    return n
+
+
+def check_models(config: RunConfig, tomos: list[InputTomogram]) -> dict[str, str]:
+    """Every model file readable, every target's class in its model, voxel sizes compatible.
+
+    Returns the SHA-256 of each model file (part of the prediction stage's hash, and provenance).
+    """
+    files = model_files(config)
+    problems: list[str] = []
+    infos = {}
+    hashes = {}
+    for m in config.models:
+        try:
+            if not files[m.name].is_file():
+                raise InputError("model file not found" + (" (shipped demo model missing from the installation)"
+                                                           if m.path in SHIPPED_MODELS else ""), files[m.name])
+            infos[m.name] = read_model_meta(files[m.name])
+            hashes[m.name] = file_sha256(files[m.name])
+        except (InputError, OSError) as exc:
+            problems.append(f"models: {m.name}: {exc}")
+    for t in config.targets:
+        info = infos.get(t.model)
+        if info is not None and t.model_class not in info["classes"]:
+            problems.append(
+                f"targets: {t.name}: model {t.model!r} has no class {t.model_class!r} (it has {info['classes']}); "
+                "set 'class:'"
+            )
+    flt = config.preprocess.filter
+    if flt.enabled and flt.target != "default":
+        from deepict_dask.preprocess import read_spectrum
+
+        try:
+            read_spectrum(flt.target)
+        except InputError as exc:
+            problems.append(f"preprocess.filter.target: {exc}")
+    readable = [t for t in tomos if t.problem is None]
+    if readable:
+        vs = readable[0].header["voxel_size"]
+        for name, info in infos.items():
+            model_vs = float(info["voxel_size"])
+            if max(abs(float(v) - model_vs) / model_vs for v in vs) <= float(info["voxel_size_tolerance"]):
+                continue
+            from deepict_dask.models import ModelInfo, check_voxel_size  # imports torch: only on a mismatch
+
+            try:
+                check_voxel_size(ModelInfo.model_validate(info), vs)
+            except Exception as exc:  # DeepictError with the model's own wording
+                problems.append(f"models: {name}: {exc}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return hashes
+
+
+def make_jobs(tomos: list[InputTomogram], run_dir: Path) -> list[TomoJob]:
+    return [
+        TomoJob(t.name, str(t.path), str(run_dir), fingerprint=t.fingerprint, header=t.header,
+                truth=str(t.truth) if t.truth else None)
+        for t in tomos
+    ]
+
+
+def check_force(force: Iterable[str], config: RunConfig) -> list[str]:
+    valid = set(STAGE_KINDS) | {"all"} | {f"predict:{m.name}" for m in config.models} | {
+        f"pick:{t.name}" for t in config.targets}
+    bad = [f for f in force if f not in valid]
+    if bad:
+        raise ConfigError(f"--force {', '.join(bad)}: unknown stage; use one of {sorted(valid)}")
+    return list(force)
+
+
+def run_workflow(
+    config: RunConfig,
+    *,
+    force: Iterable[str] = (),
+    cluster: ClusterSpec | None = None,
+    client: Any = None,
+    progress: ProgressSink | None = None,
+    evaluate: bool = True,
+) -> RunResult:
+    """Run the configured workflow; returns per-tomogram outcomes and the run-level outputs.
+
+    Pass ``client`` to use an existing Dask client (tests, notebooks); otherwise the cluster comes
+    from ``config.cluster`` with ``cluster`` overriding it.
+    """
+    from deepict_dask.pipeline.summary import write_run_outputs
+
+    t0 = time.perf_counter()
+    force = check_force(force, config)
+    run_dir = Path(config.output.dir)
+    check_output_dir(run_dir)
+    with run_lock(run_dir):
+        manifest = Manifest(run_dir)
+        tomos = collect_inputs(config, manifest)
+        model_hashes = check_models(config, tomos)
+        remove_stale_temporaries(run_dir, [t.name for t in tomos])
+        _save_headers(manifest, tomos)
+        jobs = make_jobs([t for t in tomos if t.problem is None], run_dir)
+        outcomes: dict[str, TomoOutcome] = {}
+        for t in tomos:
+            if t.problem is not None:
+                outcomes[t.name] = TomoOutcome(t.name, "failed", "read", t.problem)
+
+        def stages_for(job: TomoJob) -> list:
+            return build_stages(config, job, model_hashes)
+
+        def execute(c: Any) -> dict[str, TomoOutcome]:
+            adapt = config.cluster.adapt
+            if adapt is not None and config.cluster.kind in ("slurm", "pbs", "sge") and getattr(c, "cluster", None):
+                c.cluster.adapt(minimum_jobs=adapt.minimum, maximum_jobs=adapt.maximum)
+            gpu = config.execution.gpu == "yes" or (config.execution.gpu == "auto" and gpu_available(c))
+            return run_jobs(
+                c, jobs, stages_for, manifest, force=force, max_in_flight=config.execution.max_in_flight,
+                use_gpu_resources=gpu, retries=config.execution.retries, progress=progress,
+            )
+
+        pending = [j for j in jobs if _needs_work(j, stages_for(j), manifest, force)]
+        for j in jobs:
+            if j not in pending:  # up to date: no cluster needed for it
+                outcomes[j.name] = TomoOutcome(j.name, "done", skipped=[s.name for s in stages_for(j)])
+                _clear_failure(manifest, j.name)
+        jobs = pending
+        if jobs:
+            if client is not None:
+                outcomes.update(execute(client))
+            else:
+                with dask_client(cluster_spec(config, cluster), quiet=progress is not None) as c:
+                    outcomes.update(execute(c))
+        ordered = {t.name: outcomes[t.name] for t in tomos}
+        result = RunResult(run_dir, ordered)
+        write_run_outputs(result, config, tomos, manifest, model_hashes, evaluate=evaluate)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _needs_work(job: TomoJob, stages: list, manifest: Manifest, force: list[str]) -> bool:
+    from deepict_dask.pipeline.engine import plan_job
+
+    return any(p.run for p in plan_job(job, stages, manifest.load(job.name), force))
+
+
+def _clear_failure(manifest: Manifest, name: str) -> None:
+    rec = manifest.load(name)
+    if rec.failure is not None:
+        rec.failure = None
+        manifest.save(rec)
+
+
+def _save_headers(manifest: Manifest, tomos: list[InputTomogram]) -> None:
+    for t in tomos:
+        if t.problem is not None:
+            continue
+        rec = manifest.load(t.name)
+        if rec.header != t.header or rec.source != str(t.path):
+            rec.header, rec.source = dict(t.header), str(t.path)
+            manifest.save(rec)
+
+
+def dry_run(config: RunConfig, *, force: Iterable[str] = (), console: Any = None) -> dict[str, list[tuple[str, str]]]:
+    """Check everything cheap and report, per tomogram, which stages would run and why."""
+    from collections import Counter
+
+    from deepict_dask.pipeline.engine import plan_job
+
+    force = check_force(force, config)
+    run_dir = Path(config.output.dir)
+    check_output_dir(run_dir)
+    manifest = Manifest(run_dir)
+    tomos = collect_inputs(config, manifest)
+    model_hashes = check_models(config, tomos)
+    plans: dict[str, list[tuple[str, str]]] = {}
+    for job in make_jobs([t for t in tomos if t.problem is None], run_dir):
+        steps = plan_job(job, build_stages(config, job, model_hashes), manifest.load(job.name), force)
+        plans[job.name] = [(p.stage.name, p.reason) for p in steps]
+    if console is not None:
+        reasons = Counter(r for steps in plans.values() for _, r in steps)
+        console.print(f"{len(tomos)} tomograms, {len(plans)} readable; stages: "
+                      + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
+        for t in tomos:
+            if t.problem:
+                console.print(f"  [red]unreadable[/] {t.name}: {t.problem}")
+        for name, steps in plans.items():
+            todo = [f"{s} ({r})" for s, r in steps if r != "done"]
+            console.print(f"  {name}: {', '.join(todo) if todo else 'up to date'}")
+    return plans

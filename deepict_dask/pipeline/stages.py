@@ -1,0 +1,279 @@
+"""The stages of one tomogram's chain, each a thin call into the package's own APIs.
+
+    convert -> preprocess -> predict:<model> ... -> pick:<target> ... -> tables
+
+Everything of a tomogram lives in one OME-Zarr store ``RUN_DIR/tomograms/<name>.ome.zarr``: the
+converted image (root, with pyramid), ``filtered`` (normalized / spectrum-equalized),
+``predictions/<model>`` (probability maps) and ``labels/<target>`` (cluster labels or masks);
+tables go to ``RUN_DIR/tables/<name>/``. Every output is written atomically by the I/O layer.
+
+A stage's ``params`` are exactly the settings that change its output, so the engine's hash of them
+decides what a changed config recomputes. Stage functions run on workers; their returned
+``result`` is small (counts, shapes) and lands in the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from deepict_dask.pipeline.config import SHIPPED_MODELS, RunConfig, TargetConfig
+from deepict_dask.pipeline.engine import Stage, TomoJob
+from deepict_dask.pipeline.manifest import file_sha256
+
+FILTERED = "filtered"
+MODEL_META_KEY = "deepict_model_info"  # the safetensors metadata entry written by models.save_model
+
+
+def _store_group(job: TomoJob, group: str | None = None) -> Path:
+    return job.store / group if group else job.store
+
+
+# ------------------------------------------------------------------------------------- stage bodies
+
+
+def run_convert(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
+    """Input tomogram (MRC/Zarr/OME-Zarr) -> the run's OME-Zarr store with a pyramid."""
+    from deepict_dask.io import open_volume, spatial_shape, voxel_size_of, write_ome_zarr
+
+    vol = open_volume(job.source, chunks=params["chunks"])
+    out = write_ome_zarr(vol, job.store, levels=params["levels"], chunks=params["chunks"],
+                         attrs={"tomogram": job.name})
+    return {
+        "outputs": [out],
+        "result": {"shape": list(spatial_shape(vol)), "voxel_size": list(voxel_size_of(vol))},
+    }
+
+
+def run_preprocess(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalize and (optionally) equalize the amplitude spectrum -> ``filtered`` image."""
+    from deepict_dask.io import open_volume, write_ome_zarr
+    from deepict_dask.preprocess import apply_filter, normalize
+
+    vol = open_volume(job.store, chunks=params["chunks"])
+    flt = params["filter"]
+    if flt["enabled"]:
+        target = None if flt["target"] == "default" else flt["target"]
+        out = apply_filter(vol, target, mode=flt["mode"], lowpass_cutoff=flt["lowpass_cutoff"],
+                           lowpass_width=flt["lowpass_width"])
+    else:
+        out = normalize(vol)
+    attrs = {k: out.attrs[k] for k in ("normalization", "equalization") if k in out.attrs}
+    path = write_ome_zarr(out, job.store, group=FILTERED, levels=1, chunks=params["chunks"], attrs=attrs)
+    return {"outputs": [path]}
+
+
+def run_predict(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
+    """Probability maps of one model -> ``predictions/<model>`` (GPU when the worker has one)."""
+    from deepict_dask.inference.predict import PredictOptions, make_ref, predict_volume, write_prediction
+    from deepict_dask.io import open_volume
+
+    o = params["options"]
+    options = PredictOptions(
+        window=o["patch"], margin=o["overlap"], blend=o["blend"] or "crop", batch_size=o["batch_size"],
+        dtype=o["dtype"], device=o["device"], chunk=max(o["chunk"], 64),
+    )
+    volume = open_volume(job.store, group=params["image"])
+    pred = predict_volume(volume, make_ref(params["model_path"], options), options)
+    path = write_prediction(pred, job.store, options, overwrite=True)
+    return {"outputs": [path], "result": {"classes": list(pred.info.classes)}}
+
+
+def run_segment(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
+    """Threshold one class of a probability map into a binary mask -> ``labels/<target>``."""
+    import numpy as np
+
+    from deepict_dask.io import make_volume, open_volume, origin_of, voxel_size_of, write_ome_zarr
+    from deepict_dask.pick.threshold import probability_scale
+
+    prob = open_volume(upstream[f"predict:{params['model']}"]["outputs"][0])
+    cls = prob.sel(c=params["class"]) if "c" in prob.dims else prob
+    scale = probability_scale(cls.dtype, prob.attrs)
+    mask = (cls.data.astype(np.float32) / np.float32(scale) >= np.float32(params["threshold"])).astype(np.uint8)
+    # a fresh volume: the map's own attributes (its probability scale) must not describe the 0/1 mask
+    vol = make_volume(mask, voxel_size_of(prob), origin_of(prob), name=params["target"])
+    out = write_ome_zarr(vol, job.store, group=params["target"], label=True, levels=1,
+                         chunks=params["chunks"], attrs={"threshold": params["threshold"], "class": params["class"],
+                                                         "probability_scale": 1.0})  # a 0/1 mask, not a map
+    fraction = float(mask.mean().compute())
+    return {"outputs": [out], "result": {"fraction": fraction}}
+
+
+def run_pick(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
+    """Threshold, cluster, filter by size and context -> table + ``labels/<target>``."""
+    from deepict_dask.io import write_ome_zarr
+    from deepict_dask.io.coords import write_table
+    from deepict_dask.pick.api import pick
+
+    cluster_params: dict[str, Any] = {}
+    if params["min_distance"] is not None:
+        cluster_params["min_distance"] = f"{params['min_distance']}A"
+    if params["bandwidth"] is not None:
+        cluster_params["bandwidth"] = f"{params['bandwidth']}A"
+    rule = params["context"][0] if params["context"] else None
+    context: dict[str, Any] = {}
+    if rule is not None:
+        context = {
+            "context": str(job.store), "context_group": f"labels/{rule['target']}", "context_mode": rule["mode"],
+            "context_inverse": rule["invert"],
+            "context_distance": f"{rule['distance']}A" if rule["mode"] == "colocalization" else None,
+        }
+    result = pick(
+        upstream[f"predict:{params['model']}"]["outputs"][0], classes=[params["class"]],
+        threshold=params["threshold"], min_size=params["min_size"], max_size=params["max_size"],
+        connectivity=params["connectivity"], cluster=params["cluster"], cluster_params=cluster_params,
+        tomo=job.name, labels=True, **context,
+    )
+    df = result.table.assign(**{"class": params["target"]})
+    labels = result.labels[params["class"]]
+    group = write_ome_zarr(labels, job.store, group=params["target"], label=True, levels=1, chunks=params["chunks"],
+                           attrs={"pick": {k: v for k, v in params.items() if k != "chunks"}})
+    table_path = write_table(df, job.table_dir / f"{params['target']}.csv")
+    return {"outputs": [table_path, group], "result": {"count": len(df)}}
+
+
+def run_tables(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
+    """All particle classes of the tomogram in one table per requested format."""
+    import pandas as pd
+
+    from deepict_dask.io.coords import empty_table, read_table, write_table
+
+    frames = [read_table(Path(upstream[f"pick:{t}"]["outputs"][0])) for t in params["targets"]]
+    frames = [f for f in frames if len(f)]
+    df = pd.concat(frames, ignore_index=True) if frames else empty_table()
+    outputs = []
+    for fmt in params["formats"]:
+        path = job.table_dir / f"{job.name}_particles.{fmt}"
+        kwargs = {"voxel_size": params["voxel_size"], "shape": params["shape"]} if fmt == "star" else {}
+        outputs.append(write_table(df, path, **kwargs))
+    counts = {str(k): int(v) for k, v in df["class"].value_counts().items()} if len(df) else {}
+    return {"outputs": outputs, "result": {"counts": {t: counts.get(t, 0) for t in params["targets"]}}}
+
+
+# ----------------------------------------------------------------------------------------- registry
+
+STAGE_KINDS = ("convert", "preprocess", "predict", "pick", "tables")
+VERSIONS = {"convert": "1", "preprocess": "1", "predict": "1", "segment": "2", "pick": "1", "tables": "1"}
+
+
+def model_files(config: RunConfig) -> dict[str, Path]:
+    """Model name -> model file (shipped demo names resolved).
+
+    Done without importing torch (seconds), so that re-running a finished run stays instant.
+    """
+    from importlib import resources
+
+    out = {}
+    for m in config.models:
+        p = Path(m.path)
+        if m.path in SHIPPED_MODELS and not p.exists():
+            p = Path(str(resources.files("deepict_dask") / "data" / "models" / f"{m.path}.safetensors"))
+        out[m.name] = p
+    return out
+
+
+def read_model_meta(path: Path) -> dict[str, Any]:
+    """A model file's self-description (ModelInfo fields as a dict) from the safetensors header alone.
+
+    Importing :mod:`deepict_dask.models` imports torch (seconds); re-running a finished run must
+    stay instant, so the header is parsed here. Anything unexpected falls back to
+    :func:`deepict_dask.models.read_model_info` and its precise error message.
+    """
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > 100_000_000:
+                raise ValueError("header too large")
+            meta = json.loads(json.loads(fh.read(n))["__metadata__"][MODEL_META_KEY])
+        if not isinstance(meta.get("classes"), list) or float(meta["voxel_size"]) <= 0:
+            raise ValueError("incomplete model metadata")
+        meta.setdefault("voxel_size_tolerance", 0.1)
+        return meta
+    except Exception:
+        from deepict_dask.models import read_model_info
+
+        return read_model_info(path).model_dump()
+
+
+def _target_params(t: TargetConfig, chunks: int) -> dict[str, Any]:
+    return {
+        "target": t.name,
+        "model": t.model,
+        "class": t.model_class,
+        "threshold": t.threshold,
+        "min_size": t.min_size,
+        "max_size": t.max_size,
+        "cluster": t.cluster,
+        "connectivity": t.connectivity,
+        "min_distance": t.min_distance,
+        "bandwidth": t.bandwidth,
+        "context": [r.model_dump() for r in t.context],
+        "chunks": chunks,
+    }
+
+
+def build_stages(config: RunConfig, job: TomoJob, model_hashes: Mapping[str, str]) -> list[Stage]:
+    """The ordered stage list of one tomogram for ``config`` (a context target comes before its users)."""
+    chunks = config.output.chunks
+    pre = config.preprocess
+    filter_params = pre.filter.model_dump()
+    if pre.filter.enabled and pre.filter.target != "default":
+        filter_params["target_sha256"] = file_sha256(pre.filter.target)
+    stages: list[Stage] = [
+        Stage("convert", run_convert, {"chunks": chunks, "levels": config.output.levels}, version=VERSIONS["convert"])
+    ]
+    image_stage = "convert"
+    image_group = None
+    if pre.normalize or pre.filter.enabled:
+        stages.append(Stage("preprocess", run_preprocess, {"filter": filter_params, "chunks": chunks},
+                            deps=("convert",), version=VERSIONS["preprocess"]))
+        image_stage, image_group = "preprocess", FILTERED
+    files = model_files(config)
+    for m in config.models:
+        options = {"batch_size": m.batch_size, "patch": m.patch, "overlap": m.overlap, "blend": m.blend,
+                   "dtype": m.dtype, "device": m.device, "chunk": 2 * chunks}
+        params = {"model": m.name, "model_path": str(files[m.name]), "model_sha256": model_hashes[m.name],
+                  "image": image_group, "options": options}
+        stages.append(Stage(f"predict:{m.name}", run_predict, params, deps=(image_stage,), gpu=True,
+                            version=VERSIONS["predict"]))
+    segmentations = [t for t in config.targets if t.kind == "segmentation"]
+    particles = [t for t in config.targets if t.kind == "particles"]
+    for t in segmentations + particles:
+        deps = (f"predict:{t.model}",) + tuple(f"pick:{r.target}" for r in t.context)
+        if t.kind == "segmentation":
+            stages.append(Stage(f"pick:{t.name}", run_segment, _target_params(t, chunks), deps=deps,
+                                version=VERSIONS["segment"]))
+        else:
+            stages.append(Stage(f"pick:{t.name}", run_pick, _target_params(t, chunks), deps=deps,
+                                version=VERSIONS["pick"]))
+    header = job.header
+    stages.append(Stage(
+        "tables", run_tables,
+        {"targets": [t.name for t in particles], "formats": list(config.output.table_formats),
+         "voxel_size": header.get("voxel_size"), "shape": header.get("shape")},
+        deps=tuple(f"pick:{t.name}" for t in particles), version=VERSIONS["tables"],
+    ))
+    return _sequence_store_writers(stages)
+
+
+def _sequence_store_writers(stages: Sequence[Stage]) -> list[Stage]:
+    """Let the stages of one tomogram that write into its store run one after another.
+
+    Two writers updating the same store's group metadata at once could lose an update; ordering
+    them costs nothing in throughput because other tomograms keep the workers busy.
+    """
+    from dataclasses import replace
+
+    out: list[Stage] = []
+    previous: str | None = None
+    for st in stages:
+        if previous is not None and previous not in st.deps and st.name != "tables":
+            st = replace(st, after=(previous,))
+        out.append(st)
+        if st.name != "tables":
+            previous = st.name
+    return out

@@ -86,7 +86,7 @@ def dask_client(spec: ClusterSpec | None = None, *, quiet: bool = False) -> Iter
     """
     from distributed import Client
 
-    _quiet_distributed_logs()
+    quiet_dask_logs()
     spec = spec or ClusterSpec()
     cluster = make_cluster(spec)
     try:
@@ -111,15 +111,22 @@ def dask_client(spec: ClusterSpec | None = None, *, quiet: bool = False) -> Iter
             cluster.close()
 
 
-def _quiet_distributed_logs() -> None:
-    """distributed logs every worker start and stop at INFO; show that only when our log level asks.
+def quiet_dask_logs(level: int = logging.WARNING) -> None:
+    """Turn distributed's chatter (every worker start and stop is logged at INFO) down to ``level``.
 
-    Called after ``distributed`` is imported, because its import (re)sets its loggers' levels.
+    Does nothing when the user asked for more output (``deepict -v``). Sets the environment for worker
+    processes started later, and imports ``distributed`` first because its import resets its loggers.
     """
-    if not logging.getLogger("deepict_dask").isEnabledFor(logging.INFO):
-        for name in ("distributed", "tornado"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        logging.getLogger("bokeh").setLevel(logging.ERROR)  # a wildcard-host notice on every start
+    if logging.getLogger("deepict_dask").isEnabledFor(logging.INFO):
+        return
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", logging.getLevelName(level).lower())
+    import distributed  # noqa: F401
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("distributed", "tornado"):
+            logger = logging.getLogger(name)
+            logger.setLevel(max(logger.level, level))  # never louder than an earlier, stricter call
+    logging.getLogger("bokeh").setLevel(logging.ERROR)  # a wildcard-host notice on every start
 
 
 def spec_from_args(args: Any) -> ClusterSpec:

@@ -28,23 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _quiet_dask(args: argparse.Namespace) -> None:
-    """Dask's own INFO/WARNING chatter (workers starting, closing) hides the progress display."""
-    import logging
-    import os
-
-    if getattr(args, "verbose", 0):
-        return
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # inherited by worker processes
-    import distributed  # noqa: F401  (sets up its loggers; then turn them down)
-
-    for name in list(logging.root.manager.loggerDict):
-        if name.split(".")[0] in ("distributed", "bokeh", "tornado"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def run(args: argparse.Namespace) -> int:
-    _quiet_dask(args)
+    import logging
+
+    from deepict_dask.cluster import quiet_dask_logs
+
+    quiet_dask_logs(logging.ERROR)  # the live progress display is the output
     from rich.console import Console
 
     from deepict_dask.pipeline.demo import DEMO_SHAPE, run_demo

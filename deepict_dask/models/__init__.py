@@ -2,40 +2,44 @@
 
 ``load_model(path)`` returns ``(module, ModelInfo)``; ``module(x)`` gives probabilities with one
 channel per class (sigmoid) or background + classes (softmax).
+
+Names are imported on first use: reading a model file's metadata (:mod:`.spec`) needs no torch, so
+commands that only check models (a re-run of a finished workflow) start instantly.
 """
 
-from deepict_dask.models.files import (
-    DEMO_MODELS,
-    build_network,
-    check_voxel_size,
-    demo_model_path,
-    describe,
-    load_model,
-    read_model_info,
-    resolve_model_path,
-    save_model,
-)
-from deepict_dask.models.flops import flops_per_voxel, parameter_count
-from deepict_dask.models.spec import ModelInfo
-from deepict_dask.models.unet import PRESETS, ProbabilityHead, UNet, UNet2D, UNet3D, architecture_from
+from __future__ import annotations
 
-__all__ = [
-    "DEMO_MODELS",
-    "PRESETS",
-    "ModelInfo",
-    "ProbabilityHead",
-    "UNet",
-    "UNet2D",
-    "UNet3D",
-    "architecture_from",
-    "build_network",
-    "check_voxel_size",
-    "demo_model_path",
-    "describe",
-    "flops_per_voxel",
-    "load_model",
-    "parameter_count",
-    "read_model_info",
-    "resolve_model_path",
-    "save_model",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "DEMO_MODELS": "spec",
+    "META_KEY": "spec",
+    "ModelInfo": "spec",
+    "demo_model_path": "spec",
+    "read_model_info": "spec",
+    "resolve_model_path": "spec",
+    "build_network": "files",
+    "check_voxel_size": "files",
+    "describe": "files",
+    "load_model": "files",
+    "save_model": "files",
+    "flops_per_voxel": "flops",
+    "parameter_count": "flops",
+    "PRESETS": "unet",
+    "ProbabilityHead": "unet",
+    "UNet": "unet",
+    "UNet2D": "unet",
+    "UNet3D": "unet",
+    "architecture_from": "unet",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'deepict_dask.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"deepict_dask.models.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

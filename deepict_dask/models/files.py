@@ -10,22 +10,24 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from deepict_dask import __version__
 from deepict_dask.errors import DeepictError, InputError
 from deepict_dask.io.atomic import atomic_path
-from deepict_dask.models.spec import ModelInfo
+from deepict_dask.models.spec import (  # noqa: F401  (re-exported)
+    DEMO_MODELS,
+    META_KEY,
+    ModelInfo,
+    demo_model_path,
+    read_model_info,
+    resolve_model_path,
+)
 from deepict_dask.models.unet import KINDS, ProbabilityHead, architecture_from
-
-META_KEY = "deepict_model_info"
-DEMO_MODELS = ("demo3d", "demo2d")
 
 
 def build_network(info: ModelInfo) -> nn.Module:
@@ -69,27 +71,6 @@ def save_model(path: str | os.PathLike, module: nn.Module, info: ModelInfo, *, h
         save_file(tensors, str(tmp), metadata={META_KEY: info.model_dump_json()})
         tmp.chmod(0o644)  # a model file is meant to be shared (safetensors creates it owner-only)
     return path
-
-
-def read_model_info(path: str | os.PathLike) -> ModelInfo:
-    """Read and validate only the metadata of a model file (cheap; no weights)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("model file not found", path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise InputError(f"not a readable safetensors model file ({exc})", path) from exc
-    if META_KEY not in meta:
-        raise InputError(f"safetensors file has no '{META_KEY}' metadata: not a deepict model", path)
-    try:
-        return ModelInfo.model_validate_json(meta[META_KEY])
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'info'}: {e['msg']}" for e in exc.errors())
-        raise InputError(f"invalid model metadata: {problems}", path) from exc
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", *,
@@ -144,23 +125,6 @@ def check_voxel_size(info: ModelInfo, voxel_size: float | Sequence[float], resca
             f"{100 * info.voxel_size_tolerance:.0f}%): rescale the tomogram (--rescale) or use a matching model"
         )
     return tuple(v / info.voxel_size for v in vs)
-
-
-def demo_model_path(name: str) -> Path:
-    """Path of a shipped demo model (``demo3d`` or ``demo2d``)."""
-    if name not in DEMO_MODELS:
-        raise DeepictError(f"unknown demo model {name!r} (available: {', '.join(DEMO_MODELS)})")
-    path = Path(str(resources.files("deepict_dask") / "data" / "models" / f"{name}.safetensors"))
-    if not path.is_file():
-        raise InputError("demo model is missing from the installation", path)
-    return path
-
-
-def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
-    """A model file path, or a demo model's name (``demo3d``) resolved to its shipped file."""
-    if str(name_or_path) in DEMO_MODELS and not Path(name_or_path).exists():
-        return demo_model_path(str(name_or_path))
-    return Path(name_or_path)
 
 
 def describe(info: ModelInfo, module: nn.Module | None = None) -> dict[str, Any]:

@@ -6,9 +6,20 @@ A model file (``.safetensors``) holds the weights plus one JSON metadata entry t
 
 from __future__ import annotations
 
+import json
+import os
+import struct
+from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deepict_dask.errors import DeepictError, InputError
+
+META_KEY = "deepict_model_info"  # the safetensors metadata entry holding ModelInfo as JSON
+DEMO_MODELS = ("demo3d", "demo2d")
+_MAX_HEADER = 100_000_000
 
 
 class ModelInfo(BaseModel):
@@ -41,3 +52,50 @@ class ModelInfo(BaseModel):
     @property
     def out_channels(self) -> int:
         return len(self.classes) + (1 if self.activation == "softmax" else 0)
+
+
+def demo_model_path(name: str) -> Path:
+    """Path of a shipped demo model (``demo3d`` or ``demo2d``)."""
+    if name not in DEMO_MODELS:
+        raise DeepictError(f"unknown demo model {name!r} (available: {', '.join(DEMO_MODELS)})")
+    path = Path(str(resources.files("deepict_dask") / "data" / "models" / f"{name}.safetensors"))
+    if not path.is_file():
+        raise InputError("demo model is missing from the installation", path)
+    return path
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A model file path, or a demo model's name (``demo3d``) resolved to its shipped file."""
+    if str(name_or_path) in DEMO_MODELS and not Path(name_or_path).exists():
+        return demo_model_path(str(name_or_path))
+    return Path(name_or_path)
+
+
+def read_model_info(path: str | os.PathLike) -> ModelInfo:
+    """Read and validate only the metadata of a model file: no weights, no torch, no code executed.
+
+    A safetensors file starts with an 8-byte little-endian header length and a JSON header whose
+    ``__metadata__`` holds our :class:`ModelInfo` JSON under :data:`META_KEY`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("model file not found", path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) != 8:
+                raise ValueError("file is shorter than a safetensors header")
+            (n,) = struct.unpack("<Q", raw)
+            if n > min(_MAX_HEADER, path.stat().st_size - 8):
+                raise ValueError(f"header length {n} does not fit the file")
+            header = json.loads(fh.read(n))
+        meta = header.get("__metadata__") or {}
+    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+        raise InputError(f"not a readable safetensors model file ({exc})", path) from exc
+    if META_KEY not in meta:
+        raise InputError(f"safetensors file has no '{META_KEY}' metadata: not a deepict model", path)
+    try:
+        return ModelInfo.model_validate_json(meta[META_KEY])
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'info'}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"invalid model metadata: {problems}", path) from exc

@@ -15,9 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepict_dask.errors import ConfigError
+from deepict_dask.models.spec import DEMO_MODELS as SHIPPED_MODELS
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
-SHIPPED_MODELS = ("demo3d", "demo2d")
 
 
 class _Strict(BaseModel):

@@ -18,12 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deepict_dask.pipeline.config import SHIPPED_MODELS, RunConfig, TargetConfig
+from deepict_dask.pipeline.config import RunConfig, TargetConfig
 from deepict_dask.pipeline.engine import Stage, TomoJob
 from deepict_dask.pipeline.manifest import file_sha256
 
 FILTERED = "filtered"
-MODEL_META_KEY = "deepict_model_info"  # the safetensors metadata entry written by models.save_model
 
 
 def _store_group(job: TomoJob, group: str | None = None) -> Path:
@@ -158,45 +157,17 @@ VERSIONS = {"convert": "1", "preprocess": "1", "predict": "1", "segment": "2", "
 
 
 def model_files(config: RunConfig) -> dict[str, Path]:
-    """Model name -> model file (shipped demo names resolved).
+    """Model name -> model file (shipped demo names resolved), without importing torch."""
+    from deepict_dask.models.spec import resolve_model_path
 
-    Done without importing torch (seconds), so that re-running a finished run stays instant.
-    """
-    from importlib import resources
-
-    out = {}
-    for m in config.models:
-        p = Path(m.path)
-        if m.path in SHIPPED_MODELS and not p.exists():
-            p = Path(str(resources.files("deepict_dask") / "data" / "models" / f"{m.path}.safetensors"))
-        out[m.name] = p
-    return out
+    return {m.name: resolve_model_path(m.path) for m in config.models}
 
 
 def read_model_meta(path: Path) -> dict[str, Any]:
-    """A model file's self-description (ModelInfo fields as a dict) from the safetensors header alone.
+    """A model file's self-description (ModelInfo fields as a dict), read without torch."""
+    from deepict_dask.models.spec import read_model_info
 
-    Importing :mod:`deepict_dask.models` imports torch (seconds); re-running a finished run must
-    stay instant, so the header is parsed here. Anything unexpected falls back to
-    :func:`deepict_dask.models.read_model_info` and its precise error message.
-    """
-    import json
-    import struct
-
-    try:
-        with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > 100_000_000:
-                raise ValueError("header too large")
-            meta = json.loads(json.loads(fh.read(n))["__metadata__"][MODEL_META_KEY])
-        if not isinstance(meta.get("classes"), list) or float(meta["voxel_size"]) <= 0:
-            raise ValueError("incomplete model metadata")
-        meta.setdefault("voxel_size_tolerance", 0.1)
-        return meta
-    except Exception:
-        from deepict_dask.models import read_model_info
-
-        return read_model_info(path).model_dump()
+    return read_model_info(path).model_dump()
 
 
 def _target_params(t: TargetConfig, chunks: int) -> dict[str, Any]:

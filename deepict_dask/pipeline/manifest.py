@@ -51,21 +51,6 @@ def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-_model_hash_cache: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a (small) file such as a model; cached per (path, size, mtime)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _model_hash_cache:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _model_hash_cache[key] = h.hexdigest()
-    return _model_hash_cache[key]
 
 
 def output_exists(path: str | os.PathLike) -> bool:

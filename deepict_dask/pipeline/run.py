@@ -21,6 +21,7 @@ from typing import Any
 
 from deepict_dask.cluster import ClusterSpec, dask_client
 from deepict_dask.errors import ConfigError, InputError, OutputError
+from deepict_dask.io.checksum import file_sha256
 from deepict_dask.pipeline.config import SHIPPED_MODELS, RunConfig
 from deepict_dask.pipeline.engine import (
     ProgressSink,
@@ -31,7 +32,7 @@ from deepict_dask.pipeline.engine import (
     run_jobs,
 )
 from deepict_dask.pipeline.inputs import InputTomogram, check_output_dir, collect_inputs
-from deepict_dask.pipeline.manifest import Manifest, file_sha256
+from deepict_dask.pipeline.manifest import Manifest
 from deepict_dask.pipeline.stages import STAGE_KINDS, build_stages, model_files, read_model_meta
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from deepict_dask.io.checksum import file_sha256
 from deepict_dask.pipeline.config import RunConfig, TargetConfig
 from deepict_dask.pipeline.engine import Stage, TomoJob
-from deepict_dask.pipeline.manifest import file_sha256
 
 FILTERED = "filtered"
 

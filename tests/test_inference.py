@@ -226,3 +226,18 @@ def test_voxel_size_mismatch_is_rescaled_and_mapped_back(vol):
     assert p.shape == (2,) + vol.shape and np.isfinite(p).all() and 0 <= p.min() and p.max() <= 1
     assert pred.params["rescale_factors"] == [2.0, 2.0, 2.0]
     assert pred.probabilities.attrs["voxel_size"] == (20.0, 20.0, 20.0)
+
+
+def test_window_check_needs_no_forward_pass_and_channels_last_changes_nothing(vol, monkeypatch):
+    shrink = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3))  # unpadded: the output is 2 voxels smaller
+    pred = Predictor(shrink, tiny_info())
+    monkeypatch.setattr(pred, "forward", lambda *a: pytest.fail("the check must not compute"))
+    with pytest.raises(ConfigError, match="expected 2 channels of the same size"):
+        pred.check_window((16, 16, 16))
+    ok = Predictor(tiny_net(), tiny_info())
+    monkeypatch.setattr(ok, "forward", lambda *a: pytest.fail("the check must not compute"))
+    ok.check_window((16, 16, 16))
+    cl, plain = Predictor(tiny_net(), tiny_info()), Predictor(tiny_net(), tiny_info(), channels_last=False)
+    assert cl.channels_last and not plain.channels_last and cl.runner.batch_size == 2  # CPU defaults
+    grids = grids_3d(vol.shape, 16, 3, "crop")
+    np.testing.assert_allclose(predict_whole(vol, grids, cl), predict_whole(vol, grids, plain), atol=1e-5)

@@ -13,6 +13,7 @@ from deepict_dask.errors import ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CPU_BATCH = 2  # default windows per forward pass on CPU (see auto_batch_size)
 
 
 def choose_device(requested: str = "auto") -> str:
@@ -110,13 +111,15 @@ def auto_batch_size(device: str, voxels_per_window: int, channels: int = 16, req
     """A starting batch size: the request, else one that fits about half the free GPU memory.
 
     The estimate (activations of the widest level, a few copies, fp16) is rough on purpose; the
-    :class:`BatchRunner` halves it if it turns out too large. On CPU large batches do not help
-    throughput (measured in ``benchmarks/bench_predict.py``), so the default there is small.
+    :class:`BatchRunner` halves it if it turns out too large. On CPU the default is
+    :data:`CPU_BATCH`: with one window per pass torch sends the convolutions with few input
+    channels to its slow reference kernel instead of oneDNN (measured 1.7x slower per voxel in
+    ``benchmarks/bench_predict.py``); larger batches add little and cost memory.
     """
     if requested:
         return requested
     if not is_cuda(device):
-        return 1
+        return CPU_BATCH
     free, _total = torch.cuda.mem_get_info(torch.device(device))
     per_window = voxels_per_window * channels * 2 * 8
     return int(max(1, min(64, (free // 2) // max(per_window, 1))))

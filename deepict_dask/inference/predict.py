@@ -43,8 +43,9 @@ from deepict_dask.preprocess.normalize import checked_stats, zscore
 log = logging.getLogger(__name__)
 
 # Window edge for 3D models when none is given. Larger windows keep a larger share of each forward
-# pass (core / window); benchmarks/bench_predict.py measures the trade-off per device.
-DEFAULT_WINDOW_3D = {"cpu": 128, "cuda": 128}
+# pass (core / window); benchmarks/bench_predict.py measures the trade-off per device. On CPU, windows
+# of 144+ also keep every convolution of the DeePiCt networks on oneDNN even with one window per pass.
+DEFAULT_WINDOW_3D = {"cpu": 160, "cuda": 128}
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class PredictOptions:
     rescale: bool = True
     threshold: float | None = None  # 2D default 0.75; 3D: no mask unless given
     sigma_z: float = DEFAULT_SIGMA_Z
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: on for 3D models on CPU (measured faster), off on GPU
     fold_bn: bool = True
     compile: bool = False
     levels: int = 3
@@ -173,7 +174,7 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
         x = to_model_grid(x, factors, (opts.chunk,) * 3)
         log.info("%s: rescaled by %s to the model's %.3g A voxels", source, factors, info.voxel_size)
     window = (opts.window,) * 3 if info.dim == 3 else (1, opts.window, opts.window)
-    predictor.forward(np.zeros((1,) + window[3 - info.dim :], np.float32))  # window/network compatibility
+    predictor.check_window(window[3 - info.dim :])
     gpu = is_cuda(ref.device) and _cluster_has_gpu_resources()
     n = len(info.classes) * (2 if predictor.uncertainty else 1)
     if info.dim == 3:

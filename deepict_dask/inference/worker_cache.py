@@ -55,7 +55,7 @@ class PredictorRef:
     batch_size: int | None = None
     precision: str = "auto"
     tta: str = "none"
-    channels_last: bool = False
+    channels_last: bool | None = None
     fold_bn: bool = True
     compile: bool = False
     threads: int | None = None

@@ -35,7 +35,8 @@ from deepict_dask.inference.predict2d import (
 from deepict_dask.inference.predict3d import DEFAULT_MARGIN_3D, predict3d
 from deepict_dask.inference.rescale import needs_rescale, to_model_grid, to_tomogram_grid
 from deepict_dask.inference.windows import BLENDS
-from deepict_dask.inference.worker_cache import PredictorRef, file_sha256, get_predictor
+from deepict_dask.inference.worker_cache import PredictorRef, get_predictor
+from deepict_dask.io.checksum import file_sha256
 from deepict_dask.io.volume import make_volume, origin_of, spatial_shape, voxel_size_of
 from deepict_dask.models.spec import ModelInfo
 from deepict_dask.preprocess.normalize import checked_stats, zscore

@@ -7,32 +7,18 @@ what goes into every task; calling it inside a task returns the process's cached
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from deepict_dask.errors import InputError
 from deepict_dask.inference.engine import Predictor
 
 _CACHE: OrderedDict[PredictorRef, Predictor] = OrderedDict()
 _LOCK = threading.Lock()
 _MAX_MODELS = 2
 LOADS = {"count": 0}  # number of model loads in this process (observable in tests)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError as exc:
-        raise InputError(f"cannot read model file: {exc.strerror}", path) from exc
-    return h.hexdigest()
 
 
 def _default_loader(path: str, device: str) -> tuple[Any, Any]:

@@ -11,9 +11,10 @@ import pytest
 
 from deepict_dask.cli.main import main
 from deepict_dask.errors import ConfigError, InputError, OutputError
+from deepict_dask.io import tomogram_name as tomo_name
 from deepict_dask.pipeline.config import load_config, parse_config
 from deepict_dask.pipeline.example import example_config
-from deepict_dask.pipeline.inputs import check_output_dir, collect_inputs, expand_inputs, tomo_name
+from deepict_dask.pipeline.inputs import check_output_dir, collect_inputs, expand_inputs
 from deepict_dask.pipeline.manifest import Manifest
 
 BASE = """\

@@ -50,15 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def output_name(path: Path) -> str:
-    """``tomo_01.mrc`` and ``tomo_01.ome.zarr`` both become ``tomo_01``."""
-    name = path.name.rstrip("/")
-    for suffix in (".ome.zarr", ".zarr"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
 def open_input(src: Path, args: argparse.Namespace) -> xr.DataArray:
     """Open (and so check) one input lazily; raises DeepictError on bad input."""
     from deepict_dask.io import is_zarr_path, open_volume
@@ -82,9 +73,9 @@ def _chunks(args: argparse.Namespace) -> int | tuple[int, ...]:
 def convert_one(src: Path, volume: xr.DataArray, out_dir: Path, args: argparse.Namespace) -> Path:
     """Write one opened input; returns the output path."""
     from deepict_dask import __version__
-    from deepict_dask.io import write_mrc, write_ome_zarr
+    from deepict_dask.io import tomogram_name, write_mrc, write_ome_zarr
 
-    name = output_name(src)
+    name = tomogram_name(src)
     if args.format == "mrc":
         return write_mrc(volume, out_dir / f"{name}.mrc", overwrite=args.overwrite)
     attrs = {"source_file": src.name, "converted_by": f"deepict-dask {__version__}"}
@@ -107,13 +98,13 @@ def _warn_nonfinite(target: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepict_dask.io import show_progress
+    from deepict_dask.io import show_progress, tomogram_name
 
     _chunks(args)
     if args.levels < 1:
         raise ConfigError("--levels must be at least 1")
     sources = [Path(p) for p in args.inputs]
-    names = [output_name(p) for p in sources]
+    names = [tomogram_name(p) for p in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"several inputs would write the same output name: {', '.join(dupes)}")

@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-_SUFFIXES = (".ome.zarr", ".zarr", ".mrc", ".rec", ".mrcs", ".map")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -255,11 +253,9 @@ def _map_name(item: str) -> tuple[str, str]:
     name, sep, path = item.partition("=")
     if sep and not Path(item).exists():
         return name, path
-    base = Path(item.rstrip("/")).name
-    for suf in _SUFFIXES:
-        if base.lower().endswith(suf):
-            return base[: -len(suf)], item
-    return Path(base).stem, item
+    from deepict_dask.io import tomogram_name
+
+    return tomogram_name(item), item
 
 
 def run_sweep(args: argparse.Namespace) -> int:

@@ -134,14 +134,13 @@ def plot_spectra(volume: Any, target: Any, written: Path, png: Path, args: argpa
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepict_dask.cli.convert import output_name
-    from deepict_dask.io import open_volume
+    from deepict_dask.io import open_volume, tomogram_name
     from deepict_dask.io.progress import show_progress
     from deepict_dask.preprocess import default_target, read_spectrum
 
     _check_args(args)
     sources = [Path(p) for p in args.inputs]
-    names = [output_name(p) for p in sources]
+    names = [tomogram_name(p) for p in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"several inputs would write the same output name: {', '.join(dupes)}")

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from deepict_dask.errors import DeepictError, InputError
+from deepict_dask.io import tomogram_name
 
 log = logging.getLogger(__name__)
 
@@ -243,14 +244,6 @@ def _sweep_section(name: str, m: dict) -> str:
 # ---------------------------------------------------------------------------------------------- images
 
 
-def tomo_name(path: Path) -> str:
-    base = path.name
-    for suf in ZARR_SUFFIXES:
-        if base.lower().endswith(suf):
-            return base[: -len(suf)]
-    return path.stem
-
-
 def _choose_level(path: Path, group: str | None = None, max_plane: int = MAX_PLANE):
     """The finest pyramid level whose largest axis is at most ``max_plane`` (else the coarsest)."""
     from deepict_dask.io import open_volume
@@ -377,7 +370,7 @@ def orthoslice_figure(
                 "yz_v": np.where(near_x, z, np.nan),
             }
         )
-    title = f"{tomo_name(path)} (level {level}, {shape[2]}x{shape[1]}x{shape[0]} voxels of {vs[2]:g} A)"
+    title = f"{tomogram_name(path)} (level {level}, {shape[2]}x{shape[1]}x{shape[0]} voxels of {vs[2]:g} A)"
     return plots.orthoslices_png(planes, pts, contours, title=title, aspect=vs)
 
 
@@ -483,7 +476,7 @@ def build_report(
     # images
     img_parts = []
     for path in files.images[:max_images]:
-        name = tomo_name(path)
+        name = tomogram_name(path)
         picks = all_picks[all_picks["tomo"] == name] if all_picks is not None else None
         tr = all_truth[all_truth["tomo"] == name] if all_truth is not None else None
         try:

@@ -36,6 +36,7 @@ from deepict_dask.inference.predict3d import DEFAULT_MARGIN_3D, predict3d
 from deepict_dask.inference.rescale import needs_rescale, to_model_grid, to_tomogram_grid
 from deepict_dask.inference.windows import BLENDS
 from deepict_dask.inference.worker_cache import PredictorRef, get_predictor
+from deepict_dask.io import tomogram_name
 from deepict_dask.io.checksum import file_sha256
 from deepict_dask.io.volume import make_volume, origin_of, spatial_shape, voxel_size_of
 from deepict_dask.models.spec import ModelInfo
@@ -234,16 +235,8 @@ def _same_run(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return bool(old) and all(old.get(k) == new.get(k) for k in keys)
 
 
-def tomogram_stem(path: str | Path) -> str:
-    name = Path(str(path).rstrip("/")).name
-    for suffix in (".ome.zarr", ".zarr", ".mrc", ".mrcs", ".rec", ".map", ".st", ".ali"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
 def output_store(tomo: str | Path, out_dir: str | Path) -> Path:
-    return Path(out_dir) / f"{tomogram_stem(tomo)}.ome.zarr"
+    return Path(out_dir) / f"{tomogram_name(tomo)}.ome.zarr"
 
 
 def _mask(probs: da.Array, threshold: float) -> da.Array:

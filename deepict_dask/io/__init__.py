@@ -42,10 +42,26 @@ __all__ = [
     "read_mrc_header",
     "show_progress",
     "spatial_shape",
+    "tomogram_name",
     "voxel_size_of",
     "write_mrc",
     "write_ome_zarr",
 ]
+
+
+TOMOGRAM_SUFFIXES = (".ome.zarr", ".zarr", *MRC_SUFFIXES)
+
+
+def tomogram_name(path: str | os.PathLike) -> str:
+    """A tomogram's name from its file name: ``TS_01.rec`` -> ``TS_01``, ``a.ome.zarr/`` -> ``a``.
+
+    Every output and table row of a tomogram is named by this, so that files match up.
+    """
+    name = Path(str(path).rstrip("/")).name
+    for suffix in TOMOGRAM_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
 
 
 def is_zarr_path(path: str | os.PathLike) -> bool:

@@ -113,12 +113,9 @@ def _tomo_name(vol: xr.DataArray, tomo: str | None) -> str:
     if tomo:
         return tomo
     src = str(vol.attrs.get("source") or vol.name or "tomogram")
-    src = src.split("/predictions/")[0].rstrip("/")
-    name = Path(src).name
-    for suffix in (".ome.zarr", ".zarr", ".mrc", ".rec", ".map", ".mrcs"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    from deepict_dask.io import tomogram_name
+
+    return tomogram_name(src.split("/predictions/")[0])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from deepict_dask.errors import ConfigError, InputError, OutputError
+from deepict_dask.io import tomogram_name
 from deepict_dask.pipeline.config import RunConfig
 from deepict_dask.pipeline.manifest import Manifest, file_fingerprint
 
-TOMO_SUFFIXES = (".ome.zarr", ".zarr", ".mrc", ".mrcs", ".rec", ".map", ".st", ".ali")
 MIN_FREE_BYTES = 256 * 2**20
 
 
@@ -30,15 +30,6 @@ class InputTomogram:
     header: dict[str, Any]
     truth: Path | None = None
     problem: str | None = None  # unreadable: reported as a failure of this tomogram, others go on
-
-
-def tomo_name(path: str | os.PathLike) -> str:
-    """Tomogram name from its file name: ``TS_01.rec`` -> ``TS_01``, ``a.ome.zarr`` -> ``a``."""
-    name = Path(path).name
-    for suffix in TOMO_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def _manifest_paths(path: Path) -> list[str]:
@@ -86,7 +77,7 @@ def expand_inputs(config: RunConfig) -> list[Path]:
     paths = list(unique)
     names: dict[str, list[Path]] = {}
     for p in paths:
-        names.setdefault(tomo_name(p), []).append(p)
+        names.setdefault(tomogram_name(p), []).append(p)
     clashes = {n: ps for n, ps in names.items() if len(ps) > 1}
     if clashes:
         detail = "; ".join(f"{n}: {', '.join(map(str, ps))}" for n, ps in clashes.items())
@@ -131,7 +122,7 @@ def collect_inputs(config: RunConfig, manifest: Manifest) -> list[InputTomogram]
     """
     tomos: list[InputTomogram] = []
     for path in expand_inputs(config):
-        name = tomo_name(path)
+        name = tomogram_name(path)
         fp = file_fingerprint(path)
         record = manifest.load(name)
         header = record.header if record.header.get("fingerprint") == fp else {}

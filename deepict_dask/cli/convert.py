@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepict_dask.cli.common import add_cluster_args
+from deepict_dask.cli.common import InputFailures, add_cluster_args, unique_names
 from deepict_dask.cluster import dask_client, spec_from_args
 from deepict_dask.errors import ConfigError, DeepictError
 
@@ -98,25 +98,21 @@ def _warn_nonfinite(target: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepict_dask.io import show_progress, tomogram_name
+    from deepict_dask.io import show_progress
 
     _chunks(args)
     if args.levels < 1:
         raise ConfigError("--levels must be at least 1")
     sources = [Path(p) for p in args.inputs]
-    names = [tomogram_name(p) for p in sources]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"several inputs would write the same output name: {', '.join(dupes)}")
+    unique_names(sources)
     out_dir = Path(args.out)
-    failed = 0
+    failures = InputFailures("convert", len(sources))
     opened = []
     for src in sources:  # check every header first: a bad input fails fast, before any cluster starts
         try:
             opened.append((src, open_input(src, args)))
         except DeepictError as exc:
-            failed += 1
-            print(f"deepict convert: error: {exc}", file=sys.stderr)
+            failures.report(exc)
     if opened:
         with dask_client(spec_from_args(args)), show_progress(not args.no_progress and sys.stdout.isatty()):
             for src, volume in opened:
@@ -124,11 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     target = convert_one(src, volume, out_dir, args)
                 except DeepictError as exc:
-                    failed += 1
-                    print(f"deepict convert: error: {exc}", file=sys.stderr)
+                    failures.report(exc)
                     continue
                 print(f"{src} -> {target} ({time.perf_counter() - t0:.1f} s)")
-    if failed:
-        print(f"deepict convert: {failed} of {len(sources)} input(s) failed", file=sys.stderr)
-        return 2
-    return 0
+    return failures.exit_code()

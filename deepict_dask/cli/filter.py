@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deepict_dask.cli.common import add_cluster_args
+from deepict_dask.cli.common import InputFailures, add_cluster_args, unique_names
 from deepict_dask.cluster import dask_client, spec_from_args
 from deepict_dask.errors import ConfigError, DeepictError
 
@@ -134,21 +134,18 @@ def plot_spectra(volume: Any, target: Any, written: Path, png: Path, args: argpa
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepict_dask.io import open_volume, tomogram_name
+    from deepict_dask.io import open_volume
     from deepict_dask.io.progress import show_progress
     from deepict_dask.preprocess import default_target, read_spectrum
 
     _check_args(args)
     sources = [Path(p) for p in args.inputs]
-    names = [tomogram_name(p) for p in sources]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"several inputs would write the same output name: {', '.join(dupes)}")
+    names = unique_names(sources)
     target = None
     if args.mode != "normalize":
         target = read_spectrum(args.target) if args.target else default_target()
     out_dir = Path(args.out)
-    failed = 0
+    failures = InputFailures("filter", len(sources))
     opened = []
     for src, name in zip(sources, names):  # open every input first: bad headers fail before any compute
         out_path = out_dir / f"{name}.ome.zarr"
@@ -157,8 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 raise DeepictError("output already exists (use --overwrite to replace it)", out_path)
             opened.append((src, open_volume(src, group=args.group), out_path))
         except DeepictError as exc:
-            failed += 1
-            print(f"deepict filter: error: {exc}", file=sys.stderr)
+            failures.report(exc)
     if opened:
         with dask_client(spec_from_args(args)), show_progress(sys.stdout.isatty()):
             for src, volume, out_path in opened:
@@ -169,11 +165,7 @@ def run(args: argparse.Namespace) -> int:
                         png = plot_spectra(volume, target, written, out_dir / f"{out_path.name[:-9]}.spectrum.png", args)
                         print(f"{src}: spectra plotted in {png}")
                 except DeepictError as exc:
-                    failed += 1
-                    print(f"deepict filter: error: {exc}", file=sys.stderr)
+                    failures.report(exc)
                     continue
                 print(f"{src} -> {written} ({args.mode}, {time.perf_counter() - t0:.1f} s)")
-    if failed:
-        print(f"deepict filter: {failed} of {len(sources)} input(s) failed", file=sys.stderr)
-        return 2
-    return 0
+    return failures.exit_code()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 
+import distributed
 import pandas as pd
 import pytest
 
 from deepict_dask.cli.main import main
 from deepict_dask.errors import ConfigError
 from deepict_dask.pipeline.demo import run_demo
-
-distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import cloudpickle
+import distributed
 import numpy as np
 import pytest
 
@@ -16,7 +17,6 @@ from deepict_dask.io.atomic import atomic_path
 from deepict_dask.pipeline.engine import ProgressSink, Stage, TomoJob, plan_job, run_jobs
 from deepict_dask.pipeline.manifest import Manifest, file_fingerprint
 
-distributed = pytest.importorskip("distributed")
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import distributed
 import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from deepict_dask.cli.main import main
 from deepict_dask.pipeline.config import load_config
 from deepict_dask.pipeline.manifest import Manifest
 from deepict_dask.pipeline.run import run_workflow
-
-distributed = pytest.importorskip("distributed")
-torch = pytest.importorskip("torch")
 
 CONFIG = """\
 inputs:

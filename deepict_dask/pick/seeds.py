@@ -89,26 +89,27 @@ def landscape(fg: np.ndarray, prob: np.ndarray, source: str, sigma: float, spaci
     return img
 
 
+# the 26 neighbour offsets, faces first: most voxels fail against a face neighbour, so the
+# candidate set shrinks fastest in this order
+_NEIGHBOURS = sorted(((dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dz or dy or dx),
+                     key=lambda d: abs(d[0]) + abs(d[1]) + abs(d[2]))
+
+
 def candidates(image: np.ndarray, allowed: np.ndarray, h: float | None = None, comp: np.ndarray | None = None) -> np.ndarray:
     """(k, 3) voxel coordinates of regional-or-plateau local maxima (26-neighbourhood) in ``allowed``;
     with ``h``, only those inside a dome at least ``h`` high. Only ``allowed`` voxels are compared
-    (a gather per neighbour), which costs a fraction of a maximum filter over the whole block.
-    ``comp`` (connected components of ``allowed``) lets the h-maxima test run per cluster, in its
-    bounding box, and only where a cluster has several maxima."""
-    idx = np.flatnonzero(allowed)
+    (a gather per neighbour), and each comparison drops the voxels that fail it, so the cost is a
+    few passes over the foreground, not 26. ``comp`` (connected components of ``allowed``) lets the
+    h-maxima test run per cluster, in its bounding box, and only where a cluster has several maxima."""
     pad = np.pad(image.astype(np.float32, copy=False), 1, constant_values=-np.inf)
     flat = pad.ravel()
-    z, y, x = np.unravel_index(idx, image.shape)
     sy, sx = pad.shape[1] * pad.shape[2], pad.shape[2]
-    pidx = (z + 1) * sy + (y + 1) * sx + (x + 1)
+    pidx = np.flatnonzero(np.pad(allowed, 1))
     value = flat[pidx]
-    ok = np.ones(len(idx), bool)
-    for dz in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                if dz or dy or dx:
-                    ok &= value >= flat[pidx + (dz * sy + dy * sx + dx)]
-    coords = np.stack([z[ok], y[ok], x[ok]], axis=1)
+    for dz, dy, dx in _NEIGHBOURS:
+        ok = value >= flat[pidx + (dz * sy + dy * sx + dx)]
+        pidx, value = pidx[ok], value[ok]
+    coords = np.stack(np.unravel_index(pidx, pad.shape), axis=1) - 1
     if h is not None and h > 0 and len(coords) > 1:
         coords = coords[_h_keep(image, coords, h, comp)]
     return coords

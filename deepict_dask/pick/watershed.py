@@ -138,6 +138,7 @@ def split_block(
     raster index of the basin's seed + 1, ``peak`` float32 per local label = landscape at the seed).
     """
     import cc3d
+    from scipy import ndimage
 
     method = params["method"]
     if params["seeds"] == "prob" and sd.looks_binary(prob, fg):
@@ -158,70 +159,82 @@ def split_block(
     keys = gidx.astype(np.uint64) + np.uint64(1)
     peaks = land[tuple(coords.T)].astype(np.float32)
     orphan = np.flatnonzero(count == 0)
+    multi = np.flatnonzero(count >= 2)
+    boxes = ndimage.find_objects(comp) if len(orphan) or len(multi) else []
     if len(orphan):
         comp_label[orphan] = k + 1 + np.arange(len(orphan))
-        extra_keys, extra_peaks = _orphan_keys(comp, orphan, land, array_origin, global_shape)
+        extra_keys, extra_peaks = _orphan_keys(comp, orphan, boxes, land, array_origin, global_shape)
         keys = np.concatenate([keys, extra_keys])
         peaks = np.concatenate([peaks, extra_peaks])
-    basins = comp_label[comp]
-    multi = np.flatnonzero(count >= 2)
+    # only the core is labelled; floods write where their box meets it
+    labs = comp_label[comp[core]]
     if len(multi):
-        _flood(basins, comp, multi, seed_comp, coords, land, array_origin, connectivity)
-    labs = basins[core]
+        _flood(labs, core, comp, boxes, multi, seed_comp, coords, land, array_origin, connectivity)
     present = np.flatnonzero(np.bincount(labs.ravel(), minlength=len(keys) + 1)[1:]) + 1
     lut = np.zeros(len(keys) + 1, np.uint32)
     lut[present] = np.arange(1, len(present) + 1, dtype=np.uint32)
     return lut[labs], keys[present - 1], peaks[present - 1]
 
 
-def _flood(basins, comp, multi, seed_comp, coords, land, array_origin, connectivity) -> None:
-    """Seeded watershed of each cluster in ``multi`` inside its bounding box, written into ``basins``."""
-    from scipy import ndimage
+def _flood(labs, core, comp, boxes, multi, seed_comp, coords, land, array_origin, connectivity) -> None:
+    """Seeded watershed of each cluster in ``multi`` inside its bounding box; the part of each box
+    inside ``core`` is written into ``labs`` (the core's labels)."""
     from skimage.segmentation import watershed
 
-    boxes = ndimage.find_objects(comp)
     order = np.argsort(seed_comp, kind="stable")
     starts = np.searchsorted(seed_comp[order], multi)
     ends = np.searchsorted(seed_comp[order], multi, side="right")
+    core_lo = np.array([sl.start for sl in core])
+    core_hi = np.array([sl.stop for sl in core])
     for c, a, b in zip(multi, starts, ends):
         box = boxes[c - 1]
         lo = np.array([sl.start for sl in box])
+        hi = np.array([sl.stop for sl in box])
+        cut_lo, cut_hi = np.maximum(lo, core_lo), np.minimum(hi, core_hi)
+        if np.any(cut_hi <= cut_lo):
+            continue  # the cluster lies in the halo only
         inside = comp[box] == c
         markers = np.zeros(inside.shape, np.int32)
         mine = order[a:b]
         markers[tuple((coords[mine] - lo).T)] = mine + 1
-        flood = _tie_broken(land[box], inside, np.asarray(array_origin) + lo)
+        flood = _tie_broken(land[box], np.asarray(array_origin) + lo)
         ws = watershed(flood, markers, mask=inside, connectivity=_WS_CONNECTIVITY[connectivity])
-        basins[box][inside] = ws[inside]
+        src = tuple(slice(int(u - v), int(w - v)) for u, w, v in zip(cut_lo, cut_hi, lo))
+        dst = tuple(slice(int(u - v), int(w - v)) for u, w, v in zip(cut_lo, cut_hi, core_lo))
+        sel = inside[src]
+        labs[dst][sel] = ws[src][sel]
 
 
-def _tie_broken(land: np.ndarray, fg: np.ndarray, array_origin: Sequence[int], eps: float = 1e-6) -> np.ndarray:
+def _tie_broken(land: np.ndarray, box_origin: Sequence[int], eps: float = 1e-6) -> np.ndarray:
     """The flooding image ``-land`` plus a tiny offset that depends only on the global voxel
-    position, so that who wins a tied voxel is the same in every block that floods it. Only
-    foreground voxels are flooded, so only they are computed."""
-    steps = np.array([0.7548776662466927, 0.5698402909980532, 0.4301597090019468])
-    idx = np.flatnonzero(fg)
-    pos = np.unravel_index(idx, fg.shape)
-    frac = sum(steps[a] * (pos[a] + int(array_origin[a])).astype(np.float64) for a in range(3))
-    out = np.zeros(fg.shape, np.float64)
-    out.ravel()[idx] = eps * np.mod(frac, 1.0) - land.ravel()[idx]
+    position, so that who wins a tied voxel is the same in every block that floods it, even one
+    that sees only part of a long cluster."""
+    steps = (0.7548776662466927, 0.5698402909980532, 0.4301597090019468)
+    z, y, x = (steps[a] * (np.arange(n) + int(box_origin[a])) for a, n in enumerate(land.shape))
+    out = np.empty(land.shape, np.float64)
+    np.add((z[:, None] + y[None, :])[:, :, None], x[None, None, :], out=out)
+    np.mod(out, 1.0, out=out)
+    out *= eps
+    out -= land
     return out
 
 
-def _orphan_keys(comp, orphan, land, array_origin, global_shape) -> tuple[np.ndarray, np.ndarray]:
+def _orphan_keys(comp, orphan, boxes, land, array_origin, global_shape) -> tuple[np.ndarray, np.ndarray]:
     """Keys of seedless clusters (a fragment whose maximum lies outside the crop, or a bump
     suppressed by a higher seed of another cluster): their highest voxel, ties to the lowest global
     raster index, so that every block names the fragment alike."""
-    is_orphan = np.zeros(int(comp.max()) + 1, bool)
-    is_orphan[orphan] = True
-    idx = np.flatnonzero(is_orphan[comp.ravel()])
-    lab = comp.ravel()[idx].astype(np.int64)
-    coords = np.stack(np.unravel_index(idx, comp.shape), axis=1) + np.asarray(array_origin, np.int64)
-    gidx = np.ravel_multi_index(tuple(coords.T), tuple(global_shape)).astype(np.int64)
-    val = land.ravel()[idx]
-    order = np.lexsort((gidx, -val, lab))
-    first = order[np.r_[0, np.flatnonzero(np.diff(lab[order])) + 1]]
-    return gidx[first].astype(np.uint64) + np.uint64(1), val[first].astype(np.float32)
+    keys = np.zeros(len(orphan), np.uint64)
+    vals = np.zeros(len(orphan), np.float32)
+    for i, c in enumerate(orphan):
+        box = boxes[c - 1]
+        local = np.flatnonzero(comp[box] == c)
+        pos = np.stack(np.unravel_index(local, comp[box].shape), axis=1) + np.array(
+            [sl.start for sl in box]) + np.asarray(array_origin, np.int64)
+        gidx = np.ravel_multi_index(tuple(pos.T), tuple(global_shape)).astype(np.int64)
+        val = land[box].ravel()[local]
+        best = np.lexsort((gidx, -val))[0]
+        keys[i], vals[i] = np.uint64(gidx[best]) + np.uint64(1), val[best]
+    return keys, vals
 
 
 def _array_origin(ctx: BlockContext) -> tuple[int, int, int]:

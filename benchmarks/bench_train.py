@@ -20,6 +20,10 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+
+import deepict_dask  # noqa: F401  (before torch: huge pages for torch's allocator, as in production)
+
+# isort: split
 import torch
 
 

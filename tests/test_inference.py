@@ -76,6 +76,20 @@ def test_blockwise_equals_whole_volume_for_every_chunking(blend):
     assert np.abs(q.compute(scheduler="sync").astype(int) - quantize(ref, "uint8").astype(int)).max() <= 1
 
 
+def test_normalizing_in_the_tasks_equals_a_normalized_input():
+    from deepict_dask.preprocess.normalize import zscore
+
+    raw = (np.random.default_rng(4).normal(size=(13, 17, 11)) * 40 + 300).astype(np.int16)  # MRC-like ints
+    pred = Predictor(tiny_net(), tiny_info(), batch_size=8)
+    grids = grids_3d(raw.shape, 8, 2, "crop")
+    x = da.from_array(raw, chunks=(5, 6, 4))
+    mean, std = float(raw.mean()), float(raw.std())
+    fused = blockwise_predict(x, grids, x.chunks, lambda: pred, 2, normalize=(mean, std)).compute(scheduler="sync")
+    plain = blockwise_predict(zscore(x, mean, std), grids, x.chunks, lambda: pred, 2).compute(scheduler="sync")
+    np.testing.assert_array_equal(fused, plain)
+    assert np.abs(fused - blockwise_predict(x, grids, x.chunks, lambda: pred, 2).compute(scheduler="sync")).max() > 0.01
+
+
 def test_crop_keeps_each_window_core(vol):
     """With crop blending a voxel's value is exactly the prediction of the one window owning it."""
     pred = Predictor(tiny_net(), tiny_info(), batch_size=2)
@@ -216,6 +230,19 @@ def test_bad_inputs_are_clear_errors(vol):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             choose_device("cuda")
+
+
+def test_unet_windows_of_any_size_are_accepted_without_tracing(monkeypatch):
+    net = UNet3D(out_channels=2, depth=2, initial_filters=2).eval()
+    for size in ((13, 17, 20), (5, 9, 7)):  # not multiples of 2**depth: padded inside, cropped back
+        with torch.no_grad():
+            assert tuple(net(torch.zeros((1, 1) + size)).shape[2:]) == size
+    pred = Predictor(net, tiny_info())
+    import copy
+
+    monkeypatch.setattr(copy, "deepcopy", lambda *a, **k: pytest.fail("a U-Net window needs no meta trace"))
+    monkeypatch.setattr(pred, "forward", lambda *a: pytest.fail("the check must not compute"))
+    pred.check_window((13, 17, 160))
 
 
 def test_voxel_size_mismatch_is_rescaled_and_mapped_back(vol):

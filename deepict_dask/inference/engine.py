@@ -151,6 +151,9 @@ class Predictor:
         window = tuple(int(w) for w in window)
         if window in self._checked:
             return
+        if getattr(getattr(self.module, "_orig_mod", self.module), "keeps_size", False):
+            self._checked.add(window)  # our U-Nets accept any window (tracing on meta costs seconds)
+            return
         try:
             meta = copy.deepcopy(self.module).to("meta")
             with torch.no_grad():
@@ -263,10 +266,14 @@ def _assemble_and_predict(
     bounds: tuple[tuple[int, int], ...],
     get_predictor: Callable[[], Predictor],
     out_dtype: str,
+    normalize: tuple[float, float] | None = None,
 ) -> np.ndarray:
     src = np.empty(src_shape, dtype=np.float32)
     for piece, off in zip(pieces, offsets):
         src[tuple(slice(o - lo, o - lo + n) for o, lo, n in zip(off, src_lo, piece.shape))] = piece
+    if normalize is not None:  # the same float32 arithmetic as preprocess.normalize.zscore, in place
+        src -= np.float32(normalize[0])
+        src *= np.float32(1.0 / normalize[1])
     slab = src
     for axis, idx in enumerate(local):
         if idx is not None:
@@ -285,8 +292,12 @@ def blockwise_predict(
     out_dtype: str = "float32",
     gpu: bool = False,
     token: str | None = None,
+    normalize: tuple[float, float] | None = None,
 ) -> da.Array:
     """Lazy ``(n_out, *x.shape)`` prediction of normalized ``x``, one task per output block.
+
+    ``normalize=(mean, std)`` z-scores raw ``x`` inside each task, on the assembled input, instead
+    of a separate pass that would write a normalized copy of the whole tomogram.
 
     ``get_predictor`` is called inside the task (pass a picklable callable such as
     :class:`~deepict_dask.inference.worker_cache.PredictorRef`, which loads the model once per
@@ -294,7 +305,8 @@ def blockwise_predict(
     """
     if x.ndim != len(grids):
         raise ValueError("one grid per axis is needed")
-    name = "predict-" + (token or dask.base.tokenize(x.name, grids, out_chunks, get_predictor, n_out, out_dtype))
+    name = "predict-" + (token or dask.base.tokenize(x.name, grids, out_chunks, get_predictor, n_out, out_dtype,
+                                                    normalize))
     in_bounds = [np.cumsum((0,) + c) for c in x.chunks]
     out_bounds = [np.cumsum((0,) + c) for c in out_chunks]
     dsk: dict[Any, Any] = {}
@@ -340,6 +352,7 @@ def blockwise_predict(
             bounds,
             get_predictor,
             out_dtype,
+            normalize,
         )
     annotations = {"resources": {"GPU": 1}} if gpu else None
     layer = MaterializedLayer(dsk, annotations=annotations)

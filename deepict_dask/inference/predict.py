@@ -170,10 +170,11 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
     mean, std = checked_stats(volume, source=source)  # also refuses NaNs and constant input
     if info.normalization == "none":
         mean, std = 0.0, 1.0
-    x = zscore(volume.data, mean, std)
     shape = spatial_shape(volume)
+    # without rescaling, the tasks z-score the input they assemble (no normalized copy of the tomogram)
+    x, in_task = volume.data, (mean, std)
     if needs_rescale(factors):
-        x = to_model_grid(x, factors, (opts.chunk,) * 3)
+        x, in_task = to_model_grid(zscore(volume.data, mean, std), factors, (opts.chunk,) * 3), None
         log.info("%s: rescaled by %s to the model's %.3g A voxels", source, factors, info.voxel_size)
     window = (opts.window,) * 3 if info.dim == 3 else (1, opts.window, opts.window)
     predictor.check_window(window[3 - info.dim :])
@@ -181,10 +182,10 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
     n = len(info.classes) * (2 if predictor.uncertainty else 1)
     if info.dim == 3:
         p = predict3d(x, ref, n, window=opts.window, margin=opts.margin, blend=opts.blend, chunk=opts.chunk,
-                      out_dtype="float32", gpu=gpu)
+                      out_dtype="float32", gpu=gpu, normalize=in_task)
     else:
         p = predict2d(x, ref, n, tile=opts.window, margin=opts.margin, blend=opts.blend, sigma_z=opts.sigma_z,
-                      gpu=gpu)
+                      gpu=gpu, normalize=in_task)
     if needs_rescale(factors):
         p = to_tomogram_grid(p, factors, shape, (opts.chunk,) * 3)
     params = {
@@ -279,7 +280,7 @@ def write_prediction(pred: Prediction, store: Path, options: PredictOptions, *, 
         if pred.variance is None:
             probs = pred.probabilities.copy(data=pred.probabilities.data.map_blocks(quantize, dtype, dtype=dtype))
             written = write_ome_zarr(probs, store, group=group, levels=levels, chunks=chunks, attrs=attrs,
-                                     overwrite=True)
+                                     overwrite=True, stats=False)
         else:
             written = _write_with_variance(pred, store, group, levels, chunks, dtype, attrs)
     threshold = pred.params.get("threshold")

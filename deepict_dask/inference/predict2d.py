@@ -48,14 +48,17 @@ def predict2d(
     z_chunk: int = 16,
     yx_chunk: int = 1024,
     gpu: bool = False,
+    normalize: tuple[float, float] | None = None,
 ) -> da.Array:
-    """Lazy float32 ``(n_out, z, y, x)`` prediction of a normalized ZYX array, smoothed along z."""
+    """Lazy float32 ``(n_out, z, y, x)`` prediction of a normalized ZYX array (or of a raw one
+    z-scored in the tasks with ``normalize=(mean, std)``), smoothed along z."""
     shape = x.shape
     grids = grids_2d(shape, tile, margin, blend)
     out_chunks = tuple(
         tuple(min(c, n - i) for i in range(0, n, c)) for n, c in zip(shape, (z_chunk, yx_chunk, yx_chunk))
     )
-    p = blockwise_predict(x, grids, out_chunks, get_predictor, n_out, out_dtype="float32", gpu=gpu)
+    p = blockwise_predict(x, grids, out_chunks, get_predictor, n_out, out_dtype="float32", gpu=gpu,
+                          normalize=normalize)
     if sigma_z <= 0:
         return p
     radius = int(TRUNCATE * sigma_z + 0.5)

@@ -27,12 +27,15 @@ def predict3d(
     chunk: int = 256,
     out_dtype: str = "float32",
     gpu: bool = False,
+    normalize: tuple[float, float] | None = None,
 ) -> da.Array:
-    """Lazy ``(n_out, z, y, x)`` prediction of a normalized ZYX array.
+    """Lazy ``(n_out, z, y, x)`` prediction of a normalized ZYX array (or of a raw one z-scored in
+    the tasks with ``normalize=(mean, std)``).
 
     Output chunks are ``chunk`` rounded to whole window cores, so with ``crop`` no window is ever
     computed twice; any other chunking gives the same values.
     """
     grids = grids_3d(x.shape, window, margin, blend)
     out_chunks = tuple(aligned_chunks(n, g, chunk) for n, g in zip(x.shape, grids))
-    return blockwise_predict(x, grids, out_chunks, get_predictor, n_out, out_dtype=out_dtype, gpu=gpu)
+    return blockwise_predict(x, grids, out_chunks, get_predictor, n_out, out_dtype=out_dtype, gpu=gpu,
+                             normalize=normalize)

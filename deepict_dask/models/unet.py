@@ -57,6 +57,10 @@ class _Block(nn.Sequential):
 class UNet(nn.Module):
     """U-Net for ``dim`` = 2 or 3 spatial dimensions; returns logits (N, out_channels, ...)."""
 
+    # forward pads any input to a multiple of 2**depth and crops back: every window size works,
+    # so the inference engine need not trace the network to check a window
+    keeps_size = True
+
     def __init__(
         self,
         dim: int = 3,

@@ -53,14 +53,16 @@ def volume_stats(volume: xr.DataArray | da.Array) -> tuple[float, float]:
     stored = _stored_stats(volume) if isinstance(volume, xr.DataArray) else None
     if stored is not None:
         return stored
+    from deepict_dask.io.zarr_store import block_stats, summarise_stats
+
     arr = volume.data if isinstance(volume, xr.DataArray) else volume
     data = arr if isinstance(arr, da.Array) else da.from_array(np.asarray(arr))
-    data = data.astype(np.float64)
-    mean, meansq = compute(data.mean(), (data * data).mean())
-    mean, meansq = float(mean), float(meansq)
-    if not (np.isfinite(mean) and np.isfinite(meansq)):
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    stats = summarise_stats(compute(block_stats(data))[0])
+    if stats["nonfinite"] or not np.isfinite(stats["mean"]):
         return np.nan, np.nan
-    return mean, float(np.sqrt(max(meansq - mean * mean, 0.0)))
+    return stats["mean"], stats["std"]
 
 
 def checked_stats(volume: xr.DataArray | da.Array, source: Any = None) -> tuple[float, float]:

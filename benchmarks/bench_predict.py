@@ -27,7 +27,8 @@ Figures
 - ``speedup_2_workers``: same prediction, 2 single-threaded workers vs 1 (best of the warm runs).
 - ``thp_speedup``: forward passes with torch's allocator on transparent huge pages (what
   ``import deepict_dask`` turns on) vs 4 KiB pages, in fresh processes.
-- ``peak_rss_mb_*``: peak resident memory of a worker at two tomogram sizes (9x the voxels).
+- ``peak_rss_mb_*``: peak resident memory of a worker (2 single-threaded workers) at the issue's two
+  tomogram sizes, 256^3 and 512x1024x1024 (32x the voxels; ``--quick``: two small ones).
 - ``load_avg_*``: the machine's 1-minute load at start and end: other jobs skew every figure.
 - ``TARGET`` lines: each target of issue 6 with its ratio and whether it is met.
 - ``published_*``: DeepFinder's published time (20 min per 512x512x200 on an M40 GPU) against our
@@ -64,6 +65,7 @@ from deepict_dask.models import ModelInfo, build_network, flops_per_voxel, save_
 
 THREADS = 2
 ISSUE_E2E_SHAPE = (256, 512, 512)  # the tomogram of issue 6's efficiency target
+ISSUE_MEMORY_SHAPES = ((256, 256, 256), (512, 1024, 1024))  # and of its memory target
 
 
 def ribosome_net(seed: int = 0) -> tuple[torch.nn.Module, ModelInfo]:
@@ -284,7 +286,7 @@ def run(quick: bool, e2e_shape: tuple[int, int, int] | None = None) -> dict:
         res["e2e_2x1_s"] = timings[(2, 1)]
         res["speedup_2_workers"] = timings[(1, 1)] / timings[(2, 1)]
         core = window - 2 * DEFAULT_MARGIN_3D
-        sizes = ((core // 2, core, core), (core, 3 * core, 3 * core))
+        sizes = ((core // 2, core, core), (core, 3 * core, 3 * core)) if quick else ISSUE_MEMORY_SHAPES
         for i, s in enumerate(sizes):
             write_mrc(tmp / f"m{i}.mrc", s, seed=i)
             with local_client(2, 1) as client:

@@ -268,3 +268,15 @@ def test_window_check_needs_no_forward_pass_and_channels_last_changes_nothing(vo
     assert cl.channels_last and not plain.channels_last and cl.runner.batch_size == 2  # CPU defaults
     grids = grids_3d(vol.shape, 16, 3, "crop")
     np.testing.assert_allclose(predict_whole(vol, grids, cl), predict_whole(vol, grids, plain), atol=1e-5)
+
+
+def test_import_turns_on_huge_pages_for_torch_unless_the_user_chose():
+    import os
+    import subprocess
+    import sys
+
+    code = "import deepict_dask, os; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "1"
+    env["THP_MEM_ALLOC_ENABLE"] = "0"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "0"

@@ -172,7 +172,7 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
         mean, std = 0.0, 1.0
     shape = spatial_shape(volume)
     # without rescaling, the tasks z-score the input they assemble (no normalized copy of the tomogram)
-    x, in_task = volume.data, (mean, std)
+    x, in_task = volume.data, ((mean, std) if info.normalization != "none" else None)
     if needs_rescale(factors):
         x, in_task = to_model_grid(zscore(volume.data, mean, std), factors, (opts.chunk,) * 3), None
         log.info("%s: rescaled by %s to the model's %.3g A voxels", source, factors, info.voxel_size)

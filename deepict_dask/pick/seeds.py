@@ -95,12 +95,14 @@ _NEIGHBOURS = sorted(((dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for
                      key=lambda d: abs(d[0]) + abs(d[1]) + abs(d[2]))
 
 
-def candidates(image: np.ndarray, allowed: np.ndarray, h: float | None = None, comp: np.ndarray | None = None) -> np.ndarray:
+def candidates(image: np.ndarray, allowed: np.ndarray, h: float | None = None, comp: np.ndarray | None = None,
+               boxes: list | None = None) -> np.ndarray:
     """(k, 3) voxel coordinates of regional-or-plateau local maxima (26-neighbourhood) in ``allowed``;
     with ``h``, only those inside a dome at least ``h`` high. Only ``allowed`` voxels are compared
     (a gather per neighbour), and each comparison drops the voxels that fail it, so the cost is a
     few passes over the foreground, not 26. ``comp`` (connected components of ``allowed``) lets the
-    h-maxima test run per cluster, in its bounding box, and only where a cluster has several maxima."""
+    h-maxima test run per cluster, in its bounding box (``boxes``: ``find_objects(comp)`` when the caller
+    has it), and only where a cluster has several maxima."""
     pad = np.pad(image.astype(np.float32, copy=False), 1, constant_values=-np.inf)
     flat = pad.ravel()
     sy, sx = pad.shape[1] * pad.shape[2], pad.shape[2]
@@ -111,11 +113,12 @@ def candidates(image: np.ndarray, allowed: np.ndarray, h: float | None = None, c
         pidx, value = pidx[ok], value[ok]
     coords = np.stack(np.unravel_index(pidx, pad.shape), axis=1) - 1
     if h is not None and h > 0 and len(coords) > 1:
-        coords = coords[_h_keep(image, coords, h, comp)]
+        coords = coords[_h_keep(image, coords, h, comp, boxes)]
     return coords
 
 
-def _h_keep(image: np.ndarray, coords: np.ndarray, h: float, comp: np.ndarray | None) -> np.ndarray:
+def _h_keep(image: np.ndarray, coords: np.ndarray, h: float, comp: np.ndarray | None,
+            boxes: list | None = None) -> np.ndarray:
     """Which maxima lie in a dome at least ``h`` high (``skimage.morphology.h_maxima``)."""
     from skimage.morphology import h_maxima
 
@@ -126,7 +129,7 @@ def _h_keep(image: np.ndarray, coords: np.ndarray, h: float, comp: np.ndarray | 
     keep = np.ones(len(coords), bool)
     cid = comp[tuple(coords.T)].astype(np.int64)
     counts = np.bincount(cid)
-    boxes = ndimage.find_objects(comp)
+    boxes = boxes if boxes is not None else ndimage.find_objects(comp)
     for c in np.flatnonzero(counts >= 2):
         box = boxes[c - 1]
         inside = comp[box] == c
@@ -165,13 +168,14 @@ def find_seeds(
     array_origin: Sequence[int] = (0, 0, 0),
     global_shape: Sequence[int] | None = None,
     comp: np.ndarray | None = None,
+    boxes: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeds of ``image`` (local coordinates, (k, 3) int) and their global raster indices.
 
     ``array_origin`` is the global position of ``image[0, 0, 0]`` and ``global_shape`` the whole
     volume's shape (default: this array), so that ties are broken the same way in every block.
     """
-    coords = candidates(image, allowed, h, comp)
+    coords = candidates(image, allowed, h, comp, boxes)
     shape = tuple(global_shape) if global_shape is not None else image.shape
     gidx = np.ravel_multi_index(tuple((coords + np.asarray(array_origin, np.int64)).T), shape).astype(np.int64) \
         if len(coords) else np.zeros(0, np.int64)

@@ -145,8 +145,10 @@ def split_block(
         raise sd.binary_error(method)
     land = sd.landscape(fg, prob, params["seeds"], params["sigma"], params.get("spacing", (1, 1, 1)))
     comp, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
+    # cluster boxes: for the h-maxima test, orphans and floods; found once, only when one needs them
+    boxes = ndimage.find_objects(comp) if params["h_maxima"] else None
     coords, gidx = sd.find_seeds(land, fg, params["min_distance_vox"], h=params["h_maxima"],
-                                 array_origin=array_origin, global_shape=global_shape, comp=comp)
+                                 array_origin=array_origin, global_shape=global_shape, comp=comp, boxes=boxes)
     k = len(coords)
     # a cluster with one seed is one basin; only clusters with several seeds are flooded (each in its
     # bounding box), which gives exactly the watershed of the whole block at a fraction of the cost
@@ -160,7 +162,8 @@ def split_block(
     peaks = land[tuple(coords.T)].astype(np.float32)
     orphan = np.flatnonzero(count == 0)
     multi = np.flatnonzero(count >= 2)
-    boxes = ndimage.find_objects(comp) if len(orphan) or len(multi) else []
+    if boxes is None and (len(orphan) or len(multi)):
+        boxes = ndimage.find_objects(comp)
     if len(orphan):
         comp_label[orphan] = k + 1 + np.arange(len(orphan))
         extra_keys, extra_peaks = _orphan_keys(comp, orphan, boxes, land, array_origin, global_shape)
@@ -227,8 +230,9 @@ def _orphan_keys(comp, orphan, boxes, land, array_origin, global_shape) -> tuple
     vals = np.zeros(len(orphan), np.float32)
     for i, c in enumerate(orphan):
         box = boxes[c - 1]
-        local = np.flatnonzero(comp[box] == c)
-        pos = np.stack(np.unravel_index(local, comp[box].shape), axis=1) + np.array(
+        sub = comp[box]
+        local = np.flatnonzero(sub == c)
+        pos = np.stack(np.unravel_index(local, sub.shape), axis=1) + np.array(
             [sl.start for sl in box]) + np.asarray(array_origin, np.int64)
         gidx = np.ravel_multi_index(tuple(pos.T), tuple(global_shape)).astype(np.int64)
         val = land[box].ravel()[local]

@@ -18,7 +18,7 @@ Run: ``python benchmarks/bench_filter.py [--quick]``.
 from __future__ import annotations
 
 import argparse
-import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +26,10 @@ from pathlib import Path
 import dask
 import dask.array as da
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.memory import peak_rss_mb  # noqa: E402
 
 
 def _tomogram(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -57,10 +61,6 @@ def accuracy(n: int) -> dict:
     }
 
 
-def _worker_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def blockwise_peak_mb(n: int, workdir: Path) -> tuple[float, float]:
     """Peak RSS (MB) of one worker filtering an n^3 Zarr tomogram blockwise; also the idle RSS."""
     from distributed import Client, LocalCluster
@@ -74,11 +74,11 @@ def blockwise_peak_mb(n: int, workdir: Path) -> tuple[float, float]:
     with LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="4GiB", dashboard_address=None) as cluster:
         with Client(cluster) as client:
             client.run(lambda: __import__("deepict_dask.preprocess"))
-            idle = max(client.run(_worker_peak_mb).values())
+            idle = max(client.run(peak_rss_mb).values())
             vol = make_volume(da.from_zarr(str(src)), 10.0)
             out = apply_filter(vol, mode="blockwise", halo=12, block_size=64, spectrum_method="welch")
             out.data.to_zarr(str(workdir / f"out{n}.zarr"), overwrite=True)
-            peak = max(client.run(_worker_peak_mb).values())
+            peak = max(client.run(peak_rss_mb).values())
     return peak, idle
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -58,6 +57,7 @@ import deepict_dask  # noqa: E402,F401  (first: it turns on huge pages for torch
 # isort: split
 import torch  # noqa: E402
 
+from benchmarks.memory import peak_rss_mb  # noqa: E402
 from deepict_dask.inference.engine import Predictor, predict_whole  # noqa: E402
 from deepict_dask.inference.predict import DEFAULT_WINDOW_3D, PredictOptions, make_ref, predict_file  # noqa: E402
 from deepict_dask.inference.predict3d import DEFAULT_MARGIN_3D, grids_3d  # noqa: E402
@@ -154,10 +154,6 @@ def thp_speedup(window: int, n: int = 3) -> float:
                                  capture_output=True, text=True, check=True)
             times[flag].append(float(out.stdout.strip().splitlines()[-1]))
     return min(times["0"]) / min(times["1"])
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _warm_worker(ref, window: int) -> None:
@@ -291,7 +287,7 @@ def run(quick: bool, e2e_shape: tuple[int, int, int] | None = None) -> dict:
             write_mrc(tmp / f"m{i}.mrc", s, seed=i)
             with local_client(2, 1) as client:
                 predict_file(tmp / f"m{i}.mrc", ref, tmp / f"mo{i}", opts, overwrite=True)
-                rss = max(client.run(_peak_rss_mb).values())
+                rss = max(client.run(peak_rss_mb).values())
             res[f"peak_rss_mb_{'x'.join(map(str, s))}"] = rss
         res["peak_rss_growth"] = res[f"peak_rss_mb_{'x'.join(map(str, sizes[1]))}"] / res[
             f"peak_rss_mb_{'x'.join(map(str, sizes[0]))}"]

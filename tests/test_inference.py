@@ -90,6 +90,32 @@ def test_normalizing_in_the_tasks_equals_a_normalized_input():
     assert np.abs(fused - blockwise_predict(x, grids, x.chunks, lambda: pred, 2).compute(scheduler="sync")).max() > 0.01
 
 
+def test_stored_inputs_are_read_range_by_range_with_the_same_result(tmp_path):
+    """MRC / Zarr inputs as opened: each task reads its own input range, no chunk tasks are held."""
+    import zarr
+
+    from deepict_dask.io import open_volume
+    from deepict_dask.io.mrc import write_mrc
+    from deepict_dask.io.volume import stored_source
+
+    raw = (np.random.default_rng(5).normal(size=(13, 17, 11)) * 40 + 300).astype(np.int16)
+    pred = Predictor(tiny_net(), tiny_info(), batch_size=8)
+    grids = grids_3d(raw.shape, 8, 2, "crop")
+    mean, std = float(raw.mean()), float(raw.std())
+    want = predict_whole((raw - np.float32(mean)) * np.float32(1 / std), grids, pred)
+    write_mrc(make_volume(raw, 10.0), tmp_path / "t.mrc")
+    z = zarr.open_array(str(tmp_path / "t.zarr"), mode="w", shape=raw.shape, chunks=(4, 5, 6), dtype=raw.dtype)
+    z[:] = raw
+    for x in (open_volume(tmp_path / "t.mrc", chunks=(4, 6, 5)).data, da.from_zarr(z)):
+        assert stored_source(x) is not None and stored_source(x + 1) is None
+        out = blockwise_predict(x, grids, ((6, 7), (9, 8), (11,)), lambda: pred, 2, normalize=(mean, std))
+        graph = dict(out.__dask_graph__())
+        assert not any(isinstance(k, tuple) and k[0] == x.name for k in graph)  # no chunk tasks
+        np.testing.assert_allclose(out.compute(scheduler="sync"), want, atol=1e-5)
+        raw_again = x.compute(scheduler="sync")
+        np.testing.assert_array_equal(raw_again, raw)  # the source was not normalized in place
+
+
 def test_crop_keeps_each_window_core(vol):
     """With crop blending a voxel's value is exactly the prediction of the one window owning it."""
     pred = Predictor(tiny_net(), tiny_info(), batch_size=2)
@@ -209,6 +235,21 @@ def test_predict_volume_normalizes_globally_whatever_the_chunks(vol):
     np.testing.assert_allclose(results[0], results[1], atol=1e-5)
     whole = predict_whole((vol - vol.mean()) / vol.std(), grids_3d(vol.shape, 16, 3, "crop"), ref())
     np.testing.assert_allclose(results[0], whole, atol=1e-4)
+
+
+def test_prediction_for_storing_is_quantized_in_the_tasks(vol):
+    """as_stored: the tasks emit uint8 (no float32 block held until the store), bit-identical to
+    quantizing the float32 map; paths that post-process floats (TTA variance) stay float32."""
+    ref = PredictorRef("tiny", loader=load_tiny3d)
+    opts = PredictOptions(window=16, margin=3, chunk=10)
+    v = make_volume(vol * 50 + 1000, 10.0, chunks=(5, 7, 9))
+    floats = predict_volume(v, ref, opts).probabilities
+    stored = predict_volume(v, ref, opts, as_stored=True).probabilities
+    assert floats.dtype == np.float32 and stored.dtype == np.uint8
+    np.testing.assert_array_equal(stored.data.compute(scheduler="sync"),
+                                  quantize(floats.data.compute(scheduler="sync"), "uint8"))
+    tta = predict_volume(v, PredictorRef("tiny", loader=load_tiny3d, tta="rotations"), opts, as_stored=True)
+    assert tta.variance is not None and tta.probabilities.dtype == np.float32
 
 
 def test_bad_inputs_are_clear_errors(vol):

@@ -1,9 +1,10 @@
 """The per-block prediction function and the Dask graph that maps it over output blocks.
 
 The graph is built over *output* blocks. For each block we know (from the global window grid)
-which windows touch it and which global input range they read; the task receives exactly the
-input chunks overlapping that range, assembles them (reflecting at the volume border) and runs the
-windows. No halo arithmetic is involved, so the result is the same for every chunking, including
+which windows touch it and which global input range they read. When the input is a stored array
+as opened (MRC, Zarr) the task reads exactly that range from the file; otherwise it receives the
+input chunks overlapping the range and assembles them. It reflects at the volume border and runs
+the windows. No halo arithmetic is involved, so the result is the same for every chunking, including
 chunks smaller than a window.
 """
 
@@ -35,6 +36,7 @@ from deepict_dask.inference.devices import (
 )
 from deepict_dask.inference.tta import tta_flips
 from deepict_dask.inference.windows import AxisGrid, block_windows, reflect_index, window_starts
+from deepict_dask.io.volume import stored_source
 from deepict_dask.models.spec import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -255,31 +257,49 @@ def quantize(p: np.ndarray, dtype: str) -> np.ndarray:
     raise ConfigError(f"output dtype must be one of {', '.join(OUT_DTYPES)}, got {dtype!r}")
 
 
-def _assemble_and_predict(
-    pieces: list[np.ndarray],
-    offsets: list[tuple[int, ...]],
-    src_lo: tuple[int, ...],
-    src_shape: tuple[int, ...],
+def _predict_slab(
+    src: np.ndarray,
     local: tuple[np.ndarray | None, ...],
     ext_lo: tuple[int, ...],
     grids: tuple[AxisGrid, ...],
     bounds: tuple[tuple[int, int], ...],
     get_predictor: Callable[[], Predictor],
     out_dtype: str,
-    normalize: tuple[float, float] | None = None,
+    normalize: tuple[float, float] | None,
 ) -> np.ndarray:
-    src = np.empty(src_shape, dtype=np.float32)
-    for piece, off in zip(pieces, offsets):
-        src[tuple(slice(o - lo, o - lo + n) for o, lo, n in zip(off, src_lo, piece.shape))] = piece
+    """Predict one output block from ``src``, the float32 input range its windows read."""
     if normalize is not None:  # the same float32 arithmetic as preprocess.normalize.zscore, in place
         src -= np.float32(normalize[0])
         src *= np.float32(1.0 / normalize[1])
     slab = src
     for axis, idx in enumerate(local):
-        if idx is not None:
+        if idx is not None:  # reflect at the volume border
             slab = np.take(slab, idx, axis=axis)
     out = predict_block(slab, ext_lo, grids, bounds, get_predictor())
     return quantize(out, out_dtype)
+
+
+def _read_and_predict(source: Any, src_lo: tuple[int, ...], src_hi: tuple[int, ...], *args: Any) -> np.ndarray:
+    """Read the block's input range straight from the stored array, then predict."""
+    region = np.asarray(source[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))])
+    src = region.astype(np.float32, copy=False)
+    if src is region and not region.flags.owndata:  # never normalize someone else's buffer in place
+        src = src.copy()
+    return _predict_slab(src, *args)
+
+
+def _assemble_and_predict(
+    pieces: list[np.ndarray],
+    offsets: list[tuple[int, ...]],
+    src_lo: tuple[int, ...],
+    src_shape: tuple[int, ...],
+    *args: Any,
+) -> np.ndarray:
+    """Assemble the block's input range from pieces of input chunks, then predict."""
+    src = np.empty(src_shape, dtype=np.float32)
+    for piece, off in zip(pieces, offsets):
+        src[tuple(slice(o - lo, o - lo + n) for o, lo, n in zip(off, src_lo, piece.shape))] = piece
+    return _predict_slab(src, *args)
 
 
 def blockwise_predict(
@@ -307,6 +327,10 @@ def blockwise_predict(
         raise ValueError("one grid per axis is needed")
     name = "predict-" + (token or dask.base.tokenize(x.name, grids, out_chunks, get_predictor, n_out, out_dtype,
                                                     normalize))
+    # A task reads exactly its input range from the file when x is a stored array as opened (so a
+    # worker holds one range per running task); otherwise it assembles pieces of x's chunks, which
+    # Dask keeps until their last reader ran (memory then grows with the tomogram's cross-section).
+    source_key = f"original-{x.name}" if stored_source(x) is not None else None
     in_bounds = [np.cumsum((0,) + c) for c in x.chunks]
     out_bounds = [np.cumsum((0,) + c) for c in out_chunks]
     dsk: dict[Any, Any] = {}
@@ -323,6 +347,10 @@ def blockwise_predict(
             ext_lo.append(lo)
             li = gi - a
             local.append(None if (lo == a and hi == b) else li.astype(np.intp))
+        args = (tuple(local), tuple(ext_lo), grids, bounds, get_predictor, out_dtype, normalize)
+        if source_key is not None:
+            dsk[(name, 0, *block)] = (_read_and_predict, source_key, tuple(src_lo), tuple(src_hi), *args)
+            continue
         chunk_ranges = [
             range(int(np.searchsorted(ib, a, side="right") - 1), int(np.searchsorted(ib, b, side="left")))
             for ib, a, b in zip(in_bounds, src_lo, src_hi)
@@ -346,17 +374,15 @@ def blockwise_predict(
             offsets,
             tuple(src_lo),
             tuple(b - a for a, b in zip(src_lo, src_hi)),
-            tuple(local),
-            tuple(ext_lo),
-            grids,
-            bounds,
-            get_predictor,
-            out_dtype,
-            normalize,
+            *args,
         )
     annotations = {"resources": {"GPU": 1}} if gpu else None
     layer = MaterializedLayer(dsk, annotations=annotations)
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
+    if source_key is not None:  # only the stored array's handle, not its chunk tasks
+        graph = HighLevelGraph({name: layer, source_key: x.dask.layers[source_key]},
+                               {name: {source_key}, source_key: set()})
+    else:
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
     return da.Array(graph, name, chunks=((n_out,),) + tuple(out_chunks), dtype=np.dtype(out_dtype))
 
 

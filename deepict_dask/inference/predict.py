@@ -87,7 +87,9 @@ class PredictOptions:
 
 @dataclass
 class Prediction:
-    """Lazy outputs of one tomogram; ``probabilities`` is float32 ``(c, z, y, x)`` on the tomogram grid."""
+    """Lazy outputs of one tomogram; ``probabilities`` is float32 ``(c, z, y, x)`` on the tomogram grid
+    (or already in the stored dtype, see ``predict_volume(as_stored=True)``; ``params["scale"]``
+    turns it back into probabilities)."""
 
     probabilities: xr.DataArray
     variance: xr.DataArray | None
@@ -145,11 +147,16 @@ def _resolved(options: PredictOptions, info: ModelInfo, device: str) -> PredictO
     return replace(options, window=window, margin=margin, threshold=threshold)
 
 
-def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOptions = PredictOptions()) -> Prediction:
+def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOptions = PredictOptions(), *,
+                   as_stored: bool = False) -> Prediction:
     """Lazy probability maps of one tomogram (``z, y, x`` DataArray from ``open_volume``).
 
     Checks the model against the tomogram, normalizes with the global mean/std (computed now, one
     pass), rescales to the model's voxel size when needed and maps the result back.
+
+    ``as_stored=True`` (what writing uses): where nothing follows the network (3D model, no
+    rescaling, no TTA variance), the tasks emit ``options.dtype`` (uint8: ``p * 255``) directly,
+    so no float32 block waits in a worker between prediction and store.
     """
     from deepict_dask.models import check_voxel_size
 
@@ -181,8 +188,9 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
     gpu = is_cuda(ref.device) and _cluster_has_gpu_resources()
     n = len(info.classes) * (2 if predictor.uncertainty else 1)
     if info.dim == 3:
+        direct = as_stored and not needs_rescale(factors) and n == len(info.classes)
         p = predict3d(x, ref, n, window=opts.window, margin=opts.margin, blend=opts.blend, chunk=opts.chunk,
-                      out_dtype="float32", gpu=gpu, normalize=in_task)
+                      out_dtype=opts.dtype if direct else "float32", gpu=gpu, normalize=in_task)
     else:
         p = predict2d(x, ref, n, tile=opts.window, margin=opts.margin, blend=opts.blend, sigma_z=opts.sigma_z,
                       gpu=gpu, normalize=in_task)
@@ -278,7 +286,9 @@ def write_prediction(pred: Prediction, store: Path, options: PredictOptions, *, 
     attrs = {"prediction": {**pred.params, "finished": True}}
     with dask.config.set({"optimization.fuse.active": False}):  # keeps the GPU annotations in the graph
         if pred.variance is None:
-            probs = pred.probabilities.copy(data=pred.probabilities.data.map_blocks(quantize, dtype, dtype=dtype))
+            probs = pred.probabilities
+            if probs.dtype != np.dtype(dtype):  # else the tasks quantized already (predict_volume(as_stored=True))
+                probs = probs.copy(data=probs.data.map_blocks(quantize, dtype, dtype=dtype))
             written = write_ome_zarr(probs, store, group=group, levels=levels, chunks=chunks, attrs=attrs,
                                      overwrite=True, stats=False)
         else:
@@ -320,7 +330,7 @@ def predict_file(tomo: str | Path, ref: PredictorRef, out_dir: str | Path, optio
 
     volume = open_volume(tomo, chunks=chunks or min(options.chunk, 256))
     store = output_store(tomo, out_dir)
-    pred = predict_volume(volume, ref, options)
+    pred = predict_volume(volume, ref, options, as_stored=True)
     return write_prediction(pred, store, options, overwrite=overwrite)
 
 

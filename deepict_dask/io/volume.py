@@ -86,3 +86,23 @@ def origin_of(volume: xr.DataArray) -> tuple[float, float, float]:
 
 def spatial_shape(volume: xr.DataArray) -> tuple[int, int, int]:
     return tuple(int(volume.sizes[d]) for d in SPATIAL_DIMS)  # type: ignore[return-value]
+
+
+def stored_source(arr: da.Array) -> Any | None:
+    """The array-like that ``arr`` reads from, when ``arr`` is exactly ``da.from_array``/``from_zarr`` of it.
+
+    Lets a task read any region straight from the file (MRC memmap, Zarr array) instead of
+    depending on whole chunk tasks, which Dask would keep in memory until every reader is done.
+    Returns ``None`` for any derived array (astype, rechunk, arithmetic...).
+    """
+    graph = arr.__dask_graph__()
+    layers = getattr(graph, "layers", None)
+    original = f"original-{arr.name}"
+    if layers is None or set(layers) != {original, arr.name} or len(layers[original]) != 1:
+        return None
+    (source,) = layers[original].values()
+    if not hasattr(source, "__getitem__") or tuple(getattr(source, "shape", ())) != tuple(arr.shape):
+        return None
+    if np.dtype(getattr(source, "dtype", object)) != arr.dtype:
+        return None
+    return source

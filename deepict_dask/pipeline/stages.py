@@ -74,7 +74,7 @@ def run_predict(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, 
         dtype=o["dtype"], device=o["device"], chunk=max(o["chunk"], 64),
     )
     volume = open_volume(job.store, group=params["image"])
-    pred = predict_volume(volume, make_ref(params["model_path"], options), options)
+    pred = predict_volume(volume, make_ref(params["model_path"], options), options, as_stored=True)
     path = write_prediction(pred, job.store, options, overwrite=True)
     return {"outputs": [path], "result": {"classes": list(pred.info.classes)}}
 

@@ -154,10 +154,14 @@ def _multiscale_level(
             index.append(0)  # a singleton time (or other) axis is dropped
         else:
             raise InputError(f"axis {axis!r} has {data.shape[i]} entries; only one is supported", where)
-    data = data[tuple(index)]
+    # only when needed: a plain from_zarr array lets consumers read regions straight from the store
+    if any(isinstance(ix, int) for ix in index):
+        data = data[tuple(index)]
     names = [n for n, ix in zip(names, index) if not isinstance(ix, int)]
     order = (["c"] if "c" in names else []) + list(SPATIAL_DIMS)
-    data = data.transpose([names.index(n) for n in order])
+    perm = [names.index(n) for n in order]
+    if perm != list(range(len(perm))):
+        data = data.transpose(perm)
     attrs_all = node.attrs.asdict()
     meta = dict(attrs_all.get("deepict", {})) if isinstance(attrs_all.get("deepict"), Mapping) else {}
     channels = None

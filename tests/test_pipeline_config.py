@@ -66,6 +66,8 @@ def test_init_config_command(tmp_path, capsys):
          "line 10, targets[0].colour: unknown key"),
         (lambda t: t.replace("threshold: 0.5", "threshold: high"), "line 9, targets[0].threshold"),
         (lambda t: t.replace("threshold: 0.5", "threshold: 1.5"), "less than or equal to 1"),
+        (lambda t: t.replace("    threshold: 0.5\n", "    threshold: 0.5\n    coarsen: 0\n"),
+         "line 10, targets[0].coarsen: must be 'auto' or a whole number >= 1"),
         (lambda t: t + "executon:\n  retries: 2\n", "line 10, executon: unknown key"),
         (lambda t: t.replace("model: m3", "model: m4"), "line 8, targets[0].model: model 'm4' is not one of"),
         (lambda t: t.replace("  paths: [\"tomos/*.mrc\"]\n", ""), "line 1, inputs"),

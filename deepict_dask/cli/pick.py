@@ -42,6 +42,10 @@ def register(subparsers: Any) -> None:
                    "(probability for prob seeds, voxels for edt)")
     p.add_argument("--smooth", type=float, metavar="SIGMA",
                    help="watershed/peaks: Gaussian sigma (voxels) of the seed map (default 1 for prob, 0 for edt)")
+    p.add_argument("--coarsen", metavar="N",
+                   help="watershed/peaks: find seeds and basins on an N-times coarser grid; sizes, centroids "
+                   "and scores still come from every voxel (default auto: as coarse as keeps seeds 4 voxels "
+                   "apart; 1: full resolution)")
     p.add_argument("--weighted", action="store_true", help="probability-weighted centroids")
     p.add_argument("--duplicate-radius", metavar="LEN",
                    help="drop the lower-scoring of two picks closer than this (e.g. 80A, or voxels)")
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         params["bandwidth"] = _bandwidths(args.bandwidth)
     if args.cluster_method in ("watershed", "peaks"):
         params.update({k: v for k, v in (("min_distance", args.min_distance), ("seeds", args.seeds),
-                                         ("h_maxima", args.h_maxima), ("sigma", args.smooth)) if v is not None})
+                                         ("h_maxima", args.h_maxima), ("sigma", args.smooth),
+                                         ("coarsen", args.coarsen)) if v is not None})
     with dask_client(spec_from_args(args), quiet=True), show_progress(not args.no_progress):
         result = pick(
             args.map, classes=args.classes, group=args.group, tomo=args.tomo, threshold=args.threshold,

@@ -46,6 +46,7 @@ def split_params(
     sigma: float | None = None,
     h_maxima: float | None = None,
     diameter: float | str | None = None,
+    coarsen: int | str | None = None,
 ) -> dict[str, Any]:
     """Validated parameters of ``watershed`` / ``peaks`` (the ``params`` of the pick stage).
 
@@ -55,7 +56,9 @@ def split_params(
     smoothing (voxels) of the seed landscape (default 1 for ``prob``, 0 for ``edt``). ``h_maxima``:
     ignore maxima less than ``h`` above their surroundings (probability units for ``prob``, voxels
     for ``edt``). ``diameter``: the largest particle diameter, which sets the halo (default
-    twice the radius or ``min_distance``, whichever is larger).
+    twice the radius or ``min_distance``, whichever is larger). ``coarsen``: find seeds and basins
+    on a grid this many times coarser (``"auto"``, the default: as coarse as keeps seeds at least
+    :data:`COARSE_MIN_DISTANCE` voxels apart; ``1``: full resolution; see :func:`coarse_factor`).
     """
     if method not in ("watershed", "peaks"):
         raise ConfigError(f"unknown splitting method {method!r}")
@@ -86,6 +89,7 @@ def split_params(
         diam = 2.0 * max(radii)
     return {
         "method": method,
+        "coarsen": coarse_factor(coarsen, radii),
         "min_distance_vox": radii,
         "seeds": source,
         "sigma": sigma,
@@ -95,7 +99,29 @@ def split_params(
     }
 
 
-PARAM_KEYS = ("min_distance", "radius", "seeds", "sigma", "h_maxima", "diameter")
+PARAM_KEYS = ("min_distance", "radius", "seeds", "sigma", "h_maxima", "diameter", "coarsen")
+
+# Seeds at least this many (coarse) voxels apart still sit on well-resolved distance-transform or
+# probability maxima; ``coarsen="auto"`` bins the map as far as keeps them so.
+COARSE_MIN_DISTANCE = 4.0
+
+
+def coarse_factor(coarsen: int | str | None, radii: Sequence[float]) -> int:
+    """The bin factor of the seed and flood grid (see :func:`split_block`).
+
+    Why: the distance transform and the flood cost as much as the whole connected-components pass
+    each; on a 2x coarser grid they cost 8x less, while particles a few voxels wide keep their
+    maxima, and centroids, sizes and scores still come from the full-resolution voxels.
+    """
+    if coarsen is None or str(coarsen).strip().lower() == "auto":
+        return max(1, int(min(radii) // COARSE_MIN_DISTANCE))
+    try:
+        factor = int(str(coarsen).strip())
+    except ValueError:
+        factor = 0
+    if factor < 1 or str(factor) != str(coarsen).strip():
+        raise ConfigError(f"--coarsen must be 'auto' or a whole number >= 1, got {coarsen!r}")
+    return factor
 
 
 def resolve_params(method: str, params: dict[str, Any], voxel_size, shape: Sequence[int] | None = None) -> dict[str, Any]:
@@ -114,7 +140,9 @@ def resolve_params(method: str, params: dict[str, Any], voxel_size, shape: Seque
 def split_halo(method: str, params: dict[str, Any], voxel_size) -> int:
     """Halo of a block for ``watershed`` / ``peaks`` (see :func:`.seeds.seed_halo`)."""
     p = resolve_params(method, params, voxel_size)
-    return sd.seed_halo(p["min_distance_vox"], p["sigma"], p.get("diameter_vox"))
+    b = int(p.get("coarsen", 1))
+    # coarse cells cut by the block's outer edge see only part of their voxels: one cell more
+    return sd.seed_halo(p["min_distance_vox"], p["sigma"], p.get("diameter_vox")) + (b if b > 1 else 0)
 
 
 def _prepare(method: str, raw, mask, spec, params: dict[str, Any], voxel_size) -> dict[str, Any]:
@@ -137,12 +165,20 @@ def split_block(
     Returns (labels over ``core``: uint32 compact 1..n, ``keys`` uint64 per local label = global
     raster index of the basin's seed + 1, ``peak`` float32 per local label = landscape at the seed).
     """
-    import cc3d
-    from scipy import ndimage
 
     method = params["method"]
     if params["seeds"] == "prob" and sd.looks_binary(prob, fg):
         raise sd.binary_error(method)
+    if int(params.get("coarsen", 1)) > 1:
+        return _split_coarse(fg, prob, core, array_origin, global_shape, params, connectivity)
+    return _split(fg, prob, core, array_origin, global_shape, params, connectivity)[:3]
+
+
+def _split(fg, prob, core, array_origin, global_shape, params, connectivity):
+    """:func:`split_block` at full resolution; also returns the landscape."""
+    import cc3d
+    from scipy import ndimage
+
     land = sd.landscape(fg, prob, params["seeds"], params["sigma"], params.get("spacing", (1, 1, 1)))
     comp, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
     # cluster boxes: for the h-maxima test, orphans and floods; found once, only when one needs them
@@ -176,7 +212,110 @@ def split_block(
     present = np.flatnonzero(np.bincount(labs.ravel(), minlength=len(keys) + 1)[1:]) + 1
     lut = np.zeros(len(keys) + 1, np.uint32)
     lut[present] = np.arange(1, len(present) + 1, dtype=np.uint32)
-    return lut[labs], keys[present - 1], peaks[present - 1]
+    return lut[labs], keys[present - 1], peaks[present - 1], land
+
+
+def _split_coarse(
+    fg: np.ndarray,
+    prob: np.ndarray,
+    core: tuple[slice, slice, slice],
+    array_origin: Sequence[int],
+    global_shape: Sequence[int],
+    params: dict[str, Any],
+    connectivity: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`split_block` on a grid ``b = params["coarsen"]`` times coarser, mapped back.
+
+    The coarse grid is anchored to the volume (cell ``C`` holds voxels ``C*b .. C*b+b-1``), so every
+    block bins alike and results stay independent of chunking. A cell is foreground when any of
+    its voxels is, and carries their mean probability. Seeds, basins and their ties are decided on
+    the coarse grid (distances and sigma divided by ``b``); each foreground voxel of the core then
+    takes its cell's basin, so sizes, centroids and scores come from the full-resolution voxels.
+    A basin's key is the voxel of its seed cell nearest to the landscape's interpolated maximum
+    (:func:`_fine_keys`), which ``peaks`` reports as the peak position.
+    """
+    b = int(params["coarsen"])
+    origin = np.asarray(array_origin, np.int64)
+    front = origin % b
+    back = (-(front + np.asarray(fg.shape))) % b
+    pad = tuple((int(f), int(k)) for f, k in zip(front, back))
+    padded = any(f or k for f, k in pad)
+    cfg = _bin(np.pad(fg, pad) if padded else fg, b, np.logical_or)
+    if params["seeds"] == "prob":
+        probp = np.asarray(prob, np.float32)
+        cprob = _bin(np.pad(probp, pad) if padded else probp, b, np.add)
+        cprob *= np.float32(1.0 / b**3)
+    else:
+        cprob = cfg  # the distance transform needs only the mask
+    cparams = dict(params, coarsen=1, min_distance_vox=tuple(r / b for r in params["min_distance_vox"]),
+                   sigma=params["sigma"] / b, diameter_vox=params.get("diameter_vox", 0.0) / b)
+    if params["h_maxima"] is not None and params["seeds"] == "edt":
+        cparams["h_maxima"] = params["h_maxima"] / b  # voxels; probability heights stay as they are
+    corigin = (origin - front) // b
+    cglobal = tuple(-(-int(n) // b) for n in global_shape)
+    lo = [(sl.start + f) // b for sl, f in zip(core, front)]
+    hi = [-(-(sl.stop + f) // b) for sl, f in zip(core, front)]
+    ccore = tuple(slice(int(a), int(c)) for a, c in zip(lo, hi))
+    clabels, ckeys, cpeaks, cland = _split(cfg, cprob, ccore, tuple(int(o) for o in corigin), cglobal, cparams,
+                                           connectivity)
+    # labels present in the core: cells holding a foreground voxel *of the core*; compacted on the
+    # coarse grid, then every core voxel takes its cell's label
+    fgc = fg[core]
+    cpad = tuple((int((sl.start + f) % b), 0) for sl, f in zip(core, front))
+    cpad = tuple((a, int(-(n + a) % b)) for (a, _), n in zip(cpad, fgc.shape))
+    in_core = _bin(np.pad(fgc, cpad), b, np.logical_or)
+    present = np.flatnonzero(np.bincount(clabels[in_core], minlength=len(ckeys) + 1)[1:]) + 1
+    lut = np.zeros(len(ckeys) + 1, np.uint32)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.uint32)
+    labs = lut[clabels]
+    for axis, (sl, f, a) in enumerate(zip(core, front, lo)):
+        labs = labs.take((np.arange(sl.start, sl.stop) + f) // b - a, axis=axis)
+    keys = _fine_keys(ckeys[present - 1], cland, corigin, b, global_shape)
+    return np.where(fgc, labs, np.uint32(0)), keys, cpeaks[present - 1]
+
+
+def _bin(arr: np.ndarray, b: int, combine: np.ufunc) -> np.ndarray:
+    """Combine each ``b^3`` cell of ``arr`` (shape a multiple of ``b``) with ``combine`` (or, add),
+    one axis at a time over strided views (10x faster than reducing a 6D reshape)."""
+    for axis in range(3):
+        view = [slice(None)] * 3
+        view[axis] = slice(0, None, b)
+        out = arr[tuple(view)].copy()
+        for i in range(1, b):
+            view[axis] = slice(i, None, b)
+            combine(out, arr[tuple(view)], out=out)
+        arr = out
+    return arr
+
+
+def _fine_keys(ckeys: np.ndarray, cland: np.ndarray, corigin: np.ndarray, b: int,
+               global_shape: Sequence[int]) -> np.ndarray:
+    """Global keys (raster index + 1) of full-resolution voxels for coarse seed cells.
+
+    Per axis, a parabola through the landscape at the seed cell and its two neighbours places the
+    maximum inside the cell (a plateau or a flat top is centred, not pushed to a corner); the key is
+    the cell's voxel nearest to it, so keys stay unique and ``peaks`` reports a voxel position.
+    """
+    if len(ckeys) == 0:
+        return np.zeros(0, np.uint64)
+    cglobal = tuple(-(-int(n) // b) for n in global_shape)
+    cells = np.stack(np.unravel_index((ckeys - np.uint64(1)).astype(np.int64), cglobal), axis=1)
+    local = cells - corigin
+    pos = np.empty(cells.shape, np.float64)
+    for a in range(3):
+        n = cland.shape[a]
+        lo, hi = local.copy(), local.copy()
+        lo[:, a] = np.maximum(local[:, a] - 1, 0)
+        hi[:, a] = np.minimum(local[:, a] + 1, n - 1)
+        f0, fm, fp = (cland[tuple(c.T)].astype(np.float64) for c in (local, lo, hi))
+        curv = fm - 2 * f0 + fp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = np.where((curv < 0) & (lo[:, a] < local[:, a]) & (hi[:, a] > local[:, a]),
+                             0.5 * (fm - fp) / curv, 0.0)
+        pos[:, a] = (cells[:, a] + 0.5 + np.clip(shift, -0.5, 0.5)) * b - 0.5
+    best = np.clip(np.floor(pos + 0.5).astype(np.int64), cells * b, cells * b + b - 1)
+    best = np.minimum(best, np.asarray(global_shape, np.int64) - 1)
+    return np.ravel_multi_index(tuple(best.T), tuple(global_shape)).astype(np.uint64) + np.uint64(1)
 
 
 def _flood(labs, core, comp, boxes, multi, seed_comp, coords, land, array_origin, connectivity) -> None:

@@ -98,10 +98,19 @@ class TargetConfig(_Strict):
     cluster: Literal["cc", "meanshift", "watershed", "peaks"] = "cc"
     connectivity: Literal[6, 18, 26] = 26
     min_distance: float | None = Field(None, gt=0, description="watershed/peaks seed distance, A")
+    coarsen: int | Literal["auto"] = Field("auto", description="watershed/peaks: bin factor of the seed grid "
+                                           "(auto: seeds stay 4 bins apart; 1: full resolution)")
     bandwidth: float | None = Field(None, gt=0, description="mean-shift bandwidth, A")
     context: list[ContextRule] = Field(default_factory=list)
 
     _name = field_validator("name")(_check_name)
+
+    @field_validator("coarsen")
+    @classmethod
+    def _whole_bins(cls, value: Any) -> Any:
+        if value != "auto" and value < 1:
+            raise ValueError("must be 'auto' or a whole number >= 1")
+        return value
 
     @field_validator("context", mode="before")
     @classmethod
@@ -283,6 +292,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
                 msg = "unknown key"
             elif err["type"] == "missing":
                 msg = "required key missing"
+            elif err["type"] == "value_error":  # our own validators: their message, without pydantic's prefix
+                msg = str(msg).removeprefix("Value error, ")
             problems.append(_located(loc, msg, lines))
         raise ConfigError("; ".join(problems), source) from None
     refs = config.reference_problems()

@@ -110,6 +110,8 @@ def run_pick(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any
         cluster_params["min_distance"] = f"{params['min_distance']}A"
     if params["bandwidth"] is not None:
         cluster_params["bandwidth"] = f"{params['bandwidth']}A"
+    if params["cluster"] in ("watershed", "peaks"):
+        cluster_params["coarsen"] = params.get("coarsen", "auto")
     rule = params["context"][0] if params["context"] else None
     context: dict[str, Any] = {}
     if rule is not None:
@@ -181,6 +183,7 @@ def _target_params(t: TargetConfig, chunks: int) -> dict[str, Any]:
         "cluster": t.cluster,
         "connectivity": t.connectivity,
         "min_distance": t.min_distance,
+        "coarsen": t.coarsen,
         "bandwidth": t.bandwidth,
         "context": [r.model_dump() for r in t.context],
         "chunks": chunks,

@@ -330,7 +330,10 @@ def blockwise_predict(
     # A task reads exactly its input range from the file when x is a stored array as opened (so a
     # worker holds one range per running task); otherwise it assembles pieces of x's chunks, which
     # Dask keeps until their last reader ran (memory then grows with the tomogram's cross-section).
-    source_key = f"original-{x.name}" if stored_source(x) is not None else None
+    # The handle travels inside each task (a few hundred bytes): a shared key would tie every task
+    # to the worker holding it, and the scheduler then spreads small jobs unevenly (measured: 2
+    # workers 1.3x busy instead of 1.8x).
+    source = stored_source(x)
     in_bounds = [np.cumsum((0,) + c) for c in x.chunks]
     out_bounds = [np.cumsum((0,) + c) for c in out_chunks]
     dsk: dict[Any, Any] = {}
@@ -348,8 +351,8 @@ def blockwise_predict(
             li = gi - a
             local.append(None if (lo == a and hi == b) else li.astype(np.intp))
         args = (tuple(local), tuple(ext_lo), grids, bounds, get_predictor, out_dtype, normalize)
-        if source_key is not None:
-            dsk[(name, 0, *block)] = (_read_and_predict, source_key, tuple(src_lo), tuple(src_hi), *args)
+        if source is not None:
+            dsk[(name, 0, *block)] = (_read_and_predict, source, tuple(src_lo), tuple(src_hi), *args)
             continue
         chunk_ranges = [
             range(int(np.searchsorted(ib, a, side="right") - 1), int(np.searchsorted(ib, b, side="left")))
@@ -378,9 +381,8 @@ def blockwise_predict(
         )
     annotations = {"resources": {"GPU": 1}} if gpu else None
     layer = MaterializedLayer(dsk, annotations=annotations)
-    if source_key is not None:  # only the stored array's handle, not its chunk tasks
-        graph = HighLevelGraph({name: layer, source_key: x.dask.layers[source_key]},
-                               {name: {source_key}, source_key: set()})
+    if source is not None:  # no dependency on x's chunk tasks
+        graph = HighLevelGraph({name: layer}, {name: set()})
     else:
         graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
     return da.Array(graph, name, chunks=((n_out,),) + tuple(out_chunks), dtype=np.dtype(out_dtype))

@@ -17,6 +17,10 @@ becomes its own cluster, keyed by its highest voxel, so no foreground is dropped
 independent of chunking as long as a basin fits in the halo, which the default halo (twice the
 seed distance, or the ``diameter`` given) ensures for particles; for large structures (membranes,
 filaments) use ``--cluster cc``.
+
+With ``coarsen`` > 1 (the default for particles whose seeds are 8+ voxels apart) steps 1-2 run on
+a grid binned by that factor and anchored to the volume; step 3 labels the full-resolution core
+(:func:`_split_coarse`).
 """
 
 from __future__ import annotations
@@ -163,9 +167,9 @@ def split_block(
     """Split the foreground of one block (+ halo) into basins.
 
     Returns (labels over ``core``: uint32 compact 1..n, ``keys`` uint64 per local label = global
-    raster index of the basin's seed + 1, ``peak`` float32 per local label = landscape at the seed).
+    raster index of the basin's seed + 1, ``peak`` float32 per local label = landscape at the seed,
+    in full-resolution units also when ``params["coarsen"] > 1``).
     """
-
     method = params["method"]
     if params["seeds"] == "prob" and sd.looks_binary(prob, fg):
         raise sd.binary_error(method)
@@ -271,7 +275,8 @@ def _split_coarse(
     for axis, (sl, f, a) in enumerate(zip(core, front, lo)):
         labs = labs.take((np.arange(sl.start, sl.stop) + f) // b - a, axis=axis)
     keys = _fine_keys(ckeys[present - 1], cland, corigin, b, global_shape)
-    return np.where(fgc, labs, np.uint32(0)), keys, cpeaks[present - 1]
+    peaks = cpeaks[present - 1] * np.float32(b if params["seeds"] == "edt" else 1)  # distances in voxels
+    return np.where(fgc, labs, np.uint32(0)), keys, peaks
 
 
 def _bin(arr: np.ndarray, b: int, combine: np.ufunc) -> np.ndarray:

@@ -213,10 +213,16 @@ def _split(fg, prob, core, array_origin, global_shape, params, connectivity):
     labs = comp_label[comp[core]]
     if len(multi):
         _flood(labs, core, comp, boxes, multi, seed_comp, coords, land, array_origin, connectivity)
-    present = np.flatnonzero(np.bincount(labs.ravel(), minlength=len(keys) + 1)[1:]) + 1
-    lut = np.zeros(len(keys) + 1, np.uint32)
-    lut[present] = np.arange(1, len(present) + 1, dtype=np.uint32)
+    lut, present = _compaction(labs.ravel(), len(keys))
     return lut[labs], keys[present - 1], peaks[present - 1], land
+
+
+def _compaction(used: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of labels 1..n, those found in ``used``: (lookup table to 1..k, their old labels)."""
+    present = np.flatnonzero(np.bincount(used, minlength=n + 1)[1:]) + 1
+    lut = np.zeros(n + 1, np.uint32)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.uint32)
+    return lut, present
 
 
 def _split_coarse(
@@ -268,13 +274,11 @@ def _split_coarse(
     cpad = tuple((int((sl.start + f) % b), 0) for sl, f in zip(core, front))
     cpad = tuple((a, int(-(n + a) % b)) for (a, _), n in zip(cpad, fgc.shape))
     in_core = _bin(np.pad(fgc, cpad), b, np.logical_or)
-    present = np.flatnonzero(np.bincount(clabels[in_core], minlength=len(ckeys) + 1)[1:]) + 1
-    lut = np.zeros(len(ckeys) + 1, np.uint32)
-    lut[present] = np.arange(1, len(present) + 1, dtype=np.uint32)
+    lut, present = _compaction(clabels[in_core], len(ckeys))
     labs = lut[clabels]
     for axis, (sl, f, a) in enumerate(zip(core, front, lo)):
         labs = labs.take((np.arange(sl.start, sl.stop) + f) // b - a, axis=axis)
-    keys = _fine_keys(ckeys[present - 1], cland, corigin, b, global_shape)
+    keys = _fine_keys(ckeys[present - 1], cland, corigin, b, cglobal, global_shape)
     peaks = cpeaks[present - 1] * np.float32(b if params["seeds"] == "edt" else 1)  # distances in voxels
     return np.where(fgc, labs, np.uint32(0)), keys, peaks
 
@@ -293,7 +297,7 @@ def _bin(arr: np.ndarray, b: int, combine: np.ufunc) -> np.ndarray:
     return arr
 
 
-def _fine_keys(ckeys: np.ndarray, cland: np.ndarray, corigin: np.ndarray, b: int,
+def _fine_keys(ckeys: np.ndarray, cland: np.ndarray, corigin: np.ndarray, b: int, cglobal: tuple[int, ...],
                global_shape: Sequence[int]) -> np.ndarray:
     """Global keys (raster index + 1) of full-resolution voxels for coarse seed cells.
 
@@ -303,7 +307,6 @@ def _fine_keys(ckeys: np.ndarray, cland: np.ndarray, corigin: np.ndarray, b: int
     """
     if len(ckeys) == 0:
         return np.zeros(0, np.uint64)
-    cglobal = tuple(-(-int(n) // b) for n in global_shape)
     cells = np.stack(np.unravel_index((ckeys - np.uint64(1)).astype(np.int64), cglobal), axis=1)
     local = cells - corigin
     pos = np.empty(cells.shape, np.float64)

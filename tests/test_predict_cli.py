@@ -96,3 +96,37 @@ def test_predict_cli_real_worker_processes(tmp_path, tomo):
                  "--overlap", "4", "--workers", "1", "--dtype", "float16"]) == 0
     p = open_volume(out / "tomo1.ome.zarr", group="predictions/ribo")
     assert p.dtype == np.float16 and 0 <= float(p.min()) and float(p.max()) <= 1
+
+
+def test_gpu_predictions_run_on_gpu_workers_and_are_written_by_the_predicting_task(tmp_path, tomo):
+    """The GPU resource reaches the scheduler whatever its fusion, and each block is stored by the task
+    that predicts it (no separate write task waiting behind the next prediction)."""
+    from dataclasses import replace
+
+    from distributed import Client, Scheduler, SpecCluster, Worker, get_task_stream
+
+    from deepict_dask.inference.predict import predict_volume, write_prediction
+
+    model = _model(tmp_path / "ribo.safetensors")
+    opts = PredictOptions(window=16, margin=4, chunk=16, levels=1)
+    ref = make_ref(model, opts)
+    workers = {"cpu": {"cls": Worker, "options": {"nthreads": 1}},
+               "gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}}}
+    with SpecCluster(workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}}) as sc, \
+            Client(sc) as client:
+        gpu_worker = sc.workers["gpu"]
+        if True:
+            pred = predict_volume(open_volume(tomo, chunks=16), ref, opts, as_stored=True)
+            n_blocks = pred.probabilities.data.npartitions
+            assert n_blocks >= 6
+            for gpu, where in ((True, {gpu_worker.address}), (False, set(client.scheduler_info()["workers"]))):
+                with get_task_stream(client) as stream:
+                    write_prediction(replace(pred, gpu=gpu), tmp_path / f"o{gpu}.ome.zarr", opts)
+                blocks = [t for t in stream.data if "finalize" not in str(t["key"])]
+                assert len(blocks) == n_blocks  # one task per block: predicted and stored together
+                used = {t["worker"] for t in blocks}
+                assert used <= where and (not gpu or used == where)
+            assert len(used) == 2  # without the resource both workers take blocks
+            got = open_volume(tmp_path / "oTrue.ome.zarr", group="predictions/ribo").data.compute()
+            want = open_volume(tmp_path / "oFalse.ome.zarr", group="predictions/ribo").data.compute()
+            np.testing.assert_array_equal(got, want)

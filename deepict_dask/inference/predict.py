@@ -284,15 +284,17 @@ def write_prediction(pred: Prediction, store: Path, options: PredictOptions, *, 
     chunks = tuple(c[0] for c in pred.probabilities.data.chunks[1:])
     dtype = pred.params["dtype"]
     attrs = {"prediction": {**pred.params, "finished": True}}
-    with dask.config.set({"optimization.fuse.active": False}):  # keeps the GPU annotations in the graph
-        if pred.variance is None:
-            probs = pred.probabilities
-            if probs.dtype != np.dtype(dtype):  # else the tasks quantized already (predict_volume(as_stored=True))
-                probs = probs.copy(data=probs.data.map_blocks(quantize, dtype, dtype=dtype))
-            written = write_ome_zarr(probs, store, group=group, levels=levels, chunks=chunks, attrs=attrs,
-                                     overwrite=True, stats=False)
-        else:
-            written = _write_with_variance(pred, store, group, levels, chunks, dtype, attrs)
+    # GPU workers are asked for on the computation itself: per-layer annotations are lost when a
+    # scheduler fuses tasks (its own configuration decides), and the predictions then ran anywhere
+    resources = {"GPU": 1} if pred.gpu else None
+    if pred.variance is None:
+        probs = pred.probabilities
+        if probs.dtype != np.dtype(dtype):  # else the tasks quantized already (predict_volume(as_stored=True))
+            probs = probs.copy(data=probs.data.map_blocks(quantize, dtype, dtype=dtype))
+        written = write_ome_zarr(probs, store, group=group, levels=levels, chunks=chunks, attrs=attrs,
+                                 overwrite=True, stats=False, resources=resources)
+    else:
+        written = _write_with_variance(pred, store, group, levels, chunks, dtype, attrs, resources)
     threshold = pred.params.get("threshold")
     if threshold is not None:
         stored = open_volume(written).data
@@ -305,7 +307,7 @@ def write_prediction(pred: Prediction, store: Path, options: PredictOptions, *, 
 
 
 def _write_with_variance(pred: Prediction, store: Path, group: str, levels: int, chunks: tuple[int, ...],
-                         dtype: str, attrs: dict[str, Any]) -> Path:
+                         dtype: str, attrs: dict[str, Any], resources: dict[str, float] | None) -> Path:
     """TTA: compute mean and variance once into a scratch Zarr, then write both groups from it."""
     from deepict_dask.io import write_ome_zarr
 
@@ -313,7 +315,8 @@ def _write_with_variance(pred: Prediction, store: Path, group: str, levels: int,
     k = pred.probabilities.shape[0]
     with tempfile.TemporaryDirectory(dir=store.parent, prefix=f".{store.name}.scratch-") as tmp:
         scratch = str(Path(tmp) / "both.zarr")
-        da.to_zarr(both.rechunk((1,) + chunks), scratch)
+        with dask.annotate(**({"resources": resources} if resources else {})):
+            da.to_zarr(both.rechunk((1,) + chunks), scratch)
         back = da.from_zarr(scratch).astype(np.float32)
         var = pred.variance.copy(data=back[k:].astype(np.float16))
         write_ome_zarr(var, store, group=f"{group}_variance", levels=levels, chunks=chunks, overwrite=True,

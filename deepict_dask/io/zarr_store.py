@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -208,6 +209,19 @@ def _chunk_shape(shape: tuple[int, ...], chunks: int | Sequence[int]) -> tuple[i
     return lead + tuple(min(int(c), n) for c, n in zip(spatial, shape[-3:]))
 
 
+def _store_aligned(data: da.Array, chunks: tuple[int, ...]) -> da.Array:
+    """``data`` rechunked only where a block boundary falls inside a chunk of the store.
+
+    A block made of whole store chunks is written by one task without racing another, and keeping
+    it lets the write fuse into the task that computes the block (blockwise fusion), so a block is
+    stored as soon as it exists instead of waiting in worker memory.
+    """
+    for bounds, c in zip(data.chunks, chunks):
+        if np.any(np.cumsum(bounds)[:-1] % c):
+            return data.rechunk(chunks)
+    return data
+
+
 def _create_array(group: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any,
                   compressor: str, zarr_format: int, dims: Sequence[str]) -> Any:
     kwargs: dict[str, Any] = {"compressors": _compressor(compressor, zarr_format)}
@@ -263,6 +277,7 @@ def write_ome_zarr(
     label: bool = False,
     ngff_version: str | None = None,
     stats: bool = True,
+    resources: Mapping[str, float] | None = None,
 ) -> Path:
     """Write ``volume`` as a multiscale OME-Zarr image; return its path (``path/group`` for a group).
 
@@ -274,7 +289,9 @@ def write_ome_zarr(
     ``stats=False``: images nobody normalizes, such as probability maps). Runs as a Dask
     graph on the current scheduler, one level at a time; each chunk of a coarser level is made from
     the 2x2x2 chunks below it read back one at a time, so memory is a few chunks per worker
-    whatever the size.
+    whatever the size. ``resources`` (e.g. ``{"GPU": 1}``) are the Dask worker resources that
+    computing ``volume`` needs; they go with the level-0 pass only (coarser levels read the store).
+    Given to the computation itself, they hold on any scheduler, whatever its graph optimization.
     """
     import zarr
 
@@ -326,11 +343,12 @@ def write_ome_zarr(
             if k > 0:
                 shape = level_shape(shape)
             arr_chunks = tuple(min(c, n) for c, n in zip(chunk_shape, shape))
-            src = data.rechunk(arr_chunks) if k == 0 else downsample(g[str(k - 1)], arr_chunks, label=label)
+            src = _store_aligned(data, arr_chunks) if k == 0 else downsample(g[str(k - 1)], arr_chunks, label=label)
             z = _create_array(g, str(k), shape, arr_chunks, data.dtype, compressor, zarr_format, dims)
             level_stats = block_stats(src) if k == 0 and stats and not label else None
             try:
-                _, rows = compute(da.store(src, z, lock=False, compute=False), level_stats)
+                with dask.annotate(**({"resources": dict(resources)} if resources and k == 0 else {})):
+                    _, rows = compute(da.store(src, z, lock=False, compute=False), level_stats)
             except OSError as exc:
                 raise OutputError(f"writing level {k} failed: {exc}", target) from exc
             if rows is not None:

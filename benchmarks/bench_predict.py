@@ -127,7 +127,7 @@ def write_mrc(path: Path, shape: tuple[int, int, int], seed: int = 0) -> None:
         m.voxel_size = 10.0
 
 
-_THP_PROBE = """
+_FORWARD_LOOP = """
 import sys, time
 sys.path.insert(0, {root!r})
 import deepict_dask  # noqa
@@ -136,41 +136,9 @@ from benchmarks.bench_predict import ribosome_net, Predictor
 torch.set_num_threads({threads})
 net, info = ribosome_net()
 p = Predictor(net, info, threads={threads})
-x = np.random.default_rng(0).normal(size=(2, {w}, {w}, {w})).astype(np.float32)
-p.forward(x)
-t = time.perf_counter()
-for _ in range({n}):
-    p.forward(x)
-print(time.perf_counter() - t)
-"""
-
-
-def thp_speedup(window: int, n: int = 3) -> float:
-    """Forward passes with torch's allocator on transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``, what
-    ``import deepict_dask`` sets) vs 4 KiB pages: time without / time with, fresh processes, best of 2."""
-    import subprocess
-
-    code = _THP_PROBE.format(root=str(Path(__file__).resolve().parents[1]), threads=THREADS, w=window, n=n)
-    times: dict[str, list[float]] = {"0": [], "1": []}
-    for _ in range(2):
-        for flag in ("0", "1"):
-            out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, THP_MEM_ALLOC_ENABLE=flag),
-                                 capture_output=True, text=True, check=True)
-            times[flag].append(float(out.stdout.strip().splitlines()[-1]))
-    return min(times["0"]) / min(times["1"])
-
-
-_FORWARD_LOOP = """
-import sys, time
-sys.path.insert(0, {root!r})
-import deepict_dask  # noqa
-import numpy as np, torch
-from benchmarks.bench_predict import ribosome_net, Predictor
-torch.set_num_threads(1)
-net, info = ribosome_net()
-p = Predictor(net, info, threads=1)
 x = np.random.default_rng(0).normal(size=(p.runner.batch_size, {w}, {w}, {w})).astype(np.float32)
 p.forward(x)
+print("ready", flush=True)
 sys.stdin.readline()  # start together
 t = time.perf_counter()
 for _ in range({n}):
@@ -179,26 +147,40 @@ print(time.perf_counter() - t)
 """
 
 
+def forward_loop_s(window: int, n: int, threads: int, processes: int = 1, env: dict | None = None) -> float:
+    """Seconds for ``n`` forward passes of the ribosome net in fresh processes started together (torch
+    imported and a first pass made before the clock starts); the slowest process's time."""
+    import subprocess
+
+    code = _FORWARD_LOOP.format(root=str(Path(__file__).resolve().parents[1]), threads=threads, w=window, n=n)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=dict(os.environ, **(env or {}))) for _ in range(processes)]
+    for p in procs:
+        while p.stdout.readline().strip() != "ready":
+            pass
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    return max(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+
+
+def thp_speedup(window: int, n: int = 3) -> float:
+    """Forward passes with torch's allocator on transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``, what
+    ``import deepict_dask`` sets) vs 4 KiB pages: time without / time with, fresh processes, best of 2."""
+    times: dict[str, list[float]] = {"0": [], "1": []}
+    for _ in range(2):
+        for flag in ("0", "1"):
+            times[flag].append(forward_loop_s(window, n, THREADS, env={"THP_MEM_ALLOC_ENABLE": flag}))
+    return min(times["0"]) / min(times["1"])
+
+
 def two_process_scaling(window: int, n: int = 3, rounds: int = 2) -> float:
     """What 2 cores give this network here: throughput of the same single-threaded forward loop in
     two processes at once over one process alone (median of interleaved rounds). The ceiling for
     ``speedup_2_workers`` on this machine at this time."""
-    import subprocess
-
-    code = _FORWARD_LOOP.format(root=str(Path(__file__).resolve().parents[1]), w=window, n=n)
-
-    def loop(k: int) -> float:
-        procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True) for _ in range(k)]
-        time.sleep(15)  # all have imported torch and made their first pass
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        return max(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
-
     ratios = []
     for _ in range(rounds):
-        one, two = loop(1), loop(2)
+        one, two = forward_loop_s(window, n, 1), forward_loop_s(window, n, 1, processes=2)
         ratios.append(2 * one / two)  # twice the work in the time of the slower of the two
     return float(np.median(ratios))
 

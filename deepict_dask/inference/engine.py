@@ -280,15 +280,6 @@ def _predict_slab(
     return quantize(out, out_dtype)
 
 
-def _read_and_predict(source: Any, src_lo: tuple[int, ...], src_hi: tuple[int, ...], *args: Any) -> np.ndarray:
-    """Read the block's input range straight from the stored array, then predict."""
-    region = np.asarray(source[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))])
-    src = region.astype(np.float32, copy=False)
-    if src is region and not region.flags.owndata:  # never normalize someone else's buffer in place
-        src = src.copy()
-    return _predict_slab(src, *args)
-
-
 def _assemble_and_predict(
     pieces: list[np.ndarray],
     offsets: list[tuple[int, ...]],
@@ -342,10 +333,15 @@ class _StoredPrediction:
 
 
 def _predict_stored_block(plan: _StoredPrediction, block_id: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read the block's input range straight from the stored array, then predict."""
     bounds = tuple((ob[i], ob[i + 1]) for ob, i in zip(plan.out_bounds, block_id[1:]))
     r = _block_read(plan.grids, plan.shape, bounds)
-    return _read_and_predict(plan.source, r.lo, r.hi, r.local, r.ext_lo, plan.grids, bounds, plan.get_predictor,
-                             plan.out_dtype, plan.normalize)
+    region = np.asarray(plan.source[tuple(slice(a, b) for a, b in zip(r.lo, r.hi))])
+    src = region.astype(np.float32, copy=False)
+    if src is region and not region.flags.owndata:  # never normalize someone else's buffer in place
+        src = src.copy()
+    return _predict_slab(src, r.local, r.ext_lo, plan.grids, bounds, plan.get_predictor, plan.out_dtype,
+                         plan.normalize)
 
 
 def blockwise_predict(
@@ -376,6 +372,7 @@ def blockwise_predict(
     name = "predict-" + (token or dask.base.tokenize(x.name, grids, out_chunks, get_predictor, n_out, out_dtype,
                                                     normalize))
     annotations = {"resources": {"GPU": 1}} if gpu else {}
+    out_bounds = tuple(tuple(int(v) for v in np.cumsum((0,) + c)) for c in out_chunks)
     source = stored_source(x)
     if source is not None:
         # A task reads exactly its input range from the file, so a worker holds one range per
@@ -385,19 +382,16 @@ def blockwise_predict(
         # queued on that worker, its block in memory meanwhile: all writes ran last.) The handle
         # travels inside each task: a shared key would tie every task to the worker holding it
         # (measured: 2 workers 1.3x busy instead of 1.8x).
-        plan = _StoredPrediction(source, tuple(x.shape), grids,
-                                 tuple(tuple(int(v) for v in np.cumsum((0,) + c)) for c in out_chunks),
-                                 get_predictor, out_dtype, normalize)
+        plan = _StoredPrediction(source, tuple(x.shape), grids, out_bounds, get_predictor, out_dtype, normalize)
         with dask.annotate(**annotations):
             return da.map_blocks(_predict_stored_block, plan, name=name, chunks=((n_out,),) + tuple(out_chunks),
                                  dtype=np.dtype(out_dtype), meta=np.empty((0,) * (x.ndim + 1), out_dtype))
     # Otherwise a task assembles pieces of x's chunks, which Dask keeps until their last reader
     # ran (memory then grows with the tomogram's cross-section).
     in_bounds = [np.cumsum((0,) + c) for c in x.chunks]
-    out_bounds = [np.cumsum((0,) + c) for c in out_chunks]
     dsk: dict[Any, Any] = {}
     for block in product(*(range(len(c)) for c in out_chunks)):
-        bounds = tuple((int(ob[i]), int(ob[i + 1])) for ob, i in zip(out_bounds, block))
+        bounds = tuple((ob[i], ob[i + 1]) for ob, i in zip(out_bounds, block))
         r = _block_read(grids, tuple(x.shape), bounds)
         args = (r.local, r.ext_lo, grids, bounds, get_predictor, out_dtype, normalize)
         chunk_ranges = [

@@ -13,6 +13,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from deepict_dask.errors import ConfigError, InputError
 from deepict_dask.inference import worker_cache
+from deepict_dask.inference.blend import BlockAccumulator
 from deepict_dask.inference.devices import BatchRunner, choose_device
 from deepict_dask.inference.engine import (
     Predictor,
@@ -183,6 +184,76 @@ def test_batch_runner_halves_on_out_of_memory():
         BatchRunner(4, on_oom=lambda: None).run(lambda b: (_ for _ in ()).throw(ValueError("other")), [1])
     with pytest.raises(RuntimeError):
         BatchRunner(1, on_oom=lambda: None).run(lambda b: (_ for _ in ()).throw(RuntimeError("out of memory")), [1])
+
+
+def test_block_too_large_for_the_gpu_is_blended_on_the_host(vol, monkeypatch):
+    """Through the CPU fallback: the device's accumulator raises CUDA's out-of-memory error once;
+    the block is then blended on the host, windows still going through the predictor, same values."""
+    from deepict_dask.inference import engine
+
+    pred = Predictor(tiny_net(), tiny_info(), batch_size=4)
+    grids = grids_3d(vol.shape, 16, 3, "gaussian")
+    want = predict_whole(vol, grids, pred)
+    made = []
+
+    class TightDevice(engine.BlockAccumulator):
+        def __init__(self, *args):
+            made.append(args[-1])
+            if len(made) == 1:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB")
+            super().__init__(*args)
+
+    monkeypatch.setattr(engine, "BlockAccumulator", TightDevice)
+    monkeypatch.setattr(engine, "is_cuda", lambda device: True)  # pretend the predictor sits on a GPU
+    np.testing.assert_array_equal(predict_whole(vol, grids, pred), want)
+    assert made == ["cpu", "cpu"]  # first try on the predictor's device, then the host
+    monkeypatch.setattr(engine, "is_cuda", lambda device: False)  # on the CPU an OOM is not retried
+    made.clear()
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        predict_whole(vol, grids, pred)
+
+    def no_window_fits(patches):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    monkeypatch.setattr(engine, "is_cuda", lambda device: True)
+    monkeypatch.setattr(engine, "BlockAccumulator", BlockAccumulator)
+    monkeypatch.setattr(pred, "forward_tensor", no_window_fits)
+    pred.runner._on_oom = lambda: None
+    with pytest.raises(ConfigError, match="single 16x16x16 window does not fit"):
+        predict_whole(vol, grids, pred)
+    assert pred.runner.batch_size == 1
+
+
+def test_gpu_batch_is_a_few_windows_and_shrinks_with_free_memory(monkeypatch):
+    from deepict_dask.inference import devices
+
+    free = {"bytes": 80 * 2**30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 * 2**30))
+    assert devices.auto_batch_size("cuda", 128**3) == 4  # GPU_BATCH_VOXELS, not all the memory allows
+    assert devices.auto_batch_size("cuda", 64**3) == 32
+    assert devices.auto_batch_size("cuda", 512**3) == 1
+    free["bytes"] = 2 * 2**30  # another process holds the rest: 2 windows of 128^3 fit in half of it
+    assert devices.auto_batch_size("cuda", 128**3) == 2
+    assert devices.auto_batch_size("cuda", 128**3, requested=7) == 7
+    assert devices.auto_batch_size("cpu", 128**3) == devices.CPU_BATCH
+
+
+def test_worker_processes_spread_over_the_gpus_of_a_node(monkeypatch):
+    from distributed import Client, LocalCluster
+
+    from deepict_dask.inference import devices
+
+    slot = devices.process_slot
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(devices, "process_slot", lambda: 4)
+    assert devices.process_gpu("cuda") == "cuda:1"
+    assert devices.process_gpu("cuda:2") == "cuda:2" and devices.process_gpu("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert devices.process_gpu("cuda") == "cuda"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        slots = [client.submit(slot, workers=[w], pure=False).result() for w in client.scheduler_info()["workers"]]
+    assert sorted(slots) == [0, 1]  # inside tasks: LocalCluster names its workers 0, 1, ...
 
 
 def test_gpu_annotation_survives_optimization(vol):

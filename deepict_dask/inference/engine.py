@@ -30,8 +30,10 @@ from deepict_dask.inference.devices import (
     BatchRunner,
     auto_batch_size,
     autocast,
+    free_device_cache,
     inference_mode,
     is_cuda,
+    is_oom,
     set_torch_threads,
     worker_threads,
 )
@@ -168,25 +170,33 @@ class Predictor:
         self._checked.add(window)
 
     def forward(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32)).unsqueeze(1).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        total = sq = None
-        for flip in self.flips:
-            dims = [a + 2 for a in flip]
-            xi = torch.flip(x, dims) if flip else x
-            with inference_mode(), autocast(self.device, self.precision):
-                y = self.module(xi)
-            self._check_output(tuple(x.shape), tuple(y.shape))
-            p = self._activate(y.float())
-            if flip:
-                p = torch.flip(p, dims)
-            total = p if total is None else total + p
-            sq = p * p if sq is None else sq + p * p
-        n = len(self.flips)
-        mean = total / n
-        var = (sq / n - mean * mean).clamp_min(0) if n > 1 else None
+        """:meth:`forward_tensor` for host arrays: windows ``(B, *window)`` in, host arrays out."""
+        x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32)).to(self.device)
+        mean, var = self.forward_tensor(x)
         return mean.cpu().numpy(), (None if var is None else var.cpu().numpy())
+
+    def forward_tensor(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Probabilities (and TTA variance) of float32 windows ``(B, *window)``, on the device."""
+        with inference_mode():
+            x = patches.to(self.device).unsqueeze(1)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            total = sq = None
+            for flip in self.flips:
+                dims = [a + 2 for a in flip]
+                xi = torch.flip(x, dims) if flip else x
+                with autocast(self.device, self.precision):
+                    y = self.module(xi)
+                self._check_output(tuple(x.shape), tuple(y.shape))
+                p = self._activate(y.float())
+                if flip:
+                    p = torch.flip(p, dims)
+                total = p if total is None else total + p
+                sq = p * p if sq is None else sq + p * p
+            n = len(self.flips)
+            mean = total / n
+            var = (sq / n - mean * mean).clamp_min(0) if n > 1 else None
+            return mean, var
 
 
 def predict_block(
@@ -200,40 +210,74 @@ def predict_block(
 
     ``slab`` holds normalized input covering at least those windows, its corner at global
     ``slab_start``. Returns float32 ``(n_classes [+ n_classes variances], *block)``.
+
+    The slab goes to the predictor's device once; windows are cut from it, predicted and blended
+    there, and only the finished block comes back (on a GPU, per-window host copies and host-side
+    blending would otherwise leave the GPU waiting). A block that does not fit in GPU memory beside
+    the network is blended on the host instead, its windows sent to the GPU batch by batch.
     """
-    runs = block_windows(grids, bounds)
-    starts = window_starts(grids, runs)
+    starts = window_starts(grids, block_windows(grids, bounds))
+    with predictor.lock, inference_mode():
+        set_torch_threads(worker_threads(predictor.threads))
+        where = predictor.device
+        try:
+            return _blend_windows(slab, slab_start, grids, bounds, starts, predictor, where)
+        except Exception as exc:
+            if not (is_cuda(where) and is_oom(exc)):
+                raise
+            free_device_cache()
+            log.warning("a block of %s voxels does not fit on %s beside the network: blended on the host",
+                        "x".join(str(b - a) for a, b in bounds), where)
+            try:
+                return _blend_windows(slab, slab_start, grids, bounds, starts, predictor, "cpu")
+            except Exception as again:
+                if not is_oom(again):
+                    raise
+                free_device_cache()
+                window = "x".join(str(g.window) for g in grids if g.window > 1)
+                raise ConfigError(f"a single {window} window does not fit in the free memory of {where}: "
+                                  "choose a smaller --patch, or --device cpu") from None
+
+
+def _blend_windows(
+    slab: np.ndarray,
+    slab_start: tuple[int, ...],
+    grids: tuple[AxisGrid, ...],
+    bounds: tuple[tuple[int, int], ...],
+    starts: list[tuple[int, ...]],
+    predictor: Predictor,
+    where: str,
+) -> np.ndarray:
+    """:func:`predict_block` with the slab and the blended block kept on ``where``."""
     n = predictor.n_classes
-    mean_acc = BlockAccumulator(n, grids, bounds)
-    var_acc = BlockAccumulator(n, grids, bounds) if predictor.uncertainty else None
     window = tuple(g.window for g in grids)
-    squeeze = tuple(i for i, w in enumerate(window) if w == 1 and predictor.info.dim == 2)
+    # 2D models see (1, t, t) windows as (t, t): the unit axes are dropped for the network
+    squeeze = tuple(i + 1 for i, w in enumerate(window) if w == 1 and predictor.info.dim == 2)
+    src = torch.from_numpy(np.ascontiguousarray(slab, dtype=np.float32)).to(where)
+    mean_acc = BlockAccumulator(n, grids, bounds, where)
+    var_acc = BlockAccumulator(n, grids, bounds, where) if predictor.uncertainty else None
 
     def run_batch(batch: list[tuple[int, ...]]) -> list[None]:
-        patches = np.stack(
-            [slab[tuple(slice(s - o, s - o + w) for s, o, w in zip(st, slab_start, window))] for st in batch]
-        )
-        if squeeze:
-            patches = patches.squeeze(axis=tuple(a + 1 for a in squeeze))
-        mean, var = predictor.forward(patches)
+        patches = torch.stack(
+            [src[tuple(slice(s - o, s - o + w) for s, o, w in zip(st, slab_start, window))] for st in batch])
+        for axis in reversed(squeeze):
+            patches = patches.squeeze(axis)
+        mean, var = predictor.forward_tensor(patches)
+        mean, var = mean.to(where), (None if var is None else var.to(where))
+        for axis in squeeze:
+            mean = mean.unsqueeze(axis + 1)
+            var = None if var is None else var.unsqueeze(axis + 1)
         for i, st in enumerate(batch):
-            m = mean[i]
-            v = None if var is None else var[i]
-            if squeeze:
-                m = np.expand_dims(m, tuple(a + 1 for a in squeeze))
-                v = None if v is None else np.expand_dims(v, tuple(a + 1 for a in squeeze))
-            mean_acc.add(st, m)
+            mean_acc.add(st, mean[i])
             if var_acc is not None:
-                var_acc.add(st, v)
+                var_acc.add(st, var[i])
         return [None] * len(batch)
 
-    with predictor.lock:
-        set_torch_threads(worker_threads(predictor.threads))
-        predictor.runner.run(run_batch, starts)
+    predictor.runner.run(run_batch, starts)
     out = mean_acc.result()
     if var_acc is not None:
-        out = np.concatenate([out, var_acc.result()])
-    return out
+        out = torch.cat([out, var_acc.result()])
+    return out.cpu().numpy()
 
 
 def predict_whole(volume: np.ndarray, grids: tuple[AxisGrid, ...], predictor: Predictor) -> np.ndarray:

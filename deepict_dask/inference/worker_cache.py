@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from deepict_dask.inference.devices import process_gpu
 from deepict_dask.inference.engine import Predictor
 
 _CACHE: OrderedDict[PredictorRef, Predictor] = OrderedDict()
@@ -58,12 +59,13 @@ def get_predictor(ref: PredictorRef) -> Predictor:
         if pred is not None:
             _CACHE.move_to_end(ref)
             return pred
-        module, info = (ref.loader or _default_loader)(ref.model_path, ref.device)
+        device = process_gpu(ref.device)
+        module, info = (ref.loader or _default_loader)(ref.model_path, device)
         LOADS["count"] += 1
         pred = Predictor(
             module,
             info,
-            ref.device,
+            device,
             batch_size=ref.batch_size,
             precision=ref.precision,
             tta=ref.tta,

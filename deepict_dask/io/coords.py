@@ -52,6 +52,7 @@ _STAR_PX = ["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]
 _STAR_CENTRED = ["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst"]
 _STAR_ANGLES = ["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]
 _STAR_EXTRA = {"class": "rlnClassName", "score": "rlnAutopickFigureOfMerit", "size": "rlnDeepictSize", "label": "rlnDeepictLabel"}
+_STAR_FLOATS = [*_STAR_PX, *_STAR_CENTRED, *_STAR_ANGLES, _STAR_EXTRA["score"], _STAR_EXTRA["size"]]
 _STAR_PIXEL_SIZE = ["rlnTomoTiltSeriesPixelSize", "rlnImagePixelSize", "rlnDetectorPixelSize"]
 
 
@@ -252,7 +253,8 @@ def read_tables(paths: Sequence[str | os.PathLike], **kwargs: Any) -> pd.DataFra
 
 
 def _read_csv(path: Path, *, voxel_size=None, **_: Any) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"tomo": str, "class": str}, keep_default_na=False, na_values=[""])
+    df = pd.read_csv(path, dtype={"tomo": str, "class": str}, keep_default_na=False, na_values=[""],
+                     float_precision="round_trip")
     has_vox = all(c in df.columns for c in VOXEL)
     has_ang = all(c in df.columns for c in ANGSTROM)
     if not has_vox and not has_ang:
@@ -286,10 +288,19 @@ def _star_blocks(path: Path) -> dict[str, pd.DataFrame]:
     import starfile
 
     try:
-        data = starfile.read(path, always_dict=True)
+        # numbers we use are read as text and parsed exactly here: pandas' default float parser is
+        # off by one unit in the last place for some numbers, and which ones depends on its version
+        data = starfile.read(path, always_dict=True, parse_as_string=_STAR_FLOATS)
     except Exception as exc:  # starfile raises many types on malformed input
         raise InputError(f"not a readable STAR file ({exc})", path) from exc
-    return {k: v for k, v in data.items() if isinstance(v, pd.DataFrame)}
+    blocks = {k: v for k, v in data.items() if isinstance(v, pd.DataFrame)}
+    for df in blocks.values():
+        for col in set(_STAR_FLOATS) & set(df.columns):
+            try:  # Python's float() rounds correctly, so written numbers come back bit for bit
+                df[col] = np.asarray(df[col].to_numpy(dtype=object), dtype=np.float64)
+            except ValueError as exc:
+                raise InputError(f"STAR column {col} holds a value that is not a number ({exc})", path) from exc
+    return blocks
 
 
 def _read_star(path: Path, *, voxel_size=None, shape=None, **_: Any) -> pd.DataFrame:
@@ -552,7 +563,7 @@ def _looks_like_motl(path: Path) -> bool:
 def _read_motl(path: Path, *, voxel_size=None, tomo=None, class_names=None, **_: Any) -> pd.DataFrame:
     if voxel_size is None:
         raise InputError("motive lists record no voxel size; give the voxel size", path)
-    raw = pd.read_csv(path, header=None)
+    raw = pd.read_csv(path, header=None, float_precision="round_trip")
     if raw.shape[1] != 20:
         raise InputError(f"a motive list has 20 columns, this file has {raw.shape[1]}", path)
     m = raw.to_numpy(dtype=np.float64)

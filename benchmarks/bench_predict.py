@@ -136,7 +136,7 @@ from benchmarks.bench_predict import ribosome_net, Predictor
 torch.set_num_threads({threads})
 net, info = ribosome_net()
 p = Predictor(net, info, threads={threads})
-x = np.random.default_rng(0).normal(size=(p.runner.batch_size, {w}, {w}, {w})).astype(np.float32)
+x = np.random.default_rng(0).normal(size=(p.runner(({w},) * 3).batch_size, {w}, {w}, {w})).astype(np.float32)
 p.forward(x)
 print("ready", flush=True)
 sys.stdin.readline()  # start together
@@ -188,7 +188,7 @@ def two_process_scaling(window: int, n: int = 3, rounds: int = 2) -> float:
 def _warm_worker(ref, window: int) -> None:
     """What a worker does once whatever the number of tomograms: load torch and the model, first pass."""
     pred = ref()
-    pred.forward(np.zeros((pred.runner.batch_size,) + (window,) * 3, np.float32))
+    pred.forward(np.zeros((pred.runner((window,) * 3).batch_size,) + (window,) * 3, np.float32))
 
 
 @contextlib.contextmanager
@@ -337,7 +337,7 @@ def run(quick: bool, e2e_shape: tuple[int, int, int] | None = None) -> dict:
         ref = make_ref(model, opts)
         real = tomogram(e2e_shape, seed=1)
         floor_pred = Predictor(net, info, threads=THREADS)
-        floor_pred.forward(np.zeros((floor_pred.runner.batch_size,) + (window,) * 3, np.float32))
+        floor_pred.forward(np.zeros((floor_pred.runner((window,) * 3).batch_size,) + (window,) * 3, np.float32))
         grids = grids_3d(e2e_shape, window, DEFAULT_MARGIN_3D, "crop")
         floors: list[float] = []
 

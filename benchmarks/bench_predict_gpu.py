@@ -95,7 +95,7 @@ def host_path_s(vol, pred: Predictor, window: int) -> float:
     bounds = tuple((0, n) for n in vol.shape)
     starts = window_starts(grids, block_windows(grids, bounds))
     padded = np.pad(vol, [(window, window)] * 3, mode="reflect")
-    b = pred.runner.batch_size
+    b = pred.runner((window,) * 3).batch_size
 
     def go():
         for i in range(0, len(starts), b):
@@ -109,7 +109,7 @@ def floor_s(vol, pred: Predictor, window: int) -> float:
     """All windows of ``vol`` through the network, input already on the device, nothing else."""
     grids = grids_3d(vol.shape, window, DEFAULT_MARGIN_3D, "crop")
     n = int(np.prod([g.n_windows for g in grids]))
-    b = min(pred.runner.batch_size, n)
+    b = min(pred.runner((window,) * 3).batch_size, n)
     x = torch.randn((b, window, window, window), device=pred.device)
 
     def go():
@@ -237,7 +237,7 @@ def run(quick: bool, device: str | None = None, part: str = "all") -> dict:
             sweep[(w, prec)], outs[(w, prec)], p = useful_rate(vol, net, info, device, window=w, precision=prec)
             res[f"sweep_w{w}_{prec}_mvox_s"] = sweep[(w, prec)] / 1e6
             res[f"sweep_w{w}_{prec}_raw_mvox_s"] = p.raw_rate / 1e6
-            res[f"sweep_w{w}_{prec}_batch"] = p.runner.batch_size
+            res[f"sweep_w{w}_{prec}_batch"] = p.runner((w,) * 3).batch_size
     best = max(sweep, key=sweep.get)
     res["best_config"] = f"w{best[0]}_{best[1]}"
     res["speedup_vs_deepict"] = sweep[best] / d_rate
@@ -267,7 +267,7 @@ def run(quick: bool, device: str | None = None, part: str = "all") -> dict:
         try:
             big = Predictor(net, info, device, batch_size=n_win)
             out = predict_whole(vol, grids, big)
-            res["oom_batch_requested"], res["oom_batch_after"] = n_win, big.runner.batch_size
+            res["oom_batch_requested"], res["oom_batch_after"] = n_win, big.runner((w,) * 3).batch_size
             res["oom_output_max_diff"] = float(np.abs(out - ref_out).max())
         finally:
             torch.cuda.set_per_process_memory_fraction(1.0)
@@ -291,7 +291,7 @@ def run(quick: bool, device: str | None = None, part: str = "all") -> dict:
             try:
                 tight = Predictor(net, info, device, batch_size=8)
                 out = predict_whole(real, grids, tight)
-                res["oom_host_blend_batch_after"] = tight.runner.batch_size
+                res["oom_host_blend_batch_after"] = tight.runner((w,) * 3).batch_size
                 res["oom_host_blend_output_max_diff"] = float(np.abs(out - ref_out).max())
             finally:
                 torch.cuda.set_per_process_memory_fraction(1.0)

@@ -207,8 +207,11 @@ def test_block_too_large_for_the_gpu_is_blended_on_the_host(vol, monkeypatch):
     monkeypatch.setattr(engine, "is_cuda", lambda device: True)  # pretend the predictor sits on a GPU
     np.testing.assert_array_equal(predict_whole(vol, grids, pred), want)
     assert made == ["cpu", "cpu"]  # first try on the predictor's device, then the host
+    np.testing.assert_array_equal(predict_whole(vol, grids, pred), want)
+    assert made == ["cpu", "cpu", "cpu"] and pred.blend_on_host  # later blocks: straight to the host
     monkeypatch.setattr(engine, "is_cuda", lambda device: False)  # on the CPU an OOM is not retried
     made.clear()
+    pred.blend_on_host = False
     with pytest.raises(torch.cuda.OutOfMemoryError):
         predict_whole(vol, grids, pred)
 
@@ -218,10 +221,10 @@ def test_block_too_large_for_the_gpu_is_blended_on_the_host(vol, monkeypatch):
     monkeypatch.setattr(engine, "is_cuda", lambda device: True)
     monkeypatch.setattr(engine, "BlockAccumulator", BlockAccumulator)
     monkeypatch.setattr(pred, "forward_tensor", no_window_fits)
-    pred.runner._on_oom = lambda: None
+    pred.runner((16, 16, 16))._on_oom = lambda: None
     with pytest.raises(ConfigError, match="single 16x16x16 window does not fit"):
         predict_whole(vol, grids, pred)
-    assert pred.runner.batch_size == 1
+    assert pred.runner((16, 16, 16)).batch_size == 1
 
 
 def test_gpu_batch_is_a_few_windows_and_shrinks_with_free_memory(monkeypatch):
@@ -377,7 +380,7 @@ def test_window_check_needs_no_forward_pass_and_channels_last_changes_nothing(vo
     monkeypatch.setattr(ok, "forward", lambda *a: pytest.fail("the check must not compute"))
     ok.check_window((16, 16, 16))
     cl, plain = Predictor(tiny_net(), tiny_info()), Predictor(tiny_net(), tiny_info(), channels_last=False)
-    assert cl.channels_last and not plain.channels_last and cl.runner.batch_size == 2  # CPU defaults
+    assert cl.channels_last and not plain.channels_last and cl.runner((64, 64, 64)).batch_size == 2  # CPU defaults
     grids = grids_3d(vol.shape, 16, 3, "crop")
     np.testing.assert_allclose(predict_whole(vol, grids, cl), predict_whole(vol, grids, plain), atol=1e-5)
 

@@ -121,10 +121,20 @@ class Predictor:
         self.precision = precision
         self.flips = tta_flips(info.dim, tta)
         self.threads = threads
-        window_voxels = int(np.prod(info.patch_size))
-        self.runner = BatchRunner(auto_batch_size(device, window_voxels, requested=batch_size))
+        self.batch_size = batch_size
+        self.blend_on_host = False  # set once a block did not fit in GPU memory (see predict_block)
+        self._runners: dict[tuple[int, ...], BatchRunner] = {}
         self.lock = threading.Lock()
         self._checked: set[tuple[int, ...]] = set()
+
+    def runner(self, window: tuple[int, ...]) -> BatchRunner:
+        """The batch runner for windows of this size: the batch fits the window (on a GPU, a few
+        windows' worth of voxels), and after an out-of-memory error it stays halved for this size."""
+        window = tuple(int(w) for w in window)
+        if window not in self._runners:
+            voxels = int(np.prod(window))
+            self._runners[window] = BatchRunner(auto_batch_size(self.device, voxels, requested=self.batch_size))
+        return self._runners[window]
 
     @property
     def n_classes(self) -> int:
@@ -221,22 +231,24 @@ def predict_block(
         set_torch_threads(worker_threads(predictor.threads))
         where = predictor.device
         try:
-            return _blend_windows(slab, slab_start, grids, bounds, starts, predictor, where)
+            if not predictor.blend_on_host:
+                return _blend_windows(slab, slab_start, grids, bounds, starts, predictor, where)
         except Exception as exc:
             if not (is_cuda(where) and is_oom(exc)):
                 raise
             free_device_cache()
-            log.warning("a block of %s voxels does not fit on %s beside the network: blended on the host",
-                        "x".join(str(b - a) for a, b in bounds), where)
-            try:
-                return _blend_windows(slab, slab_start, grids, bounds, starts, predictor, "cpu")
-            except Exception as again:
-                if not is_oom(again):
-                    raise
-                free_device_cache()
-                window = "x".join(str(g.window) for g in grids if g.window > 1)
-                raise ConfigError(f"a single {window} window does not fit in the free memory of {where}: "
-                                  "choose a smaller --patch, or --device cpu") from None
+            predictor.blend_on_host = True  # later blocks of this process go straight to the host
+            log.warning("a block of %s voxels does not fit on %s beside the network: blocks are blended on "
+                        "the host from now on", "x".join(str(b - a) for a, b in bounds), where)
+        try:
+            return _blend_windows(slab, slab_start, grids, bounds, starts, predictor, "cpu")
+        except Exception as again:
+            if not (is_cuda(where) and is_oom(again)):
+                raise
+            free_device_cache()
+            window = "x".join(str(g.window) for g in grids if g.window > 1)
+            raise ConfigError(f"a single {window} window does not fit in the free memory of {where}: "
+                              "choose a smaller --patch, or --device cpu") from None
 
 
 def _blend_windows(
@@ -273,7 +285,7 @@ def _blend_windows(
                 var_acc.add(st, var[i])
         return [None] * len(batch)
 
-    predictor.runner.run(run_batch, starts)
+    predictor.runner(window).run(run_batch, starts)
     out = mean_acc.result()
     if var_acc is not None:
         out = torch.cat([out, var_acc.result()])

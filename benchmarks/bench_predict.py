@@ -1,6 +1,7 @@
 """Inference speed: our blockwise engine vs DeePiCt's own tiling, the compute floor and the machine.
 
-Run ``python benchmarks/bench_predict.py [--quick]``. Uses DeePiCt's ribosome network (3D U-Net,
+Run ``python benchmarks/bench_predict.py [--quick]`` (``--scaling-only``: just the 1 vs 2 worker
+rounds, e.g. on a machine with spare cores, to tell the engine's losses from the machine's). Uses DeePiCt's ribosome network (3D U-Net,
 depth 2, 4 initial filters, batch norm) with random weights: speed does not depend on the weights.
 Prints one ``name: value`` line per figure; ``run(quick)`` returns them as a flat dict.
 

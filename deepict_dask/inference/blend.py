@@ -5,8 +5,9 @@ of :mod:`.windows`) and added into the block; the sum of weights divides it at t
 ``crop`` profile exactly one window has weight 1 at each voxel of a tiled grid, so the result is
 that window's core, bit for bit.
 
-The accumulator lives on the predictor's device (torch tensors): on a GPU the windows are blended
-where they were computed and only the finished block travels back to the host.
+The accumulator is made of torch tensors on the device it is given (the engine gives the
+predictor's): on a GPU the windows are blended where they were computed and only the finished
+block travels back to the host.
 """
 
 from __future__ import annotations

@@ -154,7 +154,8 @@ def auto_batch_size(device: str, voxels_per_window: int, channels: int = 16, req
     free, _total = torch.cuda.mem_get_info(torch.device(device))
     per_window = voxels_per_window * channels * 2 * 8
     fits = (free // 2) // max(per_window, 1)
-    return int(max(1, min(fits, max(1, GPU_BATCH_VOXELS // max(voxels_per_window, 1)))))
+    few = GPU_BATCH_VOXELS // max(voxels_per_window, 1)
+    return int(max(1, min(fits, few)))
 
 
 @contextlib.contextmanager

@@ -181,12 +181,12 @@ class Predictor:
 
     def forward(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`forward_tensor` for host arrays: windows ``(B, *window)`` in, host arrays out."""
-        x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32)).to(self.device)
-        mean, var = self.forward_tensor(x)
+        mean, var = self.forward_tensor(torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32)))
         return mean.cpu().numpy(), (None if var is None else var.cpu().numpy())
 
     def forward_tensor(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Probabilities (and TTA variance) of float32 windows ``(B, *window)``, on the device."""
+        """Probabilities (and TTA variance) of float32 windows ``(B, *window)``, returned on the device
+        (the windows are moved there first if they are elsewhere)."""
         with inference_mode():
             x = patches.to(self.device).unsqueeze(1)
             if self.channels_last:
@@ -230,16 +230,16 @@ def predict_block(
     with predictor.lock, inference_mode():
         set_torch_threads(worker_threads(predictor.threads))
         where = predictor.device
-        try:
-            if not predictor.blend_on_host:
+        if not predictor.blend_on_host:
+            try:
                 return _blend_windows(slab, slab_start, grids, bounds, starts, predictor, where)
-        except Exception as exc:
-            if not (is_cuda(where) and is_oom(exc)):
-                raise
-            free_device_cache()
-            predictor.blend_on_host = True  # later blocks of this process go straight to the host
-            log.warning("a block of %s voxels does not fit on %s beside the network: blocks are blended on "
-                        "the host from now on", "x".join(str(b - a) for a, b in bounds), where)
+            except Exception as exc:
+                if not (is_cuda(where) and is_oom(exc)):
+                    raise
+                free_device_cache()
+                predictor.blend_on_host = True  # later blocks of this process go straight to the host
+                log.warning("a block of %s voxels does not fit on %s beside the network: blocks are blended "
+                            "on the host from now on", "x".join(str(b - a) for a, b in bounds), where)
         try:
             return _blend_windows(slab, slab_start, grids, bounds, starts, predictor, "cpu")
         except Exception as again:

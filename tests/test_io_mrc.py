@@ -57,6 +57,7 @@ def test_big_endian_mrc(tmp_path):
     path = tmp_path / "be.mrc"
     with mrcfile.new(path) as m:
         m.set_data(data)
+        m.voxel_size = 1.0
     v = open_volume(path)
     assert v.dtype == np.int16 and v.dtype.byteorder in ("=", "|", "<")
     np.testing.assert_array_equal(v.values, data.astype(np.int16))
@@ -180,6 +181,7 @@ def test_imod_mode0_unsigned_bytes(tmp_path):
     path = tmp_path / "imod.mrc"
     with mrcfile.new(path) as m:
         m.set_data(data.view(np.int8))
+        m.voxel_size = 1.0
     raw = bytearray(path.read_bytes())
     raw[152:160] = np.array([1146047817, 0], dtype="<i4").tobytes()  # IMOD stamp, flags: unsigned
     path.write_bytes(bytes(raw))
@@ -187,3 +189,37 @@ def test_imod_mode0_unsigned_bytes(tmp_path):
     raw[156:160] = np.array([1], dtype="<i4").tobytes()  # flag bit 0: signed bytes
     path.write_bytes(bytes(raw))
     assert open_volume(path).dtype == np.int8
+
+
+def test_voxel_size_is_the_decimal_the_header_means(tmp_path):
+    path = _mrc(tmp_path / "v.mrc", np.zeros((4, 5, 6), np.float32), voxel=(7.89, 7.89, 13.48))
+    with mrcfile.open(path) as m:  # the float32 header holds 13.479999542236328, mrcfile shows 13.48
+        assert float(m.voxel_size.z) != 13.48 and str(m.voxel_size.z) == "13.48"
+    vol = open_volume(path)
+    assert vol.attrs["voxel_size"] == (13.48, 7.89, 7.89)  # exact, and x equals y
+    assert read_mrc_header(path).voxel_size == (13.48, 7.89, 7.89)
+
+
+@pytest.mark.parametrize("bad", [0.0, float("nan"), -5.0])
+def test_unset_or_bad_voxel_size_is_refused_unless_given(tmp_path, bad):
+    path = _mrc(tmp_path / "novs.mrc", np.ones((4, 5, 6), np.float32), voxel=(bad, bad, bad))
+    with pytest.raises(InputError, match=r"novs\.mrc: voxel size is (0|nan|-5) Å in the header; pass --voxel-size"):
+        open_volume(path)
+    assert open_volume(path, voxel_size=13.48).attrs["voxel_size"] == (13.48, 13.48, 13.48)
+    assert open_volume(path, voxel_size=(2.0, 3.0, 4.0)).attrs["voxel_size"] == (2.0, 3.0, 4.0)
+    with pytest.raises(InputError, match="voxel size given must be positive"):
+        open_volume(path, voxel_size=0.0)
+
+
+def test_complex_mrc_is_refused(tmp_path):
+    path = tmp_path / "fft.mrc"
+    with mrcfile.new(path) as m:
+        m.set_data(np.ones((2, 3, 4), np.complex64))
+        m.voxel_size = 1.0
+    with pytest.raises(InputError, match=r"fft\.mrc: complex MRC data \(mode 4\) is not supported"):
+        open_volume(path)
+    raw = bytearray(path.read_bytes())
+    raw[12:16] = np.int32(3).tobytes()  # complex int16
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"mode 3\) is not supported"):
+        open_volume(path)

@@ -74,7 +74,7 @@ def is_zarr_path(path: str | os.PathLike) -> bool:
 
 def open_volume(
     path: str | os.PathLike, chunks: Any = None, *, level: int = 0, group: str | None = None,
-    allow_2d: bool = False,
+    allow_2d: bool = False, voxel_size: float | tuple[float, float, float] | None = None,
 ) -> xr.DataArray:
     """Open a tomogram lazily as a ZYX (or CZYX) volume, never loading it into memory.
 
@@ -83,15 +83,16 @@ def open_volume(
     OME-Zarr store. MRC headers are read permissively; missing, corrupt, truncated, 2D (unless
     ``allow_2d``) or unsupported inputs raise :class:`~deepict_dask.errors.InputError`.
     Attributes: ``voxel_size`` (z, y, x Angstrom), ``origin``, ``source``, ``format`` and the MRC
-    header fields (``mrc_header``) or stored ``deepict`` metadata.
+    header fields (``mrc_header``) or stored ``deepict`` metadata. ``voxel_size`` (Angstrom, one value
+    or z, y, x) replaces the file's; without it a voxel size of 0, NaN or below is an InputError.
     """
     p = Path(path)
     if is_zarr_path(p):
-        return open_zarr(p, chunks, level=level, group=group)
+        return open_zarr(p, chunks, level=level, group=group, voxel_size=voxel_size)
     if p.suffix.lower() in MRC_SUFFIXES:
         if group is not None or level != 0:
             raise InputError("an MRC file has no groups or pyramid levels", p)
-        return open_mrc(p, chunks, allow_2d=allow_2d)
+        return open_mrc(p, chunks, allow_2d=allow_2d, voxel_size=voxel_size)
     if not p.exists():
         raise InputError("no such file or directory", p)
     raise InputError(

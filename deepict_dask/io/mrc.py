@@ -21,12 +21,13 @@ import xarray as xr
 
 from deepict_dask.errors import InputError, OutputError
 from deepict_dask.io.atomic import atomic_path
-from deepict_dask.io.volume import make_volume, origin_of, voxel_size_of
+from deepict_dask.io.volume import checked_voxel_size, make_volume, origin_of, voxel_size_of
 
 log = logging.getLogger(__name__)
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st", ".ali")
 HEADER_BYTES = 1024
+COMPLEX_MODES = (3, 4)  # complex int16 / complex float32: reading them would drop the imaginary part
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,36 @@ def _imod_unsigned_bytes(raw: bytes, order: str) -> bool:
     return int(stamp) == IMOD_STAMP and not int(flags) & 1
 
 
-def read_mrc_header(path: str | os.PathLike) -> MrcHeader:
+def header_decimal(cell: float, grid: int) -> float:
+    """The shortest decimal voxel size ``v`` that a writer turns into this header: float32(v * grid) == cell.
+
+    The header stores the cell length in float32, so 13.48 A comes back as 13.479999542236328 and
+    two equal spacings over different grid sizes as 7.89 and 7.8900003; we keep the value meant.
+    """
+    if grid <= 0 or not np.isfinite(cell):
+        return float(cell) if grid > 0 else 0.0
+    exact = float(cell) / grid
+    for digits in range(1, 10):
+        value = float(f"{exact:.{digits}g}")
+        if np.float32(value * grid) == np.float32(cell):
+            return value
+    return float(np.format_float_positional(np.float32(exact), unique=True, trim="-"))
+
+
+def header_voxel_size(cella: Any, grid: tuple[int, int, int]) -> tuple[float, float, float]:
+    """(z, y, x) voxel size in Angstrom from the header's cell lengths and grid sizes (mx, my, mz)."""
+    return tuple(header_decimal(float(c), g) for c, g in zip((cella.z, cella.y, cella.x), grid[::-1]))  # type: ignore[return-value]
+
+
+def read_mrc_header(
+    path: str | os.PathLike, voxel_size: float | tuple[float, float, float] | None = None
+) -> MrcHeader:
     """Parse and check an MRC header without reading the data.
 
-    Raises :class:`InputError` for a missing file, a file that is not an MRC map, an unsupported data
-    mode, or a truncated file (the header promises more bytes than the file holds).
+    Raises :class:`InputError` for a missing file, a file that is not an MRC map, an unsupported
+    (complex) data mode, a truncated file (the header promises more bytes than the file holds), or a
+    voxel size that is 0, NaN or negative unless ``voxel_size`` (Angstrom, scalar or z, y, x)
+    is given, which then replaces the header's.
     """
     from mrcfile import utils
     from mrcfile.dtypes import HEADER_DTYPE
@@ -97,6 +123,8 @@ def read_mrc_header(path: str | os.PathLike) -> MrcHeader:
     if order == ">":
         header = np.frombuffer(raw, dtype=HEADER_DTYPE.newbyteorder(">")).copy().view(np.recarray)[0]
     stamp_ok = bytes(np.asarray(header.map).tobytes()) == b"MAP "
+    if int(header.mode) in COMPLEX_MODES:
+        raise InputError(f"complex MRC data (mode {int(header.mode)}) is not supported; a tomogram must be real", p)
     try:
         dtype = utils.dtype_from_mode(int(header.mode)).newbyteorder(order)
     except ValueError as exc:
@@ -124,10 +152,7 @@ def read_mrc_header(path: str | os.PathLike) -> MrcHeader:
             p,
         )
     cella, grid = header.cella, (int(header.mx), int(header.my), int(header.mz))
-    voxel = tuple(float(c) / g if g > 0 else 0.0 for c, g in zip((cella.z, cella.y, cella.x), grid[::-1]))
-    if not all(np.isfinite(v) and v > 0 for v in voxel):
-        log.warning("%s: voxel size in the MRC header is unset (%s); using 1 Angstrom", p, voxel)
-        voxel = (1.0, 1.0, 1.0)
+    voxel = checked_voxel_size(header_voxel_size(cella, grid), voxel_size, p)
     org = header.origin
     origin = (float(org.z), float(org.y), float(org.x))
     if not all(np.isfinite(origin)):
@@ -177,9 +202,12 @@ def default_chunks(shape: tuple[int, ...], chunks: Any) -> Any:
     return chunks
 
 
-def open_mrc(path: str | os.PathLike, chunks: Any = None, *, allow_2d: bool = False) -> xr.DataArray:
+def open_mrc(
+    path: str | os.PathLike, chunks: Any = None, *, allow_2d: bool = False,
+    voxel_size: float | tuple[float, float, float] | None = None,
+) -> xr.DataArray:
     """Open an MRC tomogram lazily as a ZYX volume (see :func:`deepict_dask.io.open_volume`)."""
-    hdr = read_mrc_header(path)
+    hdr = read_mrc_header(path, voxel_size)
     if hdr.shape[0] == 1 and not allow_2d:
         raise InputError(
             f"is a 2D image ({hdr.shape[2]}x{hdr.shape[1]} pixels, nz=1); a 3D tomogram is required", hdr.path

@@ -8,6 +8,7 @@ images and the ``labels`` list of a ``labels`` group.
 
 from __future__ import annotations
 
+import colorsys
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -88,11 +89,55 @@ def multiscales(
     return entry
 
 
+def channel_colors(n: int) -> list[str]:
+    """``n`` distinct hex colours: white for one channel, else hues evenly round the circle (red first)."""
+    if n == 1:
+        return ["FFFFFF"]
+    rgb = (colorsys.hsv_to_rgb(i / n, 1.0, 1.0) for i in range(n))
+    return ["".join(f"{round(c * 255):02X}" for c in col) for col in rgb]
+
+
+def display_window(dtype: Any, value_range: Sequence[float] | None) -> dict[str, float]:
+    """omero ``window``: ``min``/``max`` the dtype's range (0..1 for floats without a known range),
+    ``start``/``end`` the contrast a viewer opens with (``value_range`` when known)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        lo, hi = float(info.min), float(info.max)
+    elif dtype.kind == "b":
+        lo, hi = 0.0, 1.0
+    else:
+        lo, hi = (float(value_range[0]), float(value_range[1])) if value_range else (0.0, 1.0)
+    start, end = (float(value_range[0]), float(value_range[1])) if value_range else (lo, hi)
+    return {"min": min(lo, start), "max": max(hi, end), "start": start, "end": end}
+
+
+def label_colors(names: Mapping[int, str] | None) -> dict[str, Any]:
+    """``image-label`` colours (background transparent, named values in distinct colours) and properties."""
+    named = dict(sorted((names or {}).items()))
+    colors = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
+    for value, hexcol in zip(named, channel_colors(max(len(named), 2))):
+        colors.append({"label-value": int(value), "rgba": [int(hexcol[i:i + 2], 16) for i in (0, 2, 4)] + [255]})
+    out: dict[str, Any] = {"colors": colors}
+    if named:
+        # ome-zarr-models wants the same values in colors and properties
+        out["properties"] = [{"label-value": 0, "class": "background"}] + [
+            {"label-value": int(v), "class": str(n)} for v, n in named.items()]
+    return out
+
+
 def image_attrs(
     name: str, n_levels: int, voxel_size: Sequence[float], origin: Sequence[float], *,
     label: bool, channels: Sequence[str] | None, version: str, extra: Mapping[str, Any],
+    dtype: Any = np.float32, value_range: Sequence[float] | None = None,
+    label_names: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
-    """The group attributes of a multiscale image (or label image), ready for ``group.attrs``."""
+    """The group attributes of a multiscale image (or label image), ready for ``group.attrs``.
+
+    Channels get a display window (``dtype`` / ``value_range``) and a distinct colour each, as
+    ome-zarr-models requires and napari shows; label images get colours (``label_names``: value ->
+    class name) and point to the image two levels up (``labels/<name>`` of an image).
+    """
     if version not in VERSIONS:
         raise ValueError(f"NGFF version must be one of {VERSIONS}, got {version!r}")
     ome: dict[str, Any] = {
@@ -100,13 +145,15 @@ def image_attrs(
                                     channel=channels is not None, version=version)]
     }
     if label:
-        ome["image-label"] = {"source": {"image": "../../"}}
+        ome["image-label"] = {"source": {"image": "../../"}, **label_colors(label_names)}
         if version == "0.4":
             ome["image-label"] = {"version": "0.4", **ome["image-label"]}
     elif channels is not None:
+        window = display_window(dtype, value_range)
         ome["omero"] = {
             "name": name,
-            "channels": [{"label": str(c), "active": True, "color": "FFFFFF"} for c in channels],
+            "channels": [{"label": str(c), "active": True, "color": col, "window": dict(window)}
+                         for c, col in zip(channels, channel_colors(len(channels)))],
         }
         if version == "0.4":
             ome["omero"]["version"] = "0.4"

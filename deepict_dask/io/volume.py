@@ -15,6 +15,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from deepict_dask.errors import InputError
+
 SPATIAL_DIMS = ("z", "y", "x")
 
 
@@ -27,6 +29,26 @@ def as_voxel_size(voxel_size: float | Sequence[float]) -> tuple[float, float, fl
         if len(vs) != 3:
             raise ValueError(f"voxel size needs 1 or 3 values (z, y, x), got {len(vs)}")
     return vs  # type: ignore[return-value]
+
+
+def checked_voxel_size(
+    voxel: tuple[float, float, float], override: float | Sequence[float] | None, where: Any,
+    found_in: str = "the header",
+) -> tuple[float, float, float]:
+    """The explicit voxel size when one is given, else the file's; refuse 0, NaN or negative sizes.
+
+    An unset voxel size used to become 1 A, and prediction then rescaled the tomogram by ~13x and
+    returned a meaningless map: better to stop and ask for ``--voxel-size``.
+    """
+    if override is not None:
+        vs = as_voxel_size(override)
+        if not all(np.isfinite(v) and v > 0 for v in vs):
+            raise InputError(f"the voxel size given must be positive, got {override}", where)
+        return vs
+    bad = [v for v in voxel if not (np.isfinite(v) and v > 0)]
+    if bad:
+        raise InputError(f"voxel size is {bad[0]:g} Å in {found_in}; pass --voxel-size", where)
+    return voxel
 
 
 def make_volume(

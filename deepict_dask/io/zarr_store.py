@@ -33,7 +33,14 @@ from deepict_dask.io import ngff
 from deepict_dask.io.atomic import atomic_path
 from deepict_dask.io.progress import compute
 from deepict_dask.io.pyramid import downsample, level_shape
-from deepict_dask.io.volume import SPATIAL_DIMS, make_volume, origin_of, voxel_size_of
+from deepict_dask.io.volume import (
+    SPATIAL_DIMS,
+    as_voxel_size,
+    checked_voxel_size,
+    make_volume,
+    origin_of,
+    voxel_size_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +77,25 @@ def _chunks_for(shape: tuple[int, ...], stored: tuple[int, ...], chunks: Any) ->
     return chunks
 
 
+# Array dtypes a volume can have: bool (masks), integers (labels, raw counts) and real floats.
+SUPPORTED_KINDS = "biuf"
+
+
+def _check_dtype(arr: Any, where: str) -> None:
+    """Refuse complex, string, object and structured arrays with one line, before any task runs."""
+    dtype = np.dtype(getattr(arr.dtype, "to_native_dtype", lambda: arr.dtype)())
+    if dtype.kind not in SUPPORTED_KINDS or dtype.names:
+        raise InputError(f"unsupported array dtype {dtype.str!r} ({dtype}); a volume must hold real numbers", where)
+
+
 def open_zarr(
-    path: str | os.PathLike, chunks: Any = None, *, level: int = 0, group: str | None = None
+    path: str | os.PathLike, chunks: Any = None, *, level: int = 0, group: str | None = None,
+    voxel_size: float | Sequence[float] | None = None,
 ) -> xr.DataArray:
-    """Open a plain Zarr array or one level of an OME-Zarr image (see ``open_volume``)."""
+    """Open a plain Zarr array or one level of an OME-Zarr image (see ``open_volume``).
+
+    ``voxel_size`` (Angstrom) replaces the stored one; a stored voxel size of 0, NaN or below is refused.
+    """
     import zarr
 
     p = Path(path)
@@ -89,7 +111,7 @@ def open_zarr(
     except (FileNotFoundError, ValueError, TypeError) as exc:
         raise InputError(f"not a Zarr store ({exc})", p) from exc
     if isinstance(node, zarr.Array):
-        return _plain_array(node, where, chunks)
+        return _plain_array(node, where, chunks, voxel_size)
     ome, version = ngff.ome_block(node.attrs.asdict())
     if not ome.get("multiscales"):
         raise InputError(
@@ -97,19 +119,25 @@ def open_zarr(
             "Pick one with group=... (CLI: --group)",
             where,
         )
-    return _multiscale_level(node, ome, version, where, chunks, level)
+    return _multiscale_level(node, ome, version, where, chunks, level, voxel_size)
 
 
-def _plain_array(arr: Any, where: str, chunks: Any) -> xr.DataArray:
+def _plain_array(arr: Any, where: str, chunks: Any, voxel_size: Any = None) -> xr.DataArray:
+    _check_dtype(arr, where)
     attrs = dict(arr.attrs.asdict())
     meta = dict(attrs.get("deepict", {})) if isinstance(attrs.get("deepict"), Mapping) else {}
     voxel = attrs.get("voxel_size", meta.get("voxel_size"))
     origin = attrs.get("origin", meta.get("origin", (0.0, 0.0, 0.0)))
-    if voxel is None:
+    if voxel is None and voxel_size is None:
         log.warning("%s: plain Zarr array without a voxel_size attribute; using 1 Angstrom", where)
         voxel = 1.0
     if arr.ndim not in (3, 4):
         raise InputError(f"expected a 3D (z, y, x) or 4D (c, z, y, x) array, got shape {arr.shape}", where)
+    try:
+        voxel = checked_voxel_size(as_voxel_size(voxel) if voxel is not None else (1.0,) * 3, voxel_size, where,
+                                   "the voxel_size attribute")
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"bad voxel_size attribute {voxel!r}", where) from exc
     data = da.from_zarr(arr, chunks=_chunks_for(arr.shape, arr.chunks, chunks))
     extra = {k: v for k, v in meta.items() if k not in ("voxel_size", "origin")}
     extra.update({"source": where, "format": f"zarr-v{arr.metadata.zarr_format}"})
@@ -117,7 +145,8 @@ def _plain_array(arr: Any, where: str, chunks: Any) -> xr.DataArray:
 
 
 def _multiscale_level(
-    node: Any, ome: Mapping[str, Any], version: str | None, where: str, chunks: Any, level: int
+    node: Any, ome: Mapping[str, Any], version: str | None, where: str, chunks: Any, level: int,
+    voxel_size: Any = None,
 ) -> xr.DataArray:
     ms = ome["multiscales"][0]
     datasets = ms.get("datasets", [])
@@ -128,6 +157,7 @@ def _multiscale_level(
         arr = node[ds["path"]]
     except KeyError as exc:
         raise InputError(f"multiscales names dataset {ds['path']!r} but it is missing", where) from exc
+    _check_dtype(arr, where)
     axes = ngff.parse_axes(ms.get("axes") or ["t", "c", "z", "y", "x"][-arr.ndim:])
     if len(axes) != arr.ndim:
         raise InputError(f"{len(axes)} axes in the metadata but the array has {arr.ndim} dimensions", where)
@@ -146,6 +176,7 @@ def _multiscale_level(
             factor = 1.0
         voxel.append(float(scale[i]) * factor)
         origin.append(float(trans[i]) * factor)
+    voxel = list(checked_voxel_size(tuple(voxel), voxel_size, where, "the multiscales scale"))
     data = da.from_zarr(arr, chunks=_chunks_for(arr.shape, arr.chunks, chunks))
     index: list[Any] = []
     for i, axis in enumerate(names):
@@ -278,6 +309,8 @@ def write_ome_zarr(
     ngff_version: str | None = None,
     stats: bool = True,
     resources: Mapping[str, float] | None = None,
+    value_range: Sequence[float] | None = None,
+    label_names: Mapping[int, str] | None = None,
 ) -> Path:
     """Write ``volume`` as a multiscale OME-Zarr image; return its path (``path/group`` for a group).
 
@@ -292,6 +325,9 @@ def write_ome_zarr(
     whatever the size. ``resources`` (e.g. ``{"GPU": 1}``) are the Dask worker resources that
     computing ``volume`` needs; they go with the level-0 pass only (coarser levels read the store).
     Given to the computation itself, they hold on any scheduler, whatever its graph optimization.
+    ``value_range`` (e.g. ``(0, 255)`` for a uint8 probability map) is the contrast viewers open
+    channels with (default: the level-0 min/max when computed); ``label_names`` maps label values to
+    class names for the ``image-label`` colours. The metadata validates with ome-zarr-models.
     """
     import zarr
 
@@ -332,8 +368,19 @@ def write_ome_zarr(
     if attrs:
         extra.update(attrs)
     name = group.rsplit("/", 1)[-1] if group else _image_name(vol)
-    meta = ngff.image_attrs(name, levels, voxel, origin, label=label, channels=channels, version=version,
-                            extra=extra)
+    def metadata(stats_rows: Any) -> dict[str, Any]:
+        summary = summarise_stats(stats_rows) if stats_rows is not None else None
+        shown = value_range
+        if shown is None and summary is not None and summary["min"] is not None:
+            shown = (summary["min"], summary["max"])
+        meta = ngff.image_attrs(name, levels, voxel, origin, label=label, channels=channels, version=version,
+                                extra=extra, dtype=data.dtype, value_range=shown, label_names=label_names)
+        if summary is not None:
+            meta["deepict"]["stats"] = ngff.jsonable(summary)
+        return meta
+
+    metadata(None)  # a metadata problem fails here, before anything is written
+    rows = None
     if group:
         _prepare_parents(root, group, zarr_format)
     with atomic_path(target, overwrite=overwrite) as tmp:
@@ -348,13 +395,12 @@ def write_ome_zarr(
             level_stats = block_stats(src) if k == 0 and stats and not label else None
             try:
                 with dask.annotate(**({"resources": dict(resources)} if resources and k == 0 else {})):
-                    _, rows = compute(da.store(src, z, lock=False, compute=False), level_stats)
+                    _, level_rows = compute(da.store(src, z, lock=False, compute=False), level_stats)
             except OSError as exc:
                 raise OutputError(f"writing level {k} failed: {exc}", target) from exc
-            if rows is not None:
-                meta["deepict"]["stats"] = ngff.jsonable(summarise_stats(rows))
+            rows = level_rows if k == 0 else rows
             log.info("%s: level %d %s written", target, k, shape)
-        g.attrs.update(meta)  # last: a group without it is not an image
+        g.attrs.update(metadata(rows))  # last: a group without it is not an image
     if label and group:
         _register_label(root, group, version)
     return target

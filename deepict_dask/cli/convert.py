@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Blosc compressor for the chunks (default: zstd; lz4 is faster and compresses less)")
     p.add_argument("--ngff", choices=["0.4", "0.5"], default="0.4",
                    help="OME-NGFF version: 0.4 writes Zarr v2 (widest reader support, default), 0.5 writes Zarr v3")
+    p.add_argument("--voxel-size", type=float, metavar="A",
+                   help="voxel size in Angstrom, replacing the inputs' (required for headers without one)")
     p.add_argument("--group", metavar="PATH", help="for OME-Zarr inputs: the image group to read, e.g. predictions/unet")
     p.add_argument("--level", type=int, default=0, metavar="N", help="for OME-Zarr inputs: the pyramid level to read (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse)")
@@ -56,7 +58,7 @@ def open_input(src: Path, args: argparse.Namespace) -> xr.DataArray:
 
     # MRC is read in the output chunks (aligned, no rechunking); Zarr in its stored chunks.
     read_chunks = None if is_zarr_path(src) else _chunks(args)
-    return open_volume(src, read_chunks, level=args.level, group=args.group)
+    return open_volume(src, read_chunks, level=args.level, group=args.group, voxel_size=args.voxel_size)
 
 
 def _chunks(args: argparse.Namespace) -> int | tuple[int, ...]:

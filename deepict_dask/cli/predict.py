@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="test-time augmentation keeping the missing wedge: 180-degree rotations (4 passes) or all flips incl. mirror images (8); writes a variance map")
     p.add_argument("--threshold", type=float, help="also write a mask of voxels at or above this probability (2D default 0.75)")
     p.add_argument("--sigma-z", type=float, default=5.0, help="2D models: Gaussian smoothing along z in slices (default 5; 0 = off)")
+    p.add_argument("--voxel-size", type=float, metavar="A",
+                   help="voxel size in Angstrom, replacing the files' (required for headers without one)")
     p.add_argument("--no-rescale", action="store_true", help="refuse tomograms whose voxel size differs from the model's instead of rescaling")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
@@ -80,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
                 bar.advance(task)
 
             predict_many(args.tomograms, ref, args.out, options, overwrite=args.overwrite,
-                         max_in_flight=args.max_in_flight, on_done=done)
+                         max_in_flight=args.max_in_flight, on_done=done, voxel_size=args.voxel_size)
     return 2 if failures else 0

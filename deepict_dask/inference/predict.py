@@ -1,8 +1,10 @@
 """Predict probability maps for whole tomograms: the Python API behind ``deepict predict``.
 
 ``predict_volume`` returns lazy probability maps; ``predict_file`` writes them into
-``<out>/<tomo>.ome.zarr`` (group ``predictions/<model>``; for 2D models also a thresholded label
-image ``labels/<model>``); ``predict_many`` keeps a bounded number of tomograms in flight on the
+``<out>/<tomo>.ome.zarr``: the tomogram itself at the root (so the store is an NGFF image that
+ome-zarr-py, napari and ``ome_zarr info`` open, with the label images beside it, the same layout as
+a run directory's store), group ``predictions/<model>``, and for 2D models a thresholded label
+image ``labels/<model>``; ``predict_many`` keeps a bounded number of tomograms in flight on the
 current Dask client.
 """
 
@@ -292,7 +294,8 @@ def write_prediction(pred: Prediction, store: Path, options: PredictOptions, *, 
         if probs.dtype != np.dtype(dtype):  # else the tasks quantized already (predict_volume(as_stored=True))
             probs = probs.copy(data=probs.data.map_blocks(quantize, dtype, dtype=dtype))
         written = write_ome_zarr(probs, store, group=group, levels=levels, chunks=chunks, attrs=attrs,
-                                 overwrite=True, stats=False, resources=resources)
+                                 overwrite=True, stats=False, resources=resources,
+                                 value_range=_probability_range(dtype))
     else:
         written = _write_with_variance(pred, store, group, levels, chunks, dtype, attrs, resources)
     threshold = pred.params.get("threshold")
@@ -302,8 +305,14 @@ def write_prediction(pred: Prediction, store: Path, options: PredictOptions, *, 
         mask = make_volume(_mask(stored.astype(np.float32) * np.float32(scale), threshold),
                            voxel_size_of(pred.probabilities), origin_of(pred.probabilities), name=name)
         write_ome_zarr(mask, store, group=f"labels/{name}", levels=levels, chunks=chunks, label=True,
-                       attrs={"prediction": {**pred.params, "mask_threshold": threshold}}, overwrite=True)
+                       attrs={"prediction": {**pred.params, "mask_threshold": threshold}}, overwrite=True,
+                       label_names={k + 1: c for k, c in enumerate(pred.info.classes)})
     return written
+
+
+def _probability_range(dtype: str) -> tuple[float, float]:
+    """What probability 0..1 is stored as: the display window of a prediction's channels."""
+    return (0.0, 255.0) if np.dtype(dtype) == np.uint8 else (0.0, 1.0)
 
 
 def _write_with_variance(pred: Prediction, store: Path, group: str, levels: int, chunks: tuple[int, ...],
@@ -323,16 +332,61 @@ def _write_with_variance(pred: Prediction, store: Path, group: str, levels: int,
                        attrs={"prediction": {**pred.params, "quantity": "variance over TTA"}})
         probs = pred.probabilities.copy(data=back[:k].map_blocks(quantize, dtype, dtype=dtype))
         return write_ome_zarr(probs, store, group=group, levels=levels, chunks=chunks, attrs=attrs,
-                              overwrite=True)
+                              overwrite=True, value_range=_probability_range(dtype))
+
+
+def root_image(volume: xr.DataArray, store: Path, options: PredictOptions, *, overwrite: bool) -> xr.DataArray:
+    """The tomogram at the root of ``store``, written there first unless the store already holds it.
+
+    The root image is what makes the store an NGFF image readers open (and the parent image its
+    ``labels/`` point to). Its level-0 statistics come from the same pass as the copy, and are
+    returned in ``volume``'s attributes so that normalization needs no separate pass.
+    """
+    from deepict_dask.io import open_volume, write_ome_zarr
+    from deepict_dask.io.zarr_store import default_levels
+
+    held = _held_tomogram(store)
+    if held is not None and (held.shape != volume.shape or
+                             not np.allclose(voxel_size_of(held), voxel_size_of(volume), rtol=1e-6)):
+        if not overwrite:
+            raise OutputError(f"holds another tomogram ({'x'.join(map(str, held.shape))} voxels of "
+                              f"{voxel_size_of(held)[-1]:g} A); use --overwrite to replace the store", store)
+        held = None
+    if held is None:
+        if store.exists() and not overwrite:
+            raise OutputError("exists but holds no tomogram image (an older layout?); "
+                              "use --overwrite to replace it", store)
+        write_ome_zarr(volume, store, levels=default_levels(volume.shape, options.levels), overwrite=True,
+                       attrs={"role": "input tomogram of deepict predict"})
+        held = open_volume(store)
+    stats = held.attrs.get("stats")
+    return volume.assign_attrs(stats=stats, level=0) if stats else volume
+
+
+def _held_tomogram(store: Path) -> xr.DataArray | None:
+    """The store's root image, or None when the store or its root image does not exist."""
+    from deepict_dask.io import open_volume
+
+    if not store.is_dir():
+        return None
+    try:
+        return open_volume(store)
+    except InputError:
+        return None
 
 
 def predict_file(tomo: str | Path, ref: PredictorRef, out_dir: str | Path, options: PredictOptions = PredictOptions(),
-                 *, overwrite: bool = False, chunks: int | None = None) -> Path:
-    """Predict one tomogram file and write ``<out_dir>/<tomo>.ome.zarr``; returns the probability group."""
+                 *, overwrite: bool = False, chunks: int | None = None,
+                 voxel_size: float | tuple[float, float, float] | None = None) -> Path:
+    """Predict one tomogram file and write ``<out_dir>/<tomo>.ome.zarr``; returns the probability group.
+
+    ``voxel_size`` (Angstrom) replaces the file's (needed for files whose header has none).
+    """
     from deepict_dask.io import open_volume
 
-    volume = open_volume(tomo, chunks=chunks or min(options.chunk, 256))
+    volume = open_volume(tomo, chunks=chunks or min(options.chunk, 256), voxel_size=voxel_size)
     store = output_store(tomo, out_dir)
+    volume = root_image(volume, store, options, overwrite=overwrite)
     pred = predict_volume(volume, ref, options, as_stored=True)
     return write_prediction(pred, store, options, overwrite=overwrite)
 
@@ -346,6 +400,7 @@ def predict_many(
     overwrite: bool = False,
     max_in_flight: int = 2,
     on_done: Callable[[str, Path | None, BaseException | None], None] | None = None,
+    voxel_size: float | tuple[float, float, float] | None = None,
 ) -> dict[str, Path | BaseException]:
     """Predict many tomograms, at most ``max_in_flight`` at a time, on the current Dask scheduler.
 
@@ -362,7 +417,8 @@ def predict_many(
         while todo or pending:
             while todo and len(pending) < max_in_flight:
                 t = str(todo.pop(0))
-                pending[pool.submit(predict_file, t, ref, out_dir, options, overwrite=overwrite)] = t
+                pending[pool.submit(predict_file, t, ref, out_dir, options, overwrite=overwrite,
+                                       voxel_size=voxel_size)] = t
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for fut in done:
                 t = pending.pop(fut)

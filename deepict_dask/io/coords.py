@@ -637,12 +637,26 @@ def _write_copick_config(root: Path, classes: Sequence[str]) -> Path:
     return path
 
 
+def _run_voxel_spacing(run: Path) -> float | None:
+    """The smallest ``VoxelSpacing<size>`` of a copick run (what copick's converter uses), if any."""
+    sizes = []
+    for d in run.glob("VoxelSpacing*"):
+        try:
+            sizes.append(float(d.name.removeprefix("VoxelSpacing")))
+        except ValueError:
+            continue
+    return min(sizes) if sizes else None
+
+
 def read_copick_dir(root: Path, *, voxel_size=None, **_: Any) -> pd.DataFrame:
-    """Every point file of a copick project (all users and sessions) as one table."""
+    """Every point file of a copick project (all users and sessions) as one table.
+
+    A point file without ``voxel_spacing`` takes its run's smallest voxel spacing, as copick does.
+    """
     files = sorted(Path(root).glob("ExperimentRuns/*/Picks/*.json"))
     frames = []
     for f in files:
-        part = validate_table(_read_copick(f, voxel_size=voxel_size), f)
+        part = validate_table(_read_copick(f, voxel_size=voxel_size or _run_voxel_spacing(f.parent.parent)), f)
         part["tomo"] = f.parent.parent.name  # copick's run is the directory name
         frames.append(part)
     if not frames:

@@ -69,6 +69,9 @@ _STAR_PIXEL_SIZE = ["rlnDeepictVoxelSize", _STAR_TS_PIXEL, "rlnImagePixelSize", 
 _STAR_VOXEL = "rlnDeepictVoxelSize"  # ours: the tomogram voxel size that rlnCoordinateX/Y/Z count in
 
 
+_ASSUMED_TS_PIXEL: set[float] = set()  # voxel sizes already warned about as tilt-series pixel sizes
+
+
 class VoxelSizeNeeded(InputError):
     """A table's format records no voxel size and none was given."""
 
@@ -442,7 +445,9 @@ def _write_star(
             ts = vs[2]
             note = (f"rlnTomoTiltSeriesPixelSize assumed equal to the tomogram voxel size ({vs[2]:g} A): "
                     f"the tilt-series pixel size was not given")
-            log.warning("%s: %s (--tilt-series-pixel-size sets it)", target or path, note)
+            if vs[2] not in _ASSUMED_TS_PIXEL:  # once per process and size: a run writes many STAR files
+                _ASSUMED_TS_PIXEL.add(vs[2])
+                log.warning("%s: %s (--tilt-series-pixel-size sets it)", target or path, note)
         out[_STAR_TS_PIXEL] = float(ts)
     starfile.write({"particles": out}, path, float_format=None)
     if note:

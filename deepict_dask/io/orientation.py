@@ -19,11 +19,20 @@ Per format (each converts through rotation matrices, never by shuffling angles):
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.spatial.transform import Rotation
 
 ANGLES = ["phi", "theta", "psi"]
+
+
+def _euler(rot: Rotation, seq: str) -> np.ndarray:
+    """(N, 3) Euler angles in degrees; at gimbal lock (e.g. no rotation) scipy picks one valid triple."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Gimbal lock")
+        return rot.as_euler(seq, degrees=True).reshape(-1, 3)
 
 
 def has_angles(df: pd.DataFrame) -> bool:
@@ -39,7 +48,7 @@ def table_rotations(df: pd.DataFrame) -> Rotation:
 
 def set_rotations(df: pd.DataFrame, rot: Rotation) -> None:
     """Store rotations R in the table's ``phi, theta, psi`` columns (in place)."""
-    eul = rot.as_euler("ZXZ", degrees=True).reshape(-1, 3) if len(df) else np.zeros((0, 3))
+    eul = _euler(rot, "ZXZ") if len(df) else np.zeros((0, 3))
     df["phi"], df["theta"], df["psi"] = eul[:, 0], eul[:, 1], eul[:, 2]
 
 
@@ -55,7 +64,7 @@ def rotations_from_matrices(mats: np.ndarray) -> Rotation:
 
 def relion_from_table(df: pd.DataFrame) -> np.ndarray:
     """(N, 3) RELION ``rot, tilt, psi`` (degrees) of the table's rotations."""
-    return table_rotations(df).inv().as_euler("ZYZ", degrees=True).reshape(-1, 3)
+    return _euler(table_rotations(df).inv(), "ZYZ")
 
 
 def rotations_from_relion(angles: np.ndarray) -> Rotation:
@@ -65,7 +74,7 @@ def rotations_from_relion(angles: np.ndarray) -> Rotation:
 
 def dynamo_from_table(df: pd.DataFrame) -> np.ndarray:
     """(N, 3) Dynamo ``tdrot, tilt, narot`` (degrees) of the table's rotations."""
-    return table_rotations(df).inv().as_euler("ZXZ", degrees=True).reshape(-1, 3)
+    return _euler(table_rotations(df).inv(), "ZXZ")
 
 
 def rotations_from_dynamo(angles: np.ndarray) -> Rotation:

@@ -46,7 +46,7 @@ def check_units(df: pd.DataFrame, voxel_size: float | Sequence[float], path: str
             hint = "are the voxel columns in Angstrom?" if factor < 1 else "are the Angstrom columns in voxels?"
             raise InputError(
                 f"{axis} and {axis}_A disagree by {max(factor, 1 / factor):.1f}x: {axis}_A/{axis} implies a voxel "
-                f"size of {got:.4g} A, the volume has {want:.4g} A; {hint}",
+                f"size of {got:.4g} A, the voxel size is {want:.4g} A; {hint}",
                 path,
             )
 

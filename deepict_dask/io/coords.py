@@ -609,6 +609,8 @@ def write_copick_dir(
         raise InputError(f"copick cannot store the tomogram (run) name(s) {bad_runs}: a run is a directory", root)
     if root.exists() and not root.is_dir():
         raise InputError("exists and is not a directory; a copick project is a directory", root)
+    if voxel_size is None:  # one class of one tomogram may hold too few points to tell
+        voxel_size = _voxel_size_from_table(df)
     written = []
     for (tomo, cls), part in df.groupby(["tomo", "class"], sort=True):
         target = root / "ExperimentRuns" / str(tomo) / "Picks" / f"{user_id}_{session_id}_{cls}.json"

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="One-to-one matching of predicted to true positions within --tolerance, per (tomogram, "
         "class); prints precision, recall, F1, miss rate and SHREC counts (RR, TP, FP, FN, MH, AD).",
     )
-    pk.add_argument("--pred", required=True, nargs="+", metavar="TABLE", help="predicted tables (.csv, .star, .json, .ndjson)")
+    pk.add_argument("--pred", required=True, nargs="+", metavar="TABLE", help="predicted tables (.csv, .star, .json, .ndjson, .tbl, copick project)")
     pk.add_argument("--truth", required=True, nargs="+", metavar="TABLE", help="true positions (same formats)")
     pk.add_argument("--tolerance", required=True, type=float, help="matching radius, in --unit")
     pk.add_argument("--unit", default="vox", help="unit of --tolerance: vox (voxels, default) or A (Angstrom)")

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--coords", nargs="+", default=[], metavar="TABLE",
-                   help="coordinate tables (.csv, .star, .json, .ndjson, motive list)")
+                   help="coordinate tables (.csv, .star, .json, .ndjson, .tbl, motive list, copick project)")
     p.add_argument("--like", required=True, metavar="TOMO",
                    help="tomogram whose shape, voxel size and origin the labels take (MRC or Zarr)")
     p.add_argument("--radius", nargs="+", default=[], metavar="CLASS=R",

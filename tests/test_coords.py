@@ -211,3 +211,135 @@ def test_write_is_atomic_on_failure(table, tmp_path):
         write_table(bad, target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["picks.csv"]
+
+
+# ---------------------------------------------------------------- issue 17: conventions, RELION 5, Dynamo, checks
+
+V10 = 10.0
+
+
+def _one_oriented(tomo="TS1", cls="fas", angles=(30.0, 50.0, -70.0), n=1):
+    return make_table(tomo, cls, xyz=np.tile([[4.0, 5.0, 6.0]], (n, 1)), voxel_size=V10,
+                      phi=angles[0], theta=angles[1], psi=angles[2], score=0.5)
+
+
+def test_star_and_copick_angles_follow_their_conventions(tmp_path):
+    """STAR holds RELION angles whose ZYZ matrix is the inverse of R; copick holds R itself."""
+    import starfile
+    from scipy.spatial.transform import Rotation
+
+    df = _one_oriented()
+    r = Rotation.from_euler("ZXZ", [30.0, 50.0, -70.0], degrees=True)
+    star = starfile.read(write_table(df, tmp_path / "p.star", voxel_size=V10))
+    relion = Rotation.from_euler("ZYZ", star[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy()[0], degrees=True)
+    assert (relion * r).magnitude() < 1e-9  # relion == R^-1
+    doc = json.loads(write_table(df, tmp_path / "p.json", voxel_size=V10).read_text())
+    np.testing.assert_allclose(np.asarray(doc["points"][0]["transformation_"])[:3, :3], r.as_matrix(), atol=1e-12)
+    for path in (tmp_path / "p.star", tmp_path / "p.json"):
+        back = read_table(path)
+        got = Rotation.from_euler("ZXZ", back[["phi", "theta", "psi"]].to_numpy()[0], degrees=True)
+        assert (got * r.inv()).magnitude() < 1e-9, path
+
+
+def test_star_tilt_series_pixel_size_and_centred_columns_per_tomogram(tmp_path, caplog):
+    import starfile
+
+    df = pd.concat([_one_oriented("TS1"), _one_oriented("TS2")], ignore_index=True)
+    shapes = {"TS1": (10, 20, 30), "TS2": (40, 50, 60)}
+    star = starfile.read(write_table(df, tmp_path / "a.star", voxel_size=V10, shapes=shapes, tilt_series_pixel_size=2.5))
+    assert (star["rlnTomoTiltSeriesPixelSize"] == 2.5).all() and (star["rlnDeepictVoxelSize"] == V10).all()
+    np.testing.assert_allclose(star["rlnCenteredCoordinateXAngst"], [(4 - 15) * V10, (4 - 30) * V10])
+    np.testing.assert_allclose(star["rlnCenteredCoordinateZAngst"], [(6 - 5) * V10, (6 - 20) * V10])
+    assert read_table(tmp_path / "a.star")["x_A"].tolist() == [40.0, 40.0]  # our voxel size, not 2.5
+    import deepict_dask.io.coords as coords
+
+    coords._ASSUMED_TS_PIXEL.clear()
+    with caplog.at_level("WARNING"):
+        path = write_table(df, tmp_path / "b.star", voxel_size=V10)
+    assert "assumed equal to the tomogram voxel size" in caplog.text
+    assert path.read_text().startswith("# rlnTomoTiltSeriesPixelSize assumed")
+    assert starfile.read(path)["rlnTomoTiltSeriesPixelSize"].tolist() == [V10, V10]
+
+
+def test_dynamo_tbl_round_trip_and_column_map(tmp_path):
+    from scipy.spatial.transform import Rotation
+
+    df = pd.concat([_one_oriented("7", "ribosome", (10.0, 20.0, 30.0)), _one_oriented("9", "fas", (-40.0, 100.0, 5.0))],
+                   ignore_index=True)
+    path = write_table(df, tmp_path / "p.tbl", class_ids={"ribosome": 1, "fas": 2})
+    rows = np.loadtxt(path)
+    assert rows.shape == (2, 35)
+    assert rows[:, 0].tolist() == [1, 2] and rows[:, 19].tolist() == [7, 9] and rows[:, 21].tolist() == [1, 2]
+    np.testing.assert_allclose(rows[0, 23:26], [5.0, 6.0, 7.0])  # 1-based pixels
+    np.testing.assert_allclose(rows[:, 9], [0.5, 0.5])
+    dyn = Rotation.from_euler("ZXZ", rows[0, 6:9], degrees=True)
+    assert (dyn * Rotation.from_euler("ZXZ", [10, 20, 30], degrees=True)).magnitude() < 1e-9  # inverse of R
+    back = read_table(path, voxel_size=V10, class_names={1: "ribosome", 2: "fas"})
+    _same_coords(back, df)
+    assert back["class"].tolist() == ["ribosome", "fas"] and back["tomo"].tolist() == ["7", "9"]
+    for i in range(2):
+        a = Rotation.from_euler("ZXZ", back[["phi", "theta", "psi"]].to_numpy()[i], degrees=True)
+        b = Rotation.from_euler("ZXZ", df[["phi", "theta", "psi"]].to_numpy()[i], degrees=True)
+        assert (a * b.inv()).magnitude() < 1e-9
+    # shifts dx dy dz add to the position; a short file is refused with the column count
+    rows[0, 3:6] = [1.0, 2.0, 3.0]
+    np.savetxt(tmp_path / "s.tbl", rows)
+    np.testing.assert_allclose(read_table(tmp_path / "s.tbl", voxel_size=V10)[["x", "y", "z"]].to_numpy()[0], [5, 7, 9])
+    np.savetxt(tmp_path / "short.tbl", rows[:, :20])
+    with pytest.raises(InputError, match="at least 26 columns"):
+        read_table(tmp_path / "short.tbl", voxel_size=V10)
+    with pytest.raises(InputError, match="voxel size"):
+        read_table(path)
+
+
+def test_coordinate_checks_give_numbers(caplog):
+    from deepict_dask.io.table_checks import check_table
+
+    df = make_table("t", "a", xyz=[[1.0, 2.0, 3.0], [50.0, 60.0, 70.0], [5.0, 5.0, 5.0]], voxel_size=10.0)
+    angstrom_in_voxels = df.assign(x=df["x_A"], y=df["y_A"], z=df["z_A"])
+    with pytest.raises(InputError, match=r"disagree by 10\.0x.*voxel columns in Angstrom"):
+        check_table(angstrom_in_voxels, voxel_size=10.0)
+    with caplog.at_level("WARNING"):
+        inside = check_table(df, voxel_size=10.0, shape=(20, 20, 20))
+    assert inside.tolist() == [True, False, True]
+    assert "1 of 3 particles lie outside" in caplog.text and "(50.0, 60.0, 70.0)" in caplog.text
+    with pytest.raises(InputError, match="none of the particles"):
+        check_table(df, shape=(2, 2, 2), require_inside=True)
+
+
+def test_voxel_table_without_voxel_size_reads_for_voxel_use(tmp_path):
+    pd.DataFrame({"tomo": ["t"], "class": ["a"], "x": [1.0], "y": [2.0], "z": [3.0]}).to_csv(tmp_path / "v.csv", index=False)
+    with pytest.raises(InputError, match="voxel size"):
+        read_table(tmp_path / "v.csv")
+    back = read_table(tmp_path / "v.csv", angstrom_optional=True)
+    assert back[["x", "y", "z"]].to_numpy().tolist() == [[1.0, 2.0, 3.0]] and back["x_A"].isna().all()
+
+
+def test_table_cli_copick_star_and_dynamo(tmp_path, capsys, caplog):
+    import starfile
+
+    from deepict_dask.cli.main import main
+
+    df = pd.concat([_one_oriented("TS1", "fas"), _one_oriented("TS1", "ribosome"), _one_oriented("TS2", "fas")],
+                   ignore_index=True)
+    from deepict_dask.io.coords import with_angstrom
+
+    df = with_angstrom(df.assign(x=[1.0, 2.0, 3.0], y=[3.0, 5.0, 4.0], z=[2.0, 1.0, 0.0]), V10)
+    src = write_table(df, tmp_path / "in.csv")
+    # a multi-class table cannot be one copick file: one line naming the output, nothing written
+    assert main(["table", str(src), "--out", str(tmp_path / "one.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "one.json:" in err and ".tmp-" not in err and "write_copick_dir" not in err
+    assert not list(tmp_path.glob("*one.json*"))
+    assert main(["table", str(src), "--out", str(tmp_path / "proj"), "--format", "copick"]) == 0
+    assert len(list((tmp_path / "proj/ExperimentRuns").glob("*/Picks/*.json"))) == 3
+    with caplog.at_level("WARNING"):
+        assert main(["table", str(tmp_path / "proj"), "--out", str(tmp_path / "a.star"),
+                     "--tilt-series-pixel-size", "1.35"]) == 0
+    assert "no --shape" in caplog.text and "rlnCenteredCoordinate" in caplog.text
+    assert starfile.read(tmp_path / "a.star")["rlnTomoTiltSeriesPixelSize"].tolist() == [1.35] * 3
+    assert main(["table", str(src), "--out", str(tmp_path / "b.star"), "--shape", "10", "10", "10"]) == 0
+    assert "rlnCenteredCoordinateXAngst" in starfile.read(tmp_path / "b.star").columns
+    assert main(["table", str(src), "--out", str(tmp_path / "c.tbl")]) == 0
+    back = read_table(tmp_path / "c.tbl", voxel_size=V10)
+    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), df[["x", "y", "z"]].to_numpy())

@@ -201,3 +201,30 @@ def test_cli_picks_json_and_table(tmp_path, capsys):
     rc = main(["evaluate", "picks", "--pred", str(pp_path), "--truth", str(tp_path), "--tolerance", "3", "--unit", "parsec"])
     assert rc == 2
     assert "unknown unit" in capsys.readouterr().err
+
+
+def test_cli_picks_voxel_tables_need_no_voxel_size(tmp_path, capsys, caplog):
+    """Two tables in voxels matched with a voxel tolerance: no --voxel-size needed (issue 17)."""
+    pts = np.array([[1.0, 2.0, 3.0], [10.0, 10.0, 10.0], [20.0, 5.0, 7.0]])
+    for name, off in (("t.csv", 0.0), ("p.csv", 0.5)):
+        pd.DataFrame({"tomo": "a", "class": "ribo", "x": pts[:, 0] + off, "y": pts[:, 1], "z": pts[:, 2]}).to_csv(
+            tmp_path / name, index=False)
+    out = tmp_path / "m.json"
+    args = ["evaluate", "picks", "--pred", str(tmp_path / "p.csv"), "--truth", str(tmp_path / "t.csv")]
+    assert main([*args, "--tolerance", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["tp"] == 3
+    # an Angstrom tolerance does need the voxel size, and says so
+    assert main([*args, "--tolerance", "10", "--unit", "A"]) == 2
+    assert "voxel size" in capsys.readouterr().err
+    # a table whose x/x_A disagree with the other table's is reported with the factor
+    pd.DataFrame({"tomo": "a", "class": "ribo", "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2],
+                  "x_A": pts[:, 0] * 10, "y_A": pts[:, 1] * 10, "z_A": pts[:, 2] * 10}).to_csv(tmp_path / "t10.csv", index=False)
+    pd.DataFrame({"tomo": "a", "class": "ribo", "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2],
+                  "x_A": pts[:, 0], "y_A": pts[:, 1], "z_A": pts[:, 2]}).to_csv(tmp_path / "p1.csv", index=False)
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", "picks", "--pred", str(tmp_path / "p1.csv"), "--truth", str(tmp_path / "t10.csv"),
+                     "--tolerance", "1"]) == 0
+    assert "disagree on the voxel size by 10.0x" in caplog.text
+    assert main(["evaluate", "picks", "--pred", str(tmp_path / "p1.csv"), "--truth", str(tmp_path / "t10.csv"),
+                 "--tolerance", "1", "--voxel-size", "10"]) == 2
+    assert "disagree by 10.0x" in capsys.readouterr().err

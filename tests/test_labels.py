@@ -105,3 +105,29 @@ def test_labels_cli(tmp_path, capsys):
                  str(tmp_path / "x.mrc")]) == 2  # fas has no radius
     assert main(["labels", "--like", str(tmp_path / "missing.mrc"), "--radius", "a=3", "--out",
                  str(tmp_path / "y.mrc")]) == 2
+
+
+def test_labels_cli_checks_coordinates_against_the_volume(tmp_path, capsys, caplog):
+    """Angstrom in the voxel columns is refused; particles outside are skipped and counted."""
+    tomo = _mrc(tmp_path / "tomo.mrc", np.zeros((24, 32, 32), np.float32))
+    vox = np.array([[8.0, 8.0, 8.0], [20.0, 20.0, 12.0], [300.0, 5.0, 5.0]])
+    base = {"tomo": "tomo", "class": "ribosome"}
+    wrong = tmp_path / "wrong.csv"  # x, y, z hold Angstrom (10 A voxels): all outside, and disagreeing
+    pd.DataFrame({**base, "x": vox[:, 0] * 10, "y": vox[:, 1] * 10, "z": vox[:, 2] * 10,
+                  "x_A": vox[:, 0] * 10, "y_A": vox[:, 1] * 10, "z_A": vox[:, 2] * 10}).to_csv(wrong, index=False)
+    args = ["labels", "--like", tomo, "--radius", "ribosome=3", "--out"]
+    assert main(["labels", "--coords", str(wrong), *args[1:], str(tmp_path / "a.mrc")]) == 2
+    err = capsys.readouterr().err
+    assert "disagree by 10.0x" in err and "Traceback" not in err and not (tmp_path / "a.mrc").exists()
+    only_voxels = tmp_path / "only.csv"  # no x_A: nothing to compare, but none lies inside
+    pd.DataFrame({**base, "x": vox[:, 0] * 10, "y": vox[:, 1] * 10, "z": vox[:, 2] * 10}).to_csv(only_voxels, index=False)
+    assert main(["labels", "--coords", str(only_voxels), *args[1:], str(tmp_path / "b.mrc")]) == 2
+    assert "none of the particles is inside" in capsys.readouterr().err
+    good = tmp_path / "good.csv"
+    pd.DataFrame({**base, "x": vox[:, 0], "y": vox[:, 1], "z": vox[:, 2]}).to_csv(good, index=False)
+    with caplog.at_level("WARNING"):
+        assert main(["labels", "--coords", str(good), *args[1:], str(tmp_path / "c.mrc")]) == 0
+    out = capsys.readouterr().out
+    assert "painted 2 particles inside the volume" in out and "skipped 1 outside" in out
+    assert "1 of 3 particles lie outside" in caplog.text
+    assert mrcfile.read(str(tmp_path / "c.mrc"))[8, 8, 8] == 1

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="One-to-one matching of predicted to true positions within --tolerance, per (tomogram, "
         "class); prints precision, recall, F1, miss rate and SHREC counts (RR, TP, FP, FN, MH, AD).",
     )
-    pk.add_argument("--pred", required=True, nargs="+", metavar="TABLE", help="predicted tables (.csv, .star, .json, .ndjson)")
+    pk.add_argument("--pred", required=True, nargs="+", metavar="TABLE", help="predicted tables (.csv, .star, .json, .ndjson, .tbl, copick project)")
     pk.add_argument("--truth", required=True, nargs="+", metavar="TABLE", help="true positions (same formats)")
     pk.add_argument("--tolerance", required=True, type=float, help="matching radius, in --unit")
     pk.add_argument("--unit", default="vox", help="unit of --tolerance: vox (voxels, default) or A (Angstrom)")
@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pk.add_argument("--pred-class", help="evaluate only this predicted class (compared with --truth-class whatever its name)")
     pk.add_argument("--truth-class", help="evaluate only this true class")
     pk.add_argument("--no-per-class", action="store_true", help="match regardless of class names")
-    pk.add_argument("--voxel-size", type=float, metavar="A", help="voxel size in Angstrom for tables that do not record it")
+    pk.add_argument("--voxel-size", type=float, metavar="A",
+                    help="voxel size in Angstrom for tables that do not record it (not needed with a voxel "
+                    "--tolerance); tables whose x and x_A columns disagree with it are refused")
     pk.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
     pk.add_argument("--matches", metavar="OUT.csv", help="write the predictions with their status (TP/FP), matched truth row and distance")
     pk.set_defaults(func=run_picks)
@@ -108,13 +110,32 @@ def parse_values(text: str, kind: type = float) -> list:
         raise ConfigError(f"cannot read {text!r} as a list (0.3,0.5) or a range (0.1:0.9:0.1): {exc}") from exc
 
 
-def _read_tables(paths: list[str], voxel_size: float | None):
+def _read_tables(paths: list[str], voxel_size: float | None, unit: str = "A"):
+    """Read and stack tables; with a voxel tolerance no voxel size is needed (``unit`` is normalised)."""
     import pandas as pd
 
     from deepict_dask.evaluate._io import load_table
 
-    frames = [load_table(p, voxel_size=voxel_size) for p in paths]
+    frames = [load_table(p, voxel_size=voxel_size, voxels_only=unit == "vox") for p in paths]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _check_same_units(pred, truth, pred_paths: list[str], truth_paths: list[str]) -> None:
+    """Warn when the two sides' x/x_A columns imply voxel sizes more than 2% apart (numbers given)."""
+    import logging
+
+    from deepict_dask.io.table_checks import UNIT_TOLERANCE, implied_voxel_size
+
+    a, b = implied_voxel_size(pred), implied_voxel_size(truth)
+    if a is None or b is None:
+        return
+    factor = max(x / y for x, y in zip(a, b))
+    factor = max(factor, max(y / x for x, y in zip(a, b)))
+    if factor - 1.0 > UNIT_TOLERANCE:
+        logging.getLogger(__name__).warning(
+            "the predicted and true tables disagree on the voxel size by %.1fx (x_A/x implies %s A in %s, %s A in "
+            "%s): are the voxel columns of one of them in Angstrom?", factor, f"{a[2]:.4g}", ", ".join(pred_paths),
+            f"{b[2]:.4g}", ", ".join(truth_paths))
 
 
 def _fmt(v: Any) -> str:
@@ -169,9 +190,10 @@ def run_picks(args: argparse.Namespace) -> int:
     from deepict_dask.evaluate.picking import check_unit, evaluate_picks
     from deepict_dask.io.atomic import atomic_path
 
-    check_unit(args.unit)
-    pred = _read_tables(args.pred, args.voxel_size)
-    truth = _read_tables(args.truth, args.voxel_size)
+    unit = check_unit(args.unit)
+    pred = _read_tables(args.pred, args.voxel_size, unit)
+    truth = _read_tables(args.truth, args.voxel_size, unit)
+    _check_same_units(pred, truth, args.pred, args.truth)
     ev = evaluate_picks(
         pred,
         truth,
@@ -268,8 +290,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from deepict_dask.evaluate.sweep import sweep
     from deepict_dask.io.volume import make_volume, origin_of, voxel_size_of
 
-    check_unit(args.unit)
-    truth = _read_tables(args.truth, None)
+    truth = _read_tables(args.truth, None, check_unit(args.unit))
     maps = {}
     items = [_map_name(p) for p in args.pred]
     tomos = sorted(set(truth["tomo"].astype(str)))

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--coords", nargs="+", default=[], metavar="TABLE",
-                   help="coordinate tables (.csv, .star, .json, .ndjson, motive list)")
+                   help="coordinate tables (.csv, .star, .json, .ndjson, .tbl, motive list, copick project)")
     p.add_argument("--like", required=True, metavar="TOMO",
                    help="tomogram whose shape, voxel size and origin the labels take (MRC or Zarr)")
     p.add_argument("--radius", nargs="+", default=[], metavar="CLASS=R",
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from deepict_dask.io import open_volume, write_mrc, write_ome_zarr
     from deepict_dask.io.atomic import atomic_path
     from deepict_dask.io.coords import read_tables
+    from deepict_dask.io.table_checks import check_table
     from deepict_dask.io.volume import spatial_shape, voxel_size_of
     from deepict_dask.train.labels import labels_volume, load_template, paint_labels, parse_radius
 
@@ -76,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
             table = table[table["tomo"].astype(str) == tomo]
             if table.empty:
                 raise ConfigError(f"no particles of tomogram '{tomo}' in the table(s) (use --tomo NAME)")
+        # units that disagree are refused; particles whose centre lies outside are skipped (with a
+        # warning), and a table with none inside is refused: it would paint nothing
+        source = args.coords[0] if len(args.coords) == 1 else ", ".join(args.coords)
+        inside = check_table(table, voxel_size=voxel_size_of(like), shape=spatial_shape(like), path=source,
+                             require_inside=True)
+        table = table[inside]
     template = load_template(args.template, args.template_threshold) if args.template else None
     data, ids = paint_labels(table, spatial_shape(like), vs, radii, template=template, masks=masks,
                              chunks=args.chunks)
@@ -88,5 +95,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         write_ome_zarr(vol, out, levels=1, chunks=args.chunks, attrs={"class_ids": ids}, overwrite=True)
     n = len(table)
-    print(f"painted {n} particles ({', '.join(f'{k}={v}' for k, v in ids.items())}) into {out}")
+    skipped = int((~inside).sum()) if args.coords else 0
+    note = f"; skipped {skipped} outside the volume" if skipped else ""
+    print(f"painted {n} particles inside the volume ({', '.join(f'{k}={v}' for k, v in ids.items())}) into {out}{note}")
     return 0

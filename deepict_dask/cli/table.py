@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+FORMAT_CHOICES = ["csv", "star", "json", "copick", "ndjson", "motl", "tbl"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -11,15 +14,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="convert coordinate tables between formats",
         description=(
             "Read one or more coordinate tables (.csv project schema or DeePiCt motive list, .star RELION, "
-            ".json copick, .ndjson CryoET Data Portal) and write them as one table in the format of --out."
+            ".json copick point file or a copick project directory, .ndjson CryoET Data Portal, .tbl Dynamo) "
+            "and write them as one table in the format of --out (--format copick: a copick project "
+            "directory with any number of classes and tomograms). Coordinates are checked: x/y/z against "
+            "x_A/y_A/z_A given --voxel-size, and against the volume given --shape."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="TABLE", help="input tables")
     p.add_argument("--out", required=True, help="output table; the suffix chooses the format (or use --format)")
-    p.add_argument("--format", choices=["csv", "star", "json", "ndjson", "motl"], help="output format (default: from suffix)")
-    p.add_argument("--in-format", choices=["csv", "star", "json", "ndjson", "motl"], help="input format (default: from suffix)")
+    p.add_argument("--format", choices=FORMAT_CHOICES, help="output format (default: from suffix)")
+    p.add_argument("--in-format", choices=FORMAT_CHOICES, help="input format (default: from suffix)")
     p.add_argument("--voxel-size", type=float, nargs="+", metavar="A", help="voxel size in Angstrom (1 value or z y x), for formats that do not record it")
-    p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="tomogram shape, for RELION 5 centred coordinates")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="tomogram shape, for RELION 5 centred coordinates (needed for them in .star output) "
+                   "and to check that the particles lie inside")
+    p.add_argument("--tilt-series-pixel-size", type=float, metavar="A",
+                   help="tilt-series pixel size for RELION's rlnTomoTiltSeriesPixelSize in .star output "
+                   "(default: assume the tomogram voxel size, with a warning)")
     p.add_argument("--tomo", help="tomogram name for formats that do not record it (motive lists, portal points)")
     p.add_argument("--class-map", nargs="+", metavar="N=NAME", help="motive-list class numbers to names, e.g. 1=ribosome 2=fas")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -27,8 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import pandas as pd
+
     from deepict_dask.errors import ConfigError
-    from deepict_dask.io.coords import read_tables, write_table
+    from deepict_dask.io.coords import empty_table, read_table, validate_table, write_table
+    from deepict_dask.io.table_checks import check_table
 
     names: dict[int, str] = {}
     for item in args.class_map or []:
@@ -41,8 +57,32 @@ def run(args: argparse.Namespace) -> int:
         if len(args.voxel_size) not in (1, 3):
             raise ConfigError("--voxel-size takes 1 value or 3 (z y x)")
         vs = args.voxel_size[0] if len(args.voxel_size) == 1 else tuple(args.voxel_size)
-    df = read_tables(args.inputs, fmt=args.in_format, voxel_size=vs, shape=args.shape, tomo=args.tomo, class_names=names or None)
+    if args.tilt_series_pixel_size is not None and args.tilt_series_pixel_size <= 0:
+        raise ConfigError("--tilt-series-pixel-size must be positive")
+    frames = []
+    for path in args.inputs:
+        part = read_table(path, fmt=args.in_format, voxel_size=vs, shape=args.shape, tomo=args.tomo,
+                          class_names=names or None)
+        check_table(part, voxel_size=vs, shape=args.shape, path=path)
+        frames.append(part)
+    df = validate_table(pd.concat(frames, ignore_index=True)) if frames else empty_table()
+    if (args.format or table_format_of_new(args.out)) == "star" and args.shape is None:
+        logging.getLogger(__name__).warning(
+            "%s: no --shape, so the STAR file has no rlnCenteredCoordinateX/Y/ZAngst columns, which RELION 5 "
+            "needs (give --shape Z Y X)", args.out)
     ids = {v: k for k, v in names.items()} or None
-    write_table(df, args.out, fmt=args.format, voxel_size=vs, shape=args.shape, class_ids=ids, overwrite=args.overwrite)
+    write_table(df, args.out, fmt=args.format, voxel_size=vs, shape=args.shape, class_ids=ids, overwrite=args.overwrite,
+                tilt_series_pixel_size=args.tilt_series_pixel_size)
     print(f"wrote {len(df)} particles from {len(args.inputs)} table(s) to {args.out}")
     return 0
+
+
+def table_format_of_new(path: str) -> str | None:
+    """The format an output path's suffix names, or None if it names none (then writing says why)."""
+    from deepict_dask.errors import InputError
+    from deepict_dask.io.coords import _suffix_format
+
+    try:
+        return _suffix_format(Path(path))
+    except InputError:
+        return None

@@ -16,10 +16,17 @@ Formats (chosen by suffix, or ``fmt=``):
            ``shape`` and ``voxel_size`` also RELION 5's ``rlnCenteredCoordinateX/Y/ZAngst``
            (Angstrom relative to the tomogram centre, ``(voxel - shape/2) * voxel_size``).
 ``json``   copick point set: ``points[].location`` in Angstrom, one class of one tomogram per file.
+``copick`` a copick project directory: ``copick_config.json`` (with ``pickable_objects``) and
+           ``ExperimentRuns/<run>/Picks/<user>_<session>_<object>.json``, any number of classes
+           and tomograms (:func:`write_copick_dir`).
 ``ndjson`` CryoET Data Portal points: one JSON object per line, ``location`` in voxels.
 ``motl``   DeePiCt / TOM motive list: CSV, no header, 20 columns, 0-based voxel coordinates in
            columns 8-10, score in column 1, class number in column 20.
+``tbl``    Dynamo table: plain text, one particle per line, at least 26 numeric columns (below).
 ========== ======================================================================================
+
+Orientations (``phi, theta, psi``) are converted at each format's boundary; the convention of each
+format is stated in :mod:`deepict_dask.io.orientation`.
 
 All writers are atomic; all readers give one clear :class:`InputError` naming the file on bad input.
 """
@@ -27,6 +34,7 @@ All writers are atomic; all readers give one clear :class:`InputError` naming th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -37,14 +45,17 @@ import numpy as np
 import pandas as pd
 
 from deepict_dask.errors import InputError
+from deepict_dask.io import orientation
 from deepict_dask.io.atomic import atomic_path
 from deepict_dask.io.volume import as_voxel_size
+
+log = logging.getLogger(__name__)
 
 REQUIRED = ["tomo", "class", "x", "y", "z", "x_A", "y_A", "z_A"]
 OPTIONAL = ["score", "size", "label", "phi", "theta", "psi"]
 VOXEL = ["x", "y", "z"]
 ANGSTROM = ["x_A", "y_A", "z_A"]
-FORMATS = ("csv", "star", "json", "ndjson", "motl")
+FORMATS = ("csv", "star", "json", "copick", "ndjson", "motl", "tbl")
 
 # RELION STAR column names
 _STAR_TOMO = "rlnTomoName"
@@ -53,7 +64,16 @@ _STAR_CENTRED = ["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "
 _STAR_ANGLES = ["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]
 _STAR_EXTRA = {"class": "rlnClassName", "score": "rlnAutopickFigureOfMerit", "size": "rlnDeepictSize", "label": "rlnDeepictLabel"}
 _STAR_FLOATS = [*_STAR_PX, *_STAR_CENTRED, *_STAR_ANGLES, _STAR_EXTRA["score"], _STAR_EXTRA["size"]]
-_STAR_PIXEL_SIZE = ["rlnTomoTiltSeriesPixelSize", "rlnImagePixelSize", "rlnDetectorPixelSize"]
+_STAR_TS_PIXEL = "rlnTomoTiltSeriesPixelSize"
+_STAR_PIXEL_SIZE = ["rlnDeepictVoxelSize", _STAR_TS_PIXEL, "rlnImagePixelSize", "rlnDetectorPixelSize"]
+_STAR_VOXEL = "rlnDeepictVoxelSize"  # ours: the tomogram voxel size that rlnCoordinateX/Y/Z count in
+
+
+_ASSUMED_TS_PIXEL: set[float] = set()  # voxel sizes already warned about as tilt-series pixel sizes
+
+
+class VoxelSizeNeeded(InputError):
+    """A table's format records no voxel size and none was given."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,8 +145,11 @@ def _broadcast(value: Any, n: int) -> list:
     return values
 
 
-def validate_table(df: pd.DataFrame, path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Check the schema; return the table with canonical dtypes and column order."""
+def validate_table(df: pd.DataFrame, path: str | os.PathLike | None = None, *, angstrom_optional: bool = False) -> pd.DataFrame:
+    """Check the schema; return the table with canonical dtypes and column order.
+
+    ``angstrom_optional``: the Angstrom columns may be NaN (a voxel table of unknown voxel size).
+    """
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise InputError(
@@ -138,7 +161,8 @@ def validate_table(df: pd.DataFrame, path: str | os.PathLike | None = None) -> p
             out[c] = out[c].astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise InputError(f"column {c!r} holds values that are not numbers ({exc})", path) from exc
-    if not np.all(np.isfinite(out[VOXEL + ANGSTROM].to_numpy())):
+    checked = VOXEL if angstrom_optional else VOXEL + ANGSTROM
+    if not np.all(np.isfinite(out[checked].to_numpy())):
         raise InputError("table has NaN or infinite coordinates", path)
     out["tomo"] = out["tomo"].astype(str)
     out["class"] = out["class"].astype(str)
@@ -175,6 +199,8 @@ def table_format(path: str | os.PathLike, fmt: str | None = None) -> str:
         if fmt not in FORMATS:
             raise InputError(f"unknown table format {fmt!r}; choose one of {list(FORMATS)}", path)
         return fmt
+    if Path(path).is_dir() and _is_copick_dir(Path(path)):
+        return "copick"
     found = _suffix_format(Path(path))
     if found == "csv" and Path(path).is_file() and _looks_like_motl(Path(path)):
         return "motl"
@@ -189,28 +215,38 @@ def read_table(
     shape: Sequence[int] | None = None,
     tomo: str | None = None,
     class_names: Mapping[int, str] | None = None,
+    angstrom_optional: bool = False,
 ) -> pd.DataFrame:
     """Read a coordinate table in any supported format into the schema.
 
     ``voxel_size`` (Angstrom, scalar or z,y,x) is needed where a format stores only one of voxels
     or Angstrom and does not record the pixel size; ``shape`` (z, y, x) for RELION 5 centred
     coordinates; ``tomo`` names the tomogram for formats that do not (motive lists);
-    ``class_names`` maps motive-list class numbers to names.
+    ``class_names`` maps motive-list / Dynamo class numbers to names. With ``angstrom_optional``
+    a voxel table of unknown voxel size is read with NaN Angstrom columns instead of refused
+    (for uses that need voxels only, such as matching with a voxel tolerance).
     """
     path = Path(path)
     if not path.exists():
         raise InputError("no such file", path)
-    if path.is_dir():
-        raise InputError("is a directory, not a table file", path)
     kind = table_format(path, fmt)
-    reader = {"csv": _read_csv, "star": _read_star, "json": _read_copick, "ndjson": _read_ndjson, "motl": _read_motl}[kind]
+    if path.is_dir() and kind != "copick":
+        raise InputError("is a directory, not a table file (nor a copick project)", path)
+    reader = {"csv": _read_csv, "star": _read_star, "json": _read_copick, "copick": read_copick_dir,
+              "ndjson": _read_ndjson, "motl": _read_motl, "tbl": _read_dynamo}[kind]
     try:
-        df = reader(path, voxel_size=voxel_size, shape=shape, tomo=tomo, class_names=class_names)
+        try:
+            df = reader(path, voxel_size=voxel_size, shape=shape, tomo=tomo, class_names=class_names)
+        except VoxelSizeNeeded:
+            if not angstrom_optional or voxel_size is not None:
+                raise
+            df = reader(path, voxel_size=1.0, shape=shape, tomo=tomo, class_names=class_names)
+            df["x_A"] = df["y_A"] = df["z_A"] = np.nan
     except InputError:
         raise
     except (ValueError, KeyError, TypeError, json.JSONDecodeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read as a {kind} table: {exc}", path) from exc
-    return validate_table(df, path)
+    return validate_table(df, path, angstrom_optional=angstrom_optional)
 
 
 def write_table(
@@ -222,22 +258,38 @@ def write_table(
     shape: Sequence[int] | None = None,
     class_ids: Mapping[str, int] | None = None,
     overwrite: bool = True,
+    tilt_series_pixel_size: float | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Path:
-    """Write a table atomically in the format given by ``fmt`` or the suffix of ``path``."""
+    """Write a table atomically in the format given by ``fmt`` or the suffix of ``path``.
+
+    ``shape`` (one tomogram) or ``shapes`` (per tomogram name) add RELION 5's centred Angstrom
+    columns to STAR; ``tilt_series_pixel_size`` fills ``rlnTomoTiltSeriesPixelSize`` (default: the
+    voxel size, with a warning saying so). Format ``copick`` writes a project directory.
+    """
     path = Path(path)
     kind = table_format(path, fmt or _suffix_format(path))
     df = validate_table(df)
-    writer = {"csv": _write_csv, "star": _write_star, "json": _write_copick, "ndjson": _write_ndjson, "motl": _write_motl}[kind]
+    if kind == "copick":
+        write_copick_dir(df, path, voxel_size=voxel_size, overwrite=overwrite)
+        return path
+    if kind == "json":
+        _check_one_copick_set(df, path)
+    writer = {"csv": _write_csv, "star": _write_star, "json": _write_copick, "ndjson": _write_ndjson,
+              "motl": _write_motl, "tbl": _write_dynamo}[kind]
     with atomic_path(path, overwrite=overwrite) as tmp:
-        writer(df, tmp, voxel_size=voxel_size, shape=shape, class_ids=class_ids)
+        writer(df, tmp, voxel_size=voxel_size, shape=shape, shapes=shapes, class_ids=class_ids,
+               tilt_series_pixel_size=tilt_series_pixel_size, target=path)
     return path
 
 
 def _suffix_format(path: Path) -> str:
     """The format a new file gets from its suffix (``.csv`` is the project's schema, not a motive list)."""
-    by_suffix = {".csv": "csv", ".txt": "csv", ".star": "star", ".json": "json", ".ndjson": "ndjson", ".motl": "motl"}
+    by_suffix = {".csv": "csv", ".txt": "csv", ".star": "star", ".json": "json", ".ndjson": "ndjson", ".motl": "motl",
+                 ".tbl": "tbl"}
     if path.suffix.lower() not in by_suffix:
-        raise InputError(f"cannot tell the table format from the suffix {path.suffix!r}; use .csv, .star, .json or .ndjson", path)
+        raise InputError(f"cannot tell the table format from the suffix {path.suffix!r}; use .csv, .star, .json, "
+                         f".ndjson or .tbl (or give the format; a copick project is a directory)", path)
     return by_suffix[path.suffix.lower()]
 
 
@@ -266,7 +318,7 @@ def _read_csv(path: Path, *, voxel_size=None, **_: Any) -> pd.DataFrame:
     if not (has_vox and has_ang):
         if voxel_size is None:
             have = "voxel" if has_vox else "Angstrom"
-            raise InputError(f"table has only {have} coordinates; give the voxel size to derive the others", path)
+            raise VoxelSizeNeeded(f"table has only {have} coordinates; give the voxel size to derive the others", path)
         df = with_angstrom(df, voxel_size) if has_vox else with_voxels(df, voxel_size)
     for col, default in (("tomo", path.stem), ("class", "particle")):
         if col not in df.columns:
@@ -324,7 +376,7 @@ def _read_star(path: Path, *, voxel_size=None, shape=None, **_: Any) -> pd.DataF
         for c, src in zip(VOXEL, _STAR_PX):
             out[c] = particles[src].astype(np.float64).to_numpy()
         if voxel_size is None:
-            raise InputError("STAR file records no pixel size; give the voxel size", path)
+            raise VoxelSizeNeeded("STAR file records no pixel size; give the voxel size", path)
         out = with_angstrom(out, voxel_size)
     else:
         if voxel_size is None or shape is None:
@@ -340,7 +392,7 @@ def _read_star(path: Path, *, voxel_size=None, shape=None, **_: Any) -> pd.DataF
         if ours != "class" and theirs in particles.columns:
             out[ours] = particles[theirs].to_numpy()
     if all(c in particles.columns for c in _STAR_ANGLES):
-        out["phi"], out["theta"], out["psi"] = _zyz_to_zxz(particles[_STAR_ANGLES].to_numpy(dtype=np.float64))
+        orientation.set_rotations(out, orientation.rotations_from_relion(particles[_STAR_ANGLES].to_numpy(dtype=np.float64)))
     return out
 
 
@@ -352,27 +404,72 @@ def _star_pixel_size(blocks: Mapping[str, pd.DataFrame], particles: pd.DataFrame
     return None
 
 
-def _write_star(df: pd.DataFrame, path: Path, *, voxel_size=None, shape=None, **_: Any) -> None:
+def _write_star(
+    df: pd.DataFrame,
+    path: Path,
+    *,
+    voxel_size=None,
+    shape=None,
+    shapes=None,
+    tilt_series_pixel_size=None,
+    target=None,
+    **_: Any,
+) -> None:
+    """RELION STAR: pixel coordinates in tomogram voxels, centred Angstrom where shapes are known.
+
+    ``rlnTomoTiltSeriesPixelSize`` is ``tilt_series_pixel_size``; without it the tomogram voxel size
+    is assumed, which a comment line in the file and a warning say.
+    """
     import starfile
 
+    vs = as_voxel_size(voxel_size) if voxel_size is not None else _voxel_size_from_table(df)
     out = pd.DataFrame({_STAR_TOMO: df["tomo"].to_numpy()})
     for c, dst in zip(VOXEL, _STAR_PX):
         out[dst] = df[c].to_numpy()
-    if shape is not None:
-        vs = as_voxel_size(voxel_size) if voxel_size is not None else _voxel_size_from_table(df)
-        centre = np.asarray(shape, dtype=np.float64)[::-1] / 2.0
-        for i, (c, dst) in enumerate(zip(VOXEL, _STAR_CENTRED)):
-            out[dst] = (df[c].to_numpy() - centre[i]) * vs[2 - i]
+    centred = _centred_angstrom(df, vs, shape, shapes)
+    if centred is not None:
+        for i, dst in enumerate(_STAR_CENTRED):
+            out[dst] = centred[:, i]
     for ours, theirs in _STAR_EXTRA.items():
         if ours in df.columns:
             out[theirs] = df[ours].to_numpy()
-    if all(c in df.columns for c in ("phi", "theta", "psi")):
-        rot, tilt, psi = _zxz_to_zyz(df[["phi", "theta", "psi"]].to_numpy(dtype=np.float64))
-        out[_STAR_ANGLES[0]], out[_STAR_ANGLES[1]], out[_STAR_ANGLES[2]] = rot, tilt, psi
-    vs_col = voxel_size if voxel_size is not None else _voxel_size_from_table(df)
-    if vs_col is not None:
-        out[_STAR_PIXEL_SIZE[0]] = as_voxel_size(vs_col)[2]
+    if orientation.has_angles(df):
+        angles = orientation.relion_from_table(df)
+        for i, dst in enumerate(_STAR_ANGLES):
+            out[dst] = angles[:, i]
+    note = ""
+    if vs is not None:
+        out[_STAR_VOXEL] = vs[2]
+        ts = tilt_series_pixel_size
+        if ts is None:
+            ts = vs[2]
+            note = (f"rlnTomoTiltSeriesPixelSize assumed equal to the tomogram voxel size ({vs[2]:g} A): "
+                    f"the tilt-series pixel size was not given")
+            if vs[2] not in _ASSUMED_TS_PIXEL:  # once per process and size: a run writes many STAR files
+                _ASSUMED_TS_PIXEL.add(vs[2])
+                log.warning("%s: %s (--tilt-series-pixel-size sets it)", target or path, note)
+        out[_STAR_TS_PIXEL] = float(ts)
     starfile.write({"particles": out}, path, float_format=None)
+    if note:
+        text = path.read_text(encoding="utf-8")
+        path.write_text(f"# {note}\n{text}", encoding="utf-8")
+
+
+def _centred_angstrom(df: pd.DataFrame, vs, shape, shapes) -> np.ndarray | None:
+    """(N, 3) RELION 5 centred x, y, z in Angstrom, ``(voxel - shape/2) * voxel_size``; None if unknown."""
+    if vs is None or (shape is None and not shapes):
+        return None
+    tomos = df["tomo"].astype(str).to_numpy()
+    if shape is None:
+        missing = sorted(set(tomos) - set(shapes))
+        if missing:
+            log.warning("no shape for tomogram(s) %s: the STAR file has no rlnCenteredCoordinate columns", missing)
+            return None
+        sizes = np.array([np.asarray(shapes[t], dtype=np.float64)[::-1] for t in tomos]).reshape(-1, 3)
+    else:
+        sizes = np.broadcast_to(np.asarray(shape, dtype=np.float64)[::-1], (len(df), 3))
+    xyz = df[VOXEL].to_numpy(dtype=np.float64)
+    return (xyz - sizes / 2.0) * np.asarray(vs, dtype=np.float64)[::-1]
 
 
 def _voxel_size_from_table(df: pd.DataFrame) -> tuple[float, float, float] | None:
@@ -391,27 +488,16 @@ def _voxel_size_from_table(df: pd.DataFrame) -> tuple[float, float, float] | Non
     return tuple(s if math.isfinite(s) else known[0] for s in sizes)  # type: ignore[return-value]
 
 
-def _zxz_to_zyz(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ZXZ intrinsic Euler angles (phi, theta, psi) -> the same rotation as ZYZ (RELION rot, tilt, psi)."""
-    from scipy.spatial.transform import Rotation
-
-    zyz = Rotation.from_euler("ZXZ", angles, degrees=True).as_euler("ZYZ", degrees=True)
-    return zyz[:, 0], zyz[:, 1], zyz[:, 2]
-
-
-def _zyz_to_zxz(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from scipy.spatial.transform import Rotation
-
-    zxz = Rotation.from_euler("ZYZ", angles, degrees=True).as_euler("ZXZ", degrees=True)
-    return zxz[:, 0], zxz[:, 1], zxz[:, 2]
-
-
 # ----------------------------------------------------------------------------------------------
 # copick JSON (Angstrom)
 # ----------------------------------------------------------------------------------------------
 
 
+COPICK_CONFIG = "copick_config.json"
+
+
 def _read_copick(path: Path, *, voxel_size=None, **_: Any) -> pd.DataFrame:
+    """One copick point file; positions are ``location`` plus the matrix's translation, in Angstrom."""
     with open(path, encoding="utf-8") as fh:
         doc = json.load(fh)
     if not isinstance(doc, dict) or "points" not in doc:
@@ -420,12 +506,14 @@ def _read_copick(path: Path, *, voxel_size=None, **_: Any) -> pd.DataFrame:
     if voxel_size is None:
         voxel_size = doc.get("voxel_spacing")
     if voxel_size is None:
-        raise InputError("copick file has no voxel_spacing; give the voxel size", path)
+        raise VoxelSizeNeeded("copick file has no voxel_spacing; give the voxel size", path)
     try:
         loc = np.array([[p["location"]["x"], p["location"]["y"], p["location"]["z"]] for p in points], dtype=np.float64)
     except (KeyError, TypeError) as exc:
         raise InputError(f"copick point without location x/y/z ({exc})", path) from exc
     loc = loc.reshape(-1, 3)
+    mats = np.array([p.get("transformation_") or np.eye(4).tolist() for p in points], dtype=np.float64).reshape(-1, 4, 4)
+    loc = loc + mats[:, :3, 3]  # copick adds the translation (as its RELION converter does)
     df = pd.DataFrame({"tomo": doc.get("run_name") or path.stem, "class": doc.get("pickable_object_name") or "particle"}, index=range(len(loc)))
     df["x_A"], df["y_A"], df["z_A"] = loc[:, 0], loc[:, 1], loc[:, 2]
     df = with_voxels(df, voxel_size)
@@ -433,23 +521,36 @@ def _read_copick(path: Path, *, voxel_size=None, **_: Any) -> pd.DataFrame:
         df["score"] = [float(p["score"]) for p in points]
     if points and all("instance_id" in p for p in points):
         df["label"] = [int(p["instance_id"]) for p in points]
+    if points and (doc.get("trust_orientation", True) or not np.allclose(mats[:, :3, :3], np.eye(3))):
+        orientation.set_rotations(df, orientation.rotations_from_matrices(mats[:, :3, :3]))
     return df
 
 
-def _write_copick(df: pd.DataFrame, path: Path, *, voxel_size=None, **_: Any) -> None:
+def _check_one_copick_set(df: pd.DataFrame, path: Path) -> None:
+    """A copick point file holds one class of one tomogram: say so before anything is written."""
     tomos, classes = df["tomo"].unique(), df["class"].unique()
     if len(tomos) > 1 or len(classes) > 1:
         raise InputError(
             f"a copick point file holds one class of one tomogram; this table has {len(classes)} classes "
-            f"and {len(tomos)} tomograms (use write_copick_dir)",
+            f"and {len(tomos)} tomograms: write a copick project instead (a directory, format 'copick')",
             path,
         )
+
+
+def _write_copick(df: pd.DataFrame, path: Path, *, voxel_size=None, user_id: str = "deepict",
+                  session_id: str = "0", **_: Any) -> None:
+    """One copick point file; orientations as copick's 4x4 matrices (see :mod:`.orientation`)."""
+    tomos, classes = df["tomo"].unique(), df["class"].unique()
     vs = as_voxel_size(voxel_size) if voxel_size is not None else _voxel_size_from_table(df)
+    oriented = orientation.has_angles(df)
+    mats = orientation.matrices_from_table(df) if oriented else np.broadcast_to(np.eye(3), (len(df), 3, 3))
     points = []
-    for r in df.to_dict("records"):
+    for i, r in enumerate(df.to_dict("records")):
+        m = np.eye(4)
+        m[:3, :3] = mats[i]
         p: dict[str, Any] = {
             "location": {"x": float(r["x_A"]), "y": float(r["y_A"]), "z": float(r["z_A"])},
-            "transformation_": _transformation(r),
+            "transformation_": m.tolist(),
         }
         if "score" in df.columns:
             p["score"] = float(r["score"])
@@ -458,34 +559,116 @@ def _write_copick(df: pd.DataFrame, path: Path, *, voxel_size=None, **_: Any) ->
         points.append(p)
     doc = {
         "pickable_object_name": str(classes[0]) if len(classes) else "particle",
-        "user_id": "deepict",
-        "session_id": "0",
+        "user_id": user_id,
+        "session_id": session_id,
         "run_name": str(tomos[0]) if len(tomos) else "",
         "voxel_spacing": None if vs is None else vs[2],
         "unit": "angstrom",
-        "trust_orientation": all(c in df.columns for c in ("phi", "theta", "psi")),
+        "trust_orientation": oriented,
         "points": points,
     }
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1)
 
 
-def _transformation(row: Mapping[str, Any]) -> list[list[float]]:
-    m = np.eye(4)
-    if all(k in row for k in ("phi", "theta", "psi")):
-        from scipy.spatial.transform import Rotation
-
-        m[:3, :3] = Rotation.from_euler("ZXZ", [row["phi"], row["theta"], row["psi"]], degrees=True).as_matrix()
-    return m.tolist()
+def _is_copick_dir(path: Path) -> bool:
+    return (path / COPICK_CONFIG).is_file() or (path / "ExperimentRuns").is_dir()
 
 
-def write_copick_dir(df: pd.DataFrame, root: str | os.PathLike, *, voxel_size=None, user_id: str = "deepict", session_id: str = "0") -> list[Path]:
-    """Write a table as copick's overlay layout: ``root/<run>/Picks/<user>_<session>_<class>.json``."""
+def _copick_name(value: str, what: str, root: Path) -> str:
+    """copick splits ``<user>_<session>_<object>.json`` on '_': names must not contain it."""
+    if not value or "_" in value or "/" in value:
+        raise InputError(f"copick cannot store the {what} {value!r}: copick names may not be empty or contain '_' "
+                         f"or '/' (it splits file names <user>_<session>_<object>.json on '_'); rename it", root)
+    return value
+
+
+def write_copick_dir(
+    df: pd.DataFrame,
+    root: str | os.PathLike,
+    *,
+    voxel_size=None,
+    user_id: str = "deepict",
+    session_id: str = "0",
+    overwrite: bool = True,
+) -> list[Path]:
+    """Write a table as a copick project that copick itself opens.
+
+    ``root/copick_config.json`` lists every class as a pickable object (overlay root: ``root``,
+    as an absolute path) and each (tomogram, class) goes to
+    ``root/ExperimentRuns/<tomo>/Picks/<user>_<session>_<class>.json``. Existing picks of other
+    users or classes under ``root`` stay; a config already there is extended, not replaced.
+    """
+    root = Path(root)
+    df = validate_table(df)
+    _copick_name(user_id, "user id", root)
+    _copick_name(session_id, "session id", root)
+    classes = [_copick_name(str(c), "class name", root) for c in sorted(df["class"].unique())]
+    bad_runs = [t for t in df["tomo"].astype(str).unique() if not t or "/" in t or t.startswith(".")]
+    if bad_runs:
+        raise InputError(f"copick cannot store the tomogram (run) name(s) {bad_runs}: a run is a directory", root)
+    if root.exists() and not root.is_dir():
+        raise InputError("exists and is not a directory; a copick project is a directory", root)
+    if voxel_size is None:  # one class of one tomogram may hold too few points to tell
+        voxel_size = _voxel_size_from_table(df)
     written = []
-    for (tomo, cls), part in validate_table(df).groupby(["tomo", "class"], sort=True):
-        target = Path(root) / str(tomo) / "Picks" / f"{user_id}_{session_id}_{cls}.json"
-        written.append(write_table(part, target, fmt="json", voxel_size=voxel_size))
+    for (tomo, cls), part in df.groupby(["tomo", "class"], sort=True):
+        target = root / "ExperimentRuns" / str(tomo) / "Picks" / f"{user_id}_{session_id}_{cls}.json"
+        with atomic_path(target, overwrite=overwrite) as tmp:
+            _write_copick(part, tmp, voxel_size=voxel_size, user_id=user_id, session_id=session_id)
+        written.append(target)
+    _write_copick_config(root, classes)
     return written
+
+
+def _write_copick_config(root: Path, classes: Sequence[str]) -> Path:
+    """Create or extend ``copick_config.json`` so every class is a pickable object."""
+    path = root / COPICK_CONFIG
+    config: dict[str, Any] = {"config_type": "filesystem", "name": root.name, "description": "written by deepict",
+                              "version": "0.2.0", "pickable_objects": []}
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"existing copick config is not JSON ({exc})", path) from exc
+    config["overlay_root"] = "local://" + str(root.resolve())
+    objects = config.setdefault("pickable_objects", [])
+    known = {o.get("name") for o in objects}
+    next_label = max([int(o.get("label") or 0) for o in objects] + [0]) + 1
+    for name in classes:
+        if name not in known:
+            objects.append({"name": name, "is_particle": True, "label": next_label})
+            next_label += 1
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return path
+
+
+def _run_voxel_spacing(run: Path) -> float | None:
+    """The smallest ``VoxelSpacing<size>`` of a copick run (what copick's converter uses), if any."""
+    sizes = []
+    for d in run.glob("VoxelSpacing*"):
+        try:
+            sizes.append(float(d.name.removeprefix("VoxelSpacing")))
+        except ValueError:
+            continue
+    return min(sizes) if sizes else None
+
+
+def read_copick_dir(root: Path, *, voxel_size=None, **_: Any) -> pd.DataFrame:
+    """Every point file of a copick project (all users and sessions) as one table.
+
+    A point file without ``voxel_spacing`` takes its run's smallest voxel spacing, as copick does.
+    """
+    files = sorted(Path(root).glob("ExperimentRuns/*/Picks/*.json"))
+    frames = []
+    for f in files:
+        part = validate_table(_read_copick(f, voxel_size=voxel_size or _run_voxel_spacing(f.parent.parent)), f)
+        part["tomo"] = f.parent.parent.name  # copick's run is the directory name
+        frames.append(part)
+    if not frames:
+        raise InputError("copick project has no picks (no ExperimentRuns/<run>/Picks/*.json)", root)
+    return pd.concat(frames, ignore_index=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,7 +678,7 @@ def write_copick_dir(df: pd.DataFrame, root: str | os.PathLike, *, voxel_size=No
 
 def _read_ndjson(path: Path, *, voxel_size=None, tomo=None, **_: Any) -> pd.DataFrame:
     if voxel_size is None:
-        raise InputError("portal point files are in voxels and record no voxel size; give the voxel size", path)
+        raise VoxelSizeNeeded("portal point files are in voxels and record no voxel size; give the voxel size", path)
     rows = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -510,11 +693,8 @@ def _read_ndjson(path: Path, *, voxel_size=None, tomo=None, **_: Any) -> pd.Data
     xyz = np.array([r[:3] for r in rows], dtype=np.float64).reshape(-1, 3)
     df = make_table(tomo or path.stem, [r[3].get("class", "particle") for r in rows], xyz=xyz, voxel_size=voxel_size)
     if rows and all("xyz_rotation_matrix" in r[3] for r in rows):
-        from scipy.spatial.transform import Rotation
-
         mats = np.array([r[3]["xyz_rotation_matrix"] for r in rows], dtype=np.float64)
-        eul = Rotation.from_matrix(mats).as_euler("ZXZ", degrees=True)
-        df["phi"], df["theta"], df["psi"] = eul[:, 0], eul[:, 1], eul[:, 2]
+        orientation.set_rotations(df, orientation.rotations_from_matrices(mats))
     for key in ("score", "instance_id"):
         if rows and all(key in r[3] for r in rows):
             df["score" if key == "score" else "label"] = [r[3][key] for r in rows]
@@ -522,16 +702,18 @@ def _read_ndjson(path: Path, *, voxel_size=None, tomo=None, **_: Any) -> pd.Data
 
 
 def _write_ndjson(df: pd.DataFrame, path: Path, **_: Any) -> None:
-    oriented = all(c in df.columns for c in ("phi", "theta", "psi"))
+    """Portal points in voxels; orientations as the portal's ``xyz_rotation_matrix`` (copick's matrix)."""
+    oriented = orientation.has_angles(df)
+    mats = orientation.matrices_from_table(df) if oriented else None
     with open(path, "w", encoding="utf-8") as fh:
-        for _, r in df.iterrows():
+        for i, (_, r) in enumerate(df.iterrows()):
             obj: dict[str, Any] = {
                 "type": "orientedPoint" if oriented else "point",
                 "location": {"x": float(r["x"]), "y": float(r["y"]), "z": float(r["z"])},
                 "class": str(r["class"]),
             }
             if oriented:
-                obj["xyz_rotation_matrix"] = np.asarray(_transformation(r))[:3, :3].tolist()
+                obj["xyz_rotation_matrix"] = mats[i].tolist()
             if "score" in df.columns:
                 obj["score"] = float(r["score"])
             if "label" in df.columns:
@@ -562,7 +744,7 @@ def _looks_like_motl(path: Path) -> bool:
 
 def _read_motl(path: Path, *, voxel_size=None, tomo=None, class_names=None, **_: Any) -> pd.DataFrame:
     if voxel_size is None:
-        raise InputError("motive lists record no voxel size; give the voxel size", path)
+        raise VoxelSizeNeeded("motive lists record no voxel size; give the voxel size", path)
     raw = pd.read_csv(path, header=None, float_precision="round_trip")
     if raw.shape[1] != 20:
         raise InputError(f"a motive list has 20 columns, this file has {raw.shape[1]}", path)
@@ -592,3 +774,88 @@ def _write_motl(df: pd.DataFrame, path: Path, *, class_ids=None, **_: Any) -> No
         raise InputError(f"class {exc} has no number in class_ids", path) from exc
     # repr-exact numbers, no header: the layout DeePiCt reads.
     pd.DataFrame(m).to_csv(path, index=False, header=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dynamo table
+# ----------------------------------------------------------------------------------------------
+
+# Dynamo's column numbers (1-based, as its documentation counts them) of what we read and write:
+# 1 tag, 2 aligned, 3 averaged, 4-6 dx dy dz (shift, pixels), 7-9 tdrot tilt narot (degrees),
+# 10 cc (score), 13 ftype, 20 tomo (number), 22 class (number), 24-26 x y z (pixels); 35 columns.
+_TBL = {"tag": 1, "aligned": 2, "averaged": 3, "dx": 4, "tdrot": 7, "cc": 10, "tomo": 20, "class": 22, "x": 24}
+_TBL_COLUMNS = 35
+_TBL_MIN_COLUMNS = 26
+
+
+def _read_dynamo(path: Path, *, voxel_size=None, tomo=None, class_names=None, **_: Any) -> pd.DataFrame:
+    """Dynamo ``.tbl``: position ``x + dx`` etc. in pixels counted from 1 (MATLAB), so minus 1 here.
+
+    Tomograms and classes are numbers in Dynamo; ``tomo`` names a file's only tomogram and
+    ``class_names`` maps class numbers to names (otherwise the numbers become the names).
+    """
+    if voxel_size is None:
+        raise VoxelSizeNeeded("Dynamo tables record no voxel size; give the voxel size", path)
+    try:
+        m = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise InputError(f"a Dynamo table holds only numbers, {len(_TBL)} named columns at least ({exc})", path) from exc
+    if m.size and m.shape[1] < _TBL_MIN_COLUMNS:
+        raise InputError(f"a Dynamo table has at least {_TBL_MIN_COLUMNS} columns (x, y, z are 24-26), "
+                         f"this file has {m.shape[1]}", path)
+    m = m.reshape(-1, max(m.shape[1], _TBL_MIN_COLUMNS))
+
+    def col(name: str, width: int = 1) -> np.ndarray:
+        i = _TBL[name] - 1
+        return m[:, i : i + width]
+
+    tomo_ids = col("tomo")[:, 0].astype(int)
+    if tomo is not None and len(set(tomo_ids)) > 1:
+        raise InputError(f"the table holds {len(set(tomo_ids))} tomograms (numbers {sorted(set(tomo_ids))}); "
+                         f"--tomo can name only one", path)
+    names = [tomo if tomo is not None else str(t) for t in tomo_ids]
+    cls_names = class_names or {}
+    classes = [cls_names.get(int(c), str(int(c))) for c in col("class")[:, 0]]
+    xyz = col("x", 3) + col("dx", 3) - 1.0
+    df = make_table(names, classes, xyz=xyz, voxel_size=voxel_size, score=col("cc")[:, 0])
+    angles = col("tdrot", 3)
+    if np.any(angles != 0):
+        orientation.set_rotations(df, orientation.rotations_from_dynamo(angles))
+    return df
+
+
+def _write_dynamo(df: pd.DataFrame, path: Path, *, class_ids=None, target=None, **_: Any) -> None:
+    """Dynamo ``.tbl``, 35 columns: positions as x, y, z counted from 1 (no shifts), angles as
+    ``tdrot, tilt, narot`` (see :mod:`.orientation`), score as cc, tomograms and classes numbered."""
+    if class_ids is None:
+        class_ids = _numbers(df["class"], "class", target or path)
+    tomo_ids = _numbers(df["tomo"], "tomogram", target or path)
+    n = len(df)
+    m = np.zeros((n, _TBL_COLUMNS), dtype=np.float64)
+    m[:, _TBL["tag"] - 1] = np.arange(1, n + 1)
+    m[:, _TBL["aligned"] - 1] = m[:, _TBL["averaged"] - 1] = 1
+    i = _TBL["x"] - 1
+    m[:, i : i + 3] = df[VOXEL].to_numpy(dtype=np.float64) + 1.0
+    if orientation.has_angles(df):
+        i = _TBL["tdrot"] - 1
+        m[:, i : i + 3] = orientation.dynamo_from_table(df)
+    if "score" in df.columns:
+        m[:, _TBL["cc"] - 1] = df["score"].to_numpy(dtype=np.float64)
+    m[:, _TBL["tomo"] - 1] = [tomo_ids[t] for t in df["tomo"]]
+    try:
+        m[:, _TBL["class"] - 1] = [class_ids[c] for c in df["class"]]
+    except KeyError as exc:
+        raise InputError(f"class {exc} has no number in class_ids", target or path) from exc
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in m:
+            fh.write(" ".join(str(int(v)) if np.isfinite(v) and v == int(v) else repr(float(v)) for v in row) + "\n")
+
+
+def _numbers(names: pd.Series, what: str, path: Path) -> dict[str, int]:
+    """Dynamo numbers tomograms and classes: numeric names keep their number, others get 1, 2, ..."""
+    unique = sorted(names.astype(str).unique())
+    if all(u.isdigit() for u in unique):
+        return {u: int(u) for u in unique}
+    ids = {u: i + 1 for i, u in enumerate(unique)}
+    log.warning("%s: Dynamo numbers each %s: %s", path, what, ", ".join(f"{v}={k}" for k, v in ids.items()))
+    return ids

@@ -105,14 +105,16 @@ def write_run_outputs(
     table_paths = _table_paths(records, result)
     fps = [file_fingerprint(p) for p in table_paths]
     combined = {fmt: run_dir / f"particles.{fmt}" for fmt in ("csv", "star")}
-    key = hash_value({"tables": fps, "formats": list(combined)})
+    # each tomogram's shape gives the run-wide STAR the RELION 5 centred columns the per-tomogram ones have
+    shapes = {t.name: list(t.header["shape"]) for t in tomos if t.header and t.header.get("shape")}
+    key = hash_value({"tables": fps, "formats": list(combined), "shapes": shapes})
     if _stale(run_rec, "combine", key):
         frames = [read_table(p) for p in table_paths]
         frames = [f for f in frames if len(f)]
         df = pd.concat(frames, ignore_index=True) if frames else empty_table()
         vs = next((t.header.get("voxel_size") for t in tomos if t.header), None)
         write_table(df, combined["csv"])
-        write_table(df, combined["star"], voxel_size=vs)
+        write_table(df, combined["star"], voxel_size=vs, shapes=shapes)
         _record(manifest, run_rec, "combine", key, list(combined.values()))
     outputs.update({f"particles_{k}": v for k, v in combined.items()})
 

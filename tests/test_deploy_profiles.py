@@ -113,3 +113,33 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_sbatch_script_dashboard_listens_on_loopback_only(tmp_path):
+    """The scheduler line of deploy/deepict-run.sbatch, run as written: its dashboard is on 127.0.0.1."""
+    import json
+
+    import psutil
+
+    lines = (DEPLOY / "deepict-run.sbatch").read_text().splitlines()
+    setting = [ln for ln in lines if ln.startswith("DASHBOARD=")]
+    start = [ln for ln in lines if ln.startswith("$RUN dask scheduler")]
+    assert len(setting) == 1 and len(start) == 1
+    sched_file = tmp_path / "sched.json"
+    command = f"RUN=; SCHED_FILE={sched_file}; {setting[0]}; exec {start[0].removesuffix('&')}"
+    proc = subprocess.Popen(["bash", "-c", command], env={k: v for k, v in os.environ.items() if k != "DASHBOARD"},
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        address, deadline = None, time.monotonic() + 30
+        while address is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                address = json.loads(sched_file.read_text())["address"]
+            except (OSError, ValueError, KeyError):  # not written (completely) yet
+                time.sleep(0.2)
+        assert address, "the scheduler did not start"
+        comm_port = int(address.rsplit(":", 1)[1])
+        listening = [c.laddr for c in psutil.Process(proc.pid).net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port != comm_port]
+        assert listening and {a.ip for a in listening} == {"127.0.0.1"}, listening
+    finally:
+        _stop(proc)

@@ -14,6 +14,9 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads-per-worker", type=int, metavar="N", help="threads per LocalCluster worker (default 1)")
     g.add_argument("--memory-limit", metavar="SIZE", help="memory limit per LocalCluster worker, e.g. 4GiB (default: RAM / workers)")
     g.add_argument("--jobs", type=int, metavar="N", help="jobqueue jobs to request (default 1)")
+    g.add_argument("--dashboard-address", metavar="HOST:PORT",
+                   help="where the Dask dashboard listens (default 127.0.0.1:8787, this host only: it has no "
+                        "login; use an SSH tunnel). ':8787' opens it to the network")
 
 
 def unique_names(sources: list) -> list[str]:

@@ -75,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
 
 def _cluster_override(args: argparse.Namespace, spec_from_args: Any) -> Any:
     given = any(getattr(args, k, None) for k in ("scheduler", "cluster", "workers", "threads_per_worker",
-                                                    "memory_limit", "jobs"))
+                                                    "memory_limit", "jobs", "dashboard_address"))
     return spec_from_args(args) if given else None

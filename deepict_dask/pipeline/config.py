@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from deepict_dask.cluster import DEFAULT_WORKER_WAIT
 from deepict_dask.errors import ConfigError
 from deepict_dask.models.spec import DEMO_MODELS as SHIPPED_MODELS
 
@@ -176,6 +177,8 @@ class ClusterConfig(_Strict):
     jobs: int = Field(1, ge=1, description="jobqueue jobs to request")
     jobqueue: dict[str, Any] = Field(default_factory=dict, description="extra jobqueue cluster arguments")
     adapt: AdaptConfig | None = Field(None, description="adaptive scaling of jobqueue jobs")
+    dashboard: str | None = Field(None, description="dashboard HOST:PORT (default 127.0.0.1:8787: this host only)")
+    worker_wait: float = Field(DEFAULT_WORKER_WAIT, gt=0, description="seconds a jobqueue cluster may take to start its first worker")
 
     @model_validator(mode="after")
     def _address(self) -> ClusterConfig:

@@ -88,6 +88,8 @@ cluster:
   # memory_limit: 8GiB
   # jobs: 4                       # jobqueue jobs
   # jobqueue: {{}}                  # extra dask-jobqueue arguments (profile in ~/.config/dask/jobqueue.yaml)
+  # worker_wait: 300              # seconds the first jobqueue worker may take to join, then an error
+  # dashboard: 127.0.0.1:8787     # this host only (no login on it; SSH tunnel); ':8787' opens it to all
 """
 
 

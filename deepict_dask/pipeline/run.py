@@ -62,11 +62,12 @@ def cluster_spec(config: RunConfig, override: ClusterSpec | None = None) -> Clus
     spec = ClusterSpec(
         kind=c.kind, scheduler=c.scheduler, n_workers=c.workers, threads_per_worker=c.threads_per_worker,
         memory_limit=c.memory_limit, jobs=c.jobs, jobqueue_options=dict(c.jobqueue),
+        dashboard_address=c.dashboard, worker_wait=c.worker_wait,
     )
     if override is not None:
         if override.kind != "local" or override.scheduler:
             spec.kind, spec.scheduler = override.kind, override.scheduler
-        for name in ("n_workers", "threads_per_worker", "memory_limit"):
+        for name in ("n_workers", "threads_per_worker", "memory_limit", "dashboard_address"):
             if getattr(override, name) is not None:
                 setattr(spec, name, getattr(override, name))
         if override.jobs and override.jobs != 1:

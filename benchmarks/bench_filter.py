@@ -103,7 +103,7 @@ def blockwise_peak_mb(shape: tuple[int, int, int], workdir: Path) -> tuple[float
     src, out = workdir / "in.ome.zarr", workdir / "out" / "in.ome.zarr"
     write_tomogram(src, shape)
     args = build_parser().parse_args(["filter", str(src), "--out", str(out.parent), "--mode", "blockwise"])
-    spec = ClusterSpec(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    spec = ClusterSpec(n_workers=2, threads_per_worker=1, dashboard_address=":0")
     try:
         with dask_client(spec, quiet=True) as client:
             client.run(lambda: __import__("deepict_dask.preprocess"))

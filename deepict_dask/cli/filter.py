@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-halo", type=int, default=48, metavar="N", help="blockwise: largest automatic halo (default 48)")
     p.add_argument("--block-size", type=int, default=128, metavar="N", help="blockwise: block edge in voxels (default 128)")
     p.add_argument("--spectrum-method", choices=["auto", "exact", "welch"], default="auto",
-                   help="blockwise: how the input spectrum is measured (default auto: exact if it fits, else Welch)")
+                   help="blockwise: how the input spectrum is measured (default auto: Welch, bounded memory; exact: one whole-volume FFT)")
     p.add_argument("--levels", type=int, metavar="N",
                    help="pyramid levels of the output (default: as many as an OME-Zarr input has, else 3)")
     p.add_argument("--chunks", type=int, default=128, metavar="N", help="output chunk edge in voxels (default 128)")

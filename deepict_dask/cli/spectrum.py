@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, metavar="TSV", help="output spectrum file (.tsv)")
     p.add_argument("--method", choices=["auto", "exact", "welch"], default="auto",
                    help="exact: one FFT of the whole volume; welch: average over sub-volumes (bounded memory); "
-                   "auto: exact when it fits a worker's memory (default)")
+                   "auto: exact when the volume fits in one window, else welch (default)")
     p.add_argument("--window", type=int, default=128, metavar="N",
                    help="Welch sub-volume edge in voxels (default 128; sets the frequency resolution)")
     p.add_argument("--group", metavar="PATH", help="for OME-Zarr inputs: the image group to read")

@@ -28,16 +28,20 @@ Application modes:
   Fourier sample gets the gain of its own shell, so each shell of the output has exactly the target
   amplitude (times the low-pass). With a given ``input_spectrum`` the gain is interpolated linearly
   in ``k`` instead, like in blockwise mode. Boundary is periodic (as in any whole-volume FFT filter).
-* ``blockwise``: overlap-save convolution (``dask.array.map_overlap``) with the filter's spatial
-  kernel truncated to a cube of half-width ``halo``; the input spectrum is estimated first
-  (:func:`radial_spectrum`, ``auto`` method: exact when it fits, Welch otherwise). ``halo`` defaults
+* ``blockwise``: overlap-save convolution with the filter's spatial kernel truncated to a cube of
+  half-width ``halo``; the input spectrum is estimated first with Welch (:func:`radial_spectrum`;
+  a whole-volume FFT only when ``spectrum_method='exact'`` is asked for). When the tomogram is stored
+  in a file (MRC, Zarr) every block task reads its region and halo from the file itself
+  (:mod:`.stored`), so a worker's memory depends on the block size and halo only, never on the
+  volume; otherwise ``dask.array.map_overlap`` assembles blocks from chunks. ``halo`` defaults
   to the smallest half-width whose cube holds ``halo_energy`` (99.999 %) of the kernel's energy;
   the relative RMS difference to ``exact`` is then about ``sqrt(1 - halo_energy)``. Periodic
   boundary too, so it agrees with ``exact`` everywhere, not only away from the border; memory per
   task depends on the block size and halo only. Shell-to-shell noise in an exact spectrum of a small
   volume (relative energy about ``1 / (2 L^2)`` for an ``L^3`` volume) gives the kernel a faint tail as
   large as the volume; Welch spectra (the ``auto`` choice for large volumes) are smooth and give
-  compact kernels. The halo never exceeds half the smallest axis.
+  compact kernels (the reason blockwise mode always measures with Welch unless told otherwise).
+  The halo never exceeds half the smallest axis.
 * ``auto``: ``exact`` when the whole-volume FFT fits in the smallest worker's memory limit (or the
   available RAM without a distributed client), else ``blockwise``.
 """
@@ -68,6 +72,7 @@ from deepict_dask.preprocess.kernels import (
 from deepict_dask.preprocess.memory import fits_in_worker
 from deepict_dask.preprocess.normalize import check_tomogram, normalize, source_of
 from deepict_dask.preprocess.spectrum import default_target, radial_spectrum, read_spectrum, validate_spectrum
+from deepict_dask.preprocess.stored import StoredInput, block_bounds
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +344,40 @@ def _convolve_block(block: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return convolve_valid(block, kernel)
 
 
+def stored_convolve(stored: StoredInput, kernel: np.ndarray, block_size: int = BLOCK_SIZE) -> da.Array:
+    """:func:`blockwise_convolve` of a stored volume, each task reading its block and halo from the file."""
+    halo = kernel.shape[0] // 2
+    if halo > min(stored.shape):
+        raise ValueError(f"halo {halo} is larger than the volume {stored.shape}; use exact mode")
+    chunks = tuple(even_chunks(n, block_size, halo) for n in stored.shape)
+    return da.map_blocks(
+        _convolve_stored_block,
+        _ConvolvePlan(stored, chunks, halo),
+        chunks=chunks,
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+        kernel=dask.delayed(kernel, pure=True),
+    )
+
+
+@dataclass(frozen=True)
+class _ConvolvePlan:
+    """What a convolution task on a stored volume needs; it finds its block from its block index."""
+
+    stored: StoredInput
+    chunks: tuple[tuple[int, ...], ...]
+    halo: int
+
+
+def _convolve_stored_block(plan: _ConvolvePlan, kernel: np.ndarray, block_id: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read the block plus a periodic halo from the file, then convolve (overlap-save)."""
+    bounds = block_bounds(plan.chunks, block_id)
+    region = plan.stored.read(tuple(a - plan.halo for a, _ in bounds), tuple(b + plan.halo for _, b in bounds))
+    if plan.halo == 0:
+        return region * np.float32(kernel.ravel()[0])
+    return convolve_valid(region, kernel)
+
+
 def choose_mode(shape: tuple[int, ...], mode: str = "auto", memory_limit: int | None = None) -> str:
     """``exact`` or ``blockwise`` for ``mode='auto'`` from the volume size and the worker memory limit."""
     if mode not in MODES:
@@ -367,7 +406,8 @@ def apply_filter(
     """Normalize ``volume`` and equalize its amplitude spectrum to ``target``; returns a lazy float32 volume.
 
     ``target``: spectrum table, TSV path, or ``None`` for :func:`default_target`. ``mode``: see the
-    module docstring. ``input_spectrum`` overrides the measured spectrum of the normalized input.
+    module docstring. ``input_spectrum`` overrides the measured spectrum of the normalized input;
+    ``spectrum_method`` is how blockwise mode measures it (``auto`` means Welch: bounded memory).
     The normalization statistics are computed now (one pass); in blockwise mode so is the input
     spectrum. The result's ``attrs["equalization"]`` records every parameter and the target spectrum.
     """
@@ -400,8 +440,13 @@ def apply_filter(
         data = da.from_delayed(task, shape, dtype=np.float32).rechunk(norm.data.chunks)
         info["input_spectrum_method"] = "exact" if input_spectrum is None else "given"
     else:
+        norm_stats = (norm.attrs["normalization"]["mean"], norm.attrs["normalization"]["std"])
+        stored = StoredInput.of(volume.data, norm_stats)
         if input_spectrum is None:
-            input_spectrum = radial_spectrum(norm, method=spectrum_method, backend=backend)
+            input_spectrum = radial_spectrum(
+                volume, method="welch" if spectrum_method == "auto" else spectrum_method, backend=backend,
+                normalization=norm_stats,
+            )
             info["input_spectrum_method"] = input_spectrum.attrs.get("method")
         else:
             info["input_spectrum_method"] = "given"
@@ -415,7 +460,10 @@ def apply_filter(
         else:
             frac = None
         kernel = filt.truncated_kernel(int(halo), max_halo)
-        data = blockwise_convolve(norm.data, kernel, block_size)
+        if stored is not None:
+            data = stored_convolve(stored, kernel, block_size)
+        else:
+            data = blockwise_convolve(norm.data, kernel, block_size)
         info.update(halo=int(halo), halo_energy_fraction=frac, block_size=block_size)
         info["gain"] = {"freq_inv_A": [float(v) for v in filt.freqs], "gain": [float(v) for v in filt.gain]}
     attrs = {k: v for k, v in volume.attrs.items() if k not in ("voxel_size", "origin")}

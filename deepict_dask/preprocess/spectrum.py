@@ -10,11 +10,15 @@ Estimators (``method``):
 * ``welch``: average of the power spectra of windowed sub-volumes (a 3D Welch estimator): cubic
   windows of ``window`` voxels (capped by the volume), 50 % overlap along each axis, each window
   mean-subtracted and tapered with a separable Hann window, power divided by the taper's mean
-  square; windows lie inside dask chunks (chunks smaller than a window are first merged), so it runs
-  as one task per chunk plus a tree reduction and needs memory for a few chunks only. Its frequency
+  square; each block of the volume owns the windows that start in it and looks half a window into the
+  next, so it runs as one task per block plus a tree reduction. When the volume is stored in a file
+  (MRC, Zarr) every task reads its block and look-ahead itself (:mod:`.stored`), so a worker holds a
+  few blocks whatever the volume size; otherwise blocks are assembled from dask chunks. Its frequency
   resolution is that of the window (``1 / (window * voxel)``) and its variance falls with the number of
   windows; the taper removes the cross-shaped leakage that the volume's borders cause in ``exact``.
-* ``auto``: ``exact`` when the FFT fits comfortably in a worker's memory, else ``welch``.
+* ``auto``: ``exact`` when the volume is no larger than one Welch window (``window``^3 voxels, where
+  Welch would have a single window anyway), else ``welch``: memory is bounded by the window, never
+  by the volume. Only an explicit ``exact`` transforms a large volume at once.
 
 TSV format (what :func:`write_spectrum` writes and :func:`read_spectrum` accepts): optional ``#``
 comment lines (``# key: value`` metadata), then a header row with the tab-separated columns
@@ -24,6 +28,7 @@ comment lines (``# key: value`` metadata), then a header row with the tab-separa
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -38,8 +43,8 @@ from deepict_dask.io.atomic import atomic_path
 from deepict_dask.io.progress import compute
 from deepict_dask.io.volume import voxel_size_of
 from deepict_dask.preprocess.kernels import RadialGrid, even_chunks, get_backend, power_spectrum, welch_power
-from deepict_dask.preprocess.memory import fits_in_worker
-from deepict_dask.preprocess.normalize import check_tomogram, source_of
+from deepict_dask.preprocess.normalize import check_tomogram, source_of, zscore
+from deepict_dask.preprocess.stored import StoredInput, block_bounds
 
 COLUMNS = ("freq_inv_A", "freq_nyquist", "amplitude")
 DEFAULT_WINDOW = 128
@@ -69,68 +74,106 @@ def radial_spectrum(
     method: str = "auto",
     window: int = DEFAULT_WINDOW,
     backend: str = "auto",
+    normalization: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """Radially averaged amplitude spectrum of a 3D volume (computed now, with dask).
 
     Returns a DataFrame with columns ``freq_inv_A``, ``freq_nyquist``, ``amplitude`` (see module
-    docstring for the estimators). It does not normalize: pass a normalized volume to compare
-    spectra of different tomograms.
+    docstring for the estimators). It does not normalize: pass a normalized volume, or the raw one
+    with its ``normalization=(mean, std)`` (lets Welch tasks read a stored volume's file directly),
+    to compare spectra of different tomograms.
     """
     check_tomogram(volume)
     vs = voxel_size_of(volume)
     shape = tuple(int(n) for n in volume.shape)
     if method == "auto":
-        method = "exact" if fits_in_worker(shape) else "welch"
+        method = "exact" if auto_is_exact(shape, window) else "welch"
     data = volume.data if isinstance(volume.data, da.Array) else da.from_array(np.asarray(volume.data))
+    stored = StoredInput.of(data, normalization)
+    if normalization is not None:
+        data = zscore(data, *normalization)
     meta = {"method": method, "source": source_of(volume), "shape": shape}
     if method == "exact":
         grid = RadialGrid(shape, vs)
         (psum, count), = compute(dask.delayed(_exact_sums, pure=True)(data, vs, backend))
         return spectrum_frame(psum, count, grid, meta)
     if method == "welch":
-        return _welch(data, vs, window, meta)
+        return _welch(data, vs, window, meta, stored)
     raise ValueError(f"unknown spectrum method {method!r}; use auto, exact or welch")
+
+
+def auto_is_exact(shape: tuple[int, ...], window: int = DEFAULT_WINDOW) -> bool:
+    """Whether ``method='auto'`` transforms the whole volume: only when it fits in one Welch window."""
+    return int(np.prod(shape, dtype=np.int64)) <= int(window) ** 3
 
 
 def _exact_sums(x: np.ndarray, vs: tuple[float, float, float], backend: str) -> tuple[np.ndarray, np.ndarray]:
     return power_spectrum(get_backend(backend), x, vs)
 
 
-def _welch(data: da.Array, vs: tuple[float, float, float], window: int, meta: dict) -> pd.DataFrame:
+def _welch(
+    data: da.Array, vs: tuple[float, float, float], window: int, meta: dict, stored: StoredInput | None = None
+) -> pd.DataFrame:
     if window < 4:
         raise ValueError(f"Welch window must be at least 4 voxels, got {window}")
     win = tuple(min(int(window), n) for n in data.shape)
     # Block cores on multiples of half a window (so all blocks share one window lattice), at least
-    # one window long; each block looks one window ahead into the next to finish its windows.
+    # one window long; each block looks half a window ahead into the next to finish its windows.
     steps = [max(w // 2, 1) for w in win]
     chunks = tuple(
         even_chunks(n, max(w, -(-max(c) // s) * s), w) for n, c, w, s in zip(data.shape, data.chunks, win, steps)
     )
-    data = data.rechunk(chunks)
+    ahead = tuple(w - s if len(c) > 1 else 0 for w, s, c in zip(win, steps, chunks))
     grid = RadialGrid(win, vs)
     n = grid.nbins
-    nb = data.numblocks
-    parts = da.map_overlap(
-        _welch_block,
-        data,
-        depth={i: (0, w if nb[i] > 1 else 0) for i, w in enumerate(win)},
-        boundary="none",
-        trim=False,
-        allow_rechunk=False,
-        new_axis=3,
-        chunks=((1,) * nb[0], (1,) * nb[1], (1,) * nb[2], (2 * n + 1,)),
-        dtype=np.float64,
-        meta=np.empty((0, 0, 0, 0), np.float64),
-        core_chunks=data.chunks,
-        win=win,
-        vs=vs,
-    )
+    nb = tuple(len(c) for c in chunks)
+    out_chunks = ((1,) * nb[0], (1,) * nb[1], (1,) * nb[2], (2 * n + 1,))
+    if stored is not None:
+        plan = _WelchPlan(stored, chunks, ahead, win, vs)
+        parts = da.map_blocks(_welch_stored_block, plan, chunks=out_chunks, dtype=np.float64,
+                              meta=np.empty((0, 0, 0, 0), np.float64))
+    else:
+        parts = da.map_overlap(
+            _welch_block,
+            data.rechunk(chunks),
+            depth={i: (0, a) for i, a in enumerate(ahead)},
+            boundary="none",
+            trim=False,
+            allow_rechunk=False,
+            new_axis=3,
+            chunks=out_chunks,
+            dtype=np.float64,
+            meta=np.empty((0, 0, 0, 0), np.float64),
+            core_chunks=chunks,
+            win=win,
+            vs=vs,
+        )
     (sums,) = compute(parts.sum(axis=(0, 1, 2)))
     psum, count, nwin = sums[:n], sums[n : 2 * n], int(sums[-1])
     if nwin == 0:
         raise InputError("no Welch window fits inside the volume", meta.get("source"))
     meta = dict(meta, window=win, n_windows=nwin)
     return spectrum_frame(psum, count, grid, meta)
+
+
+@dataclass(frozen=True)
+class _WelchPlan:
+    """What a Welch task on a stored volume needs; it finds its block from its block index."""
+
+    stored: StoredInput
+    chunks: tuple[tuple[int, ...], ...]
+    ahead: tuple[int, ...]
+    win: tuple[int, int, int]
+    vs: tuple[float, float, float]
+
+
+def _welch_stored_block(plan: _WelchPlan, block_id: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read the block and its look-ahead from the file, then sum the Welch windows it owns."""
+    bounds = block_bounds(plan.chunks, block_id[:3])
+    lo = tuple(a for a, _ in bounds)
+    hi = tuple(min(b + d, n) for (_, b), d, n in zip(bounds, plan.ahead, plan.stored.shape))
+    core = tuple(b - a for a, b in bounds)
+    return welch_power(plan.stored.read(lo, hi), core, plan.win, plan.vs)[None, None, None, :]
 
 
 def _welch_block(

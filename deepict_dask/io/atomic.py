@@ -20,7 +20,7 @@ from pathlib import Path
 from deepict_dask.errors import OutputError
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
@@ -54,7 +54,7 @@ def remove_dead_temporaries(target: str | os.PathLike) -> int:
     for e in entries:
         m = pattern.fullmatch(e.name)
         if m and not _pid_alive(int(m.group(1))):
-            _remove(Path(e.path))
+            remove_path(Path(e.path))
             n += 1
     return n
 
@@ -85,7 +85,7 @@ def atomic_path(target: str | os.PathLike, *, overwrite: bool = True) -> Iterato
     try:
         yield tmp
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
     if not tmp.exists():
         return
@@ -98,7 +98,7 @@ def atomic_path(target: str | os.PathLike, *, overwrite: bool = True) -> Iterato
     except OSError as exc:
         if old is not None:
             os.replace(old, target)
-        _remove(tmp)
+        remove_path(tmp)
         raise OutputError(f"cannot move finished output into place: {exc.strerror}", target) from exc
     if old is not None:
-        _remove(old)
+        remove_path(old)

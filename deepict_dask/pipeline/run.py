@@ -78,7 +78,7 @@ def cluster_spec(config: RunConfig, override: ClusterSpec | None = None) -> Clus
 
 def remove_stale_temporaries(run_dir: Path, names: Iterable[str]) -> int:
     """Delete ``.X.tmp-*`` / ``.old-*`` / ``.scratch-*`` leftovers of killed writers (the directory is locked)."""
-    from deepict_dask.io.atomic import _remove
+    from deepict_dask.io.atomic import remove_path
 
     dirs = [run_dir / "tomograms", run_dir / "manifest", run_dir / "tables", run_dir]
     for name in names:
@@ -92,7 +92,7 @@ def remove_stale_temporaries(run_dir: Path, names: Iterable[str]) -> int:
             continue
         for e in entries:
             if e.name.startswith(".") and any(m in e.name for m in TEMPORARY_MARKS):
-                _remove(Path(e.path))
+                remove_path(Path(e.path))
                 n += 1
     return n
 

@@ -35,7 +35,6 @@ from deepict_dask.pipeline.manifest import Manifest, TomoManifest
 from deepict_dask.pipeline.stages import STAGE_KINDS, build_stages, model_files, read_model_meta
 
 log = logging.getLogger(__name__)
-__all__ = ["LOCK_NAME", "RunResult", "dry_run", "run_lock", "run_workflow"]
 RUN_MARKERS = ("manifest", LOCK_NAME, "provenance.json")  # what makes a folder a run directory
 TEMPORARY_MARKS = (".tmp-", ".old-", ".scratch-")
 

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "every input tomogram: convert to OME-Zarr, normalize / filter, predict with each model, pick "
             "particles with context rules, write tables; then combined tables, summary, provenance, "
             "evaluation (when ground truth is given) and an HTML report. Finished stages are recorded in "
-            "RUN_DIR/manifest and skipped on a re-run unless their settings or inputs changed. A tomogram "
+            "RUN_DIR/manifest with an inventory of what they wrote, and skipped on a re-run unless their "
+            "settings or inputs changed or an output is damaged (a file missing or of another size; "
+            "--verify also re-reads every file): a damaged stage is recomputed with everything after it. A tomogram "
             "that fails is reported and skipped; the exit code is 1 if any failed, 2 for a bad config."
         ),
     )
@@ -31,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tomograms submitted at once (overrides execution.max_in_flight; default 2 per worker)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the config and inputs, print what would run, and stop before any heavy work")
+    p.add_argument("--verify", action="store_true",
+                   help="re-hash every finished output before trusting it (slow: reads all of them); the default "
+                        "check only looks at file sizes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="use an output directory that holds other files (they may be replaced)")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
     add_cluster_args(p)
     p.set_defaults(func=run)
@@ -62,13 +69,14 @@ def run(args: argparse.Namespace) -> int:
         config.execution.max_in_flight = args.max_in_flight
     console = Console(stderr=True)
     if args.dry_run:
-        dry_run(config, force=args.force, console=Console())
+        dry_run(config, force=args.force, console=Console(), verify=args.verify, overwrite=args.overwrite)
         return 0
     cluster = _cluster_override(args, spec_from_args)
     progress = None
     if not args.no_progress:
         progress = RichProgress(console) if sys.stderr.isatty() else LineProgress(console)
-    result = run_workflow(config, force=args.force, cluster=cluster, progress=progress)
+    result = run_workflow(config, force=args.force, cluster=cluster, progress=progress, verify=args.verify,
+                          overwrite=args.overwrite)
     print_outcome(result, Console())
     return result.exit_code
 

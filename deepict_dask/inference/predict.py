@@ -262,8 +262,6 @@ def write_prediction(pred: Prediction, store: Path, options: PredictOptions, *, 
 
     The probability group is written last and atomically, so its presence means a finished run.
     """
-    from deepict_dask.io import open_volume, write_ome_zarr
-    from deepict_dask.io.zarr_store import default_levels
 
     name = model_group_name(pred.info)
     group = f"predictions/{name}"
@@ -282,6 +280,21 @@ def write_prediction(pred: Prediction, store: Path, options: PredictOptions, *, 
         store.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output directory: {exc.strerror}", store.parent) from exc
+    created = not store.exists()
+    try:
+        return _write_prediction(pred, store, options, name, group)
+    except BaseException:
+        if created:  # a failed write (e.g. a full disk) leaves no empty store skeleton behind
+            from deepict_dask.io.atomic import remove_path
+
+            remove_path(store)
+        raise
+
+
+def _write_prediction(pred: Prediction, store: Path, options: PredictOptions, name: str, group: str) -> Path:
+    from deepict_dask.io import open_volume, write_ome_zarr
+    from deepict_dask.io.zarr_store import default_levels
+
     levels = default_levels(pred.probabilities.shape, options.levels)
     chunks = tuple(c[0] for c in pred.probabilities.data.chunks[1:])
     dtype = pred.params["dtype"]

@@ -6,12 +6,15 @@ names of the stages it depends on) and
 
 * hashes every stage (its parameters, version, the input file's fingerprint and the hashes of the
   stages it depends on), so a changed setting recomputes that stage and everything downstream;
-* skips stages whose manifest record has the same hash and whose outputs still exist;
+* skips stages whose manifest record has the same hash and whose outputs are intact (every file the
+  stage wrote present with its recorded size; re-hashed with ``verify``); a damaged output reruns
+  its stage and everything downstream;
 * submits the rest with ``client.submit`` -- one task per stage and tomogram, keys like
   ``predict:demo3d-TS_01-1a2b3c4d`` (the dashboard groups by stage and names the tomogram),
   GPU stages with ``resources={"GPU": 1}`` on the task itself (no graph optimization can drop it);
 * keeps at most ``max_in_flight`` tomograms submitted (memory stays bounded, workers stay busy);
-* records each finished stage as soon as it finishes (a killed client loses nothing finished);
+* records each finished stage as soon as it finishes (a killed client loses nothing finished), with
+  the inventory of its outputs computed on the worker right after writing them;
 * turns an exception in a stage into a failure of that tomogram only (its later stages are
   cancelled, every other tomogram goes on); a worker that dies is handled by the scheduler, which
   re-runs its tasks elsewhere (stages are deterministic and write atomically, so outputs are
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 import traceback
@@ -32,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from deepict_dask.errors import DeepictError
-from deepict_dask.pipeline.manifest import Manifest, TomoManifest, hash_value
+from deepict_dask.io.checksum import inventory
+from deepict_dask.pipeline.manifest import Manifest, TomoManifest, hash_value, output_exists
 
 log = logging.getLogger(__name__)
 
@@ -140,18 +143,22 @@ def execute_stage(
     upstream: Mapping[str, Any],
     after: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """The task that runs on a worker: time the stage, confine nested dask work, wrap failures."""
+    """The task that runs on a worker: time the stage, confine nested dask work, wrap failures.
+
+    The inventory of every output (file sizes and hashes) is taken here, right after writing, so a
+    later run can tell that the outputs are still exactly what this stage wrote.
+    """
     t0 = time.perf_counter()
     try:
         with local_dask():
             out = dict(func(job, params, upstream) or {})
+        out["outputs"] = [str(o) for o in out.get("outputs", [])]
+        out["inventory"] = {o: inventory(o) for o in out["outputs"]}
     except StageFailure:
         raise
     except Exception as exc:  # any error of one tomogram becomes a reported failure of that tomogram
         raise StageFailure(stage, job.name, describe_exception(exc), traceback.format_exc()) from None
-    out.setdefault("outputs", [])
     out.setdefault("result", {})
-    out["outputs"] = [str(o) for o in out["outputs"]]
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -164,8 +171,8 @@ class StagePlan:
     stage: Stage
     hash: str
     run: bool
-    reason: str  # "done" | "new" | "changed" | "forced" | "missing output" | "upstream"
-
+    reason: str  # "done" | "new" | "changed" | "forced" | "missing output" | "damaged output" | "upstream"
+    detail: str = ""  # what is wrong with a missing or damaged output
 
 def stage_hashes(job: TomoJob, stages: Sequence[Stage]) -> dict[str, str]:
     """Hash of every stage: its version and parameters, the input fingerprint and its dependencies."""
@@ -193,15 +200,20 @@ def force_matches(stage: str, force: Iterable[str]) -> bool:
 
 
 def plan_job(
-    job: TomoJob, stages: Sequence[Stage], record: TomoManifest, force: Iterable[str] = ()
+    job: TomoJob, stages: Sequence[Stage], record: TomoManifest, force: Iterable[str] = (), *, verify: bool = False
 ) -> list[StagePlan]:
-    """Decide which stages of one tomogram must run (a stage runs when any dependency runs)."""
+    """Decide which stages of one tomogram must run (a stage runs when any dependency runs).
+
+    A stage whose outputs are damaged runs again; ``verify`` re-hashes them instead of the cheap
+    size check.
+    """
     force = tuple(force)
     hashes = stage_hashes(job, stages)
     plans: dict[str, StagePlan] = {}
     for st in stages:
         h = hashes[st.name]
         rec = record.stages.get(st.name)
+        detail = ""
         if force_matches(st.name, force):
             reason = "forced"
         elif any(plans[d].run for d in st.deps):
@@ -210,11 +222,11 @@ def plan_job(
             reason = "new"
         elif rec.hash != h:
             reason = "changed"
-        elif not rec.valid_for(h):
-            reason = "missing output"
         else:
-            reason = "done"
-        plans[st.name] = StagePlan(st, h, reason != "done", reason)
+            detail = record.damage(st.name, deep=verify) or ""
+            intact = all(output_exists(o) for o in rec.outputs)
+            reason = "done" if not detail else "missing output" if not intact else "damaged output"
+        plans[st.name] = StagePlan(st, h, reason != "done", reason, detail)
     return list(plans.values())
 
 
@@ -272,10 +284,12 @@ def run_jobs(
     retries: int = 1,
     progress: ProgressSink | None = None,
     records: Mapping[str, TomoManifest] | None = None,
+    plans: Mapping[str, Sequence[StagePlan]] | None = None,
 ) -> dict[str, TomoOutcome]:
     """Run every job's stage chain on ``client``; returns the outcome per tomogram.
 
-    ``records`` may hold manifests already loaded (e.g. during pre-flight checks).
+    ``records`` and ``plans`` may hold manifests already loaded and plans already made (e.g.
+    during pre-flight checks), so outputs are not checked twice.
     """
     from distributed import as_completed
 
@@ -323,12 +337,11 @@ def run_jobs(
     def submit(job: TomoJob) -> None:
         nonlocal order
         rec = (records or {}).get(job.name) or manifest.load(job.name)
-        stages = list(stages_for(job))
-        plans = plan_job(job, stages, rec, force)
+        steps = list((plans or {}).get(job.name) or plan_job(job, list(stages_for(job)), rec, force))
         out = outcomes[job.name]
         out.status = "running"
-        out.skipped = [p.stage.name for p in plans if not p.run]
-        out.ran = [p.stage.name for p in plans if p.run]
+        out.skipped = [p.stage.name for p in steps if not p.run]
+        out.ran = [p.stage.name for p in steps if p.run]
         if rec.failure is not None and not out.ran:
             rec.failure = None
             manifest.save(rec)
@@ -337,7 +350,7 @@ def run_jobs(
             return
         futures: dict[str, Any] = {}
         order += 1
-        for depth, p in enumerate(plans):
+        for depth, p in enumerate(steps):
             if not p.run:
                 continue
             st = p.stage
@@ -426,12 +439,3 @@ def _recorded(rec: TomoManifest, stage: str) -> dict[str, Any]:
     r = rec.stages[stage]
     return {"outputs": r.outputs, "result": r.result, "seconds": r.seconds}
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

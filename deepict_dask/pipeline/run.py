@@ -8,13 +8,10 @@ the run-level outputs (combined tables, summary, provenance, evaluation, report)
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,18 +22,21 @@ from deepict_dask.io.checksum import file_sha256
 from deepict_dask.pipeline.config import SHIPPED_MODELS, RunConfig
 from deepict_dask.pipeline.engine import (
     ProgressSink,
+    StagePlan,
     TomoJob,
     TomoOutcome,
     gpu_available,
-    pid_alive,
+    plan_job,
     run_jobs,
 )
 from deepict_dask.pipeline.inputs import InputTomogram, check_output_dir, collect_inputs
-from deepict_dask.pipeline.manifest import Manifest
+from deepict_dask.pipeline.lock import LOCK_NAME, run_lock
+from deepict_dask.pipeline.manifest import Manifest, TomoManifest
 from deepict_dask.pipeline.stages import STAGE_KINDS, build_stages, model_files, read_model_meta
 
 log = logging.getLogger(__name__)
-LOCK_NAME = ".deepict-run.lock"
+RUN_MARKERS = ("manifest", LOCK_NAME, "provenance.json")  # what makes a folder a run directory
+TEMPORARY_MARKS = (".tmp-", ".old-", ".scratch-")
 
 
 @dataclass
@@ -46,6 +46,7 @@ class RunResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
     seconds: float = 0.0
+    repaired: list[str] = field(default_factory=list)  # one line per damaged output recomputed
 
     @property
     def failed(self) -> list[TomoOutcome]:
@@ -75,31 +76,9 @@ def cluster_spec(config: RunConfig, override: ClusterSpec | None = None) -> Clus
     return spec
 
 
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """One ``deepict run`` per run directory at a time (two would race on the same outputs)."""
-    lock = run_dir / LOCK_NAME
-    host = socket.gethostname()
-    if lock.exists():
-        try:
-            info = json.loads(lock.read_text())
-        except (OSError, ValueError):
-            info = {}
-        if info.get("host") == host and isinstance(info.get("pid"), int) and pid_alive(info["pid"]) \
-                and info["pid"] != os.getpid():
-            raise OutputError(f"another deepict run (pid {info['pid']}) is using this directory", run_dir)
-        if info.get("host") not in (None, host):
-            log.warning("%s: taking over a lock left by host %s", run_dir, info.get("host"))
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": host, "started": time.time()}))
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
 def remove_stale_temporaries(run_dir: Path, names: Iterable[str]) -> int:
-    """Delete ``.X.tmp-*`` leftovers of killed writers (safe: the run directory is locked)."""
-    from deepict_dask.io.atomic import _remove
+    """Delete ``.X.tmp-*`` / ``.old-*`` / ``.scratch-*`` leftovers of killed writers (the directory is locked)."""
+    from deepict_dask.io.atomic import remove_path
 
     dirs = [run_dir / "tomograms", run_dir / "manifest", run_dir / "tables", run_dir]
     for name in names:
@@ -112,10 +91,33 @@ def remove_stale_temporaries(run_dir: Path, names: Iterable[str]) -> int:
         except OSError:
             continue
         for e in entries:
-            if e.name.startswith(".") and (".tmp-" in e.name or ".old-" in e.name):
-                _remove(Path(e.path))
+            if e.name.startswith(".") and any(m in e.name for m in TEMPORARY_MARKS):
+                remove_path(Path(e.path))
                 n += 1
     return n
+
+
+def check_run_dir(run_dir: Path, *, overwrite: bool = False) -> None:
+    """Refuse a non-empty folder that is not a run directory: the run would replace its files."""
+    if overwrite or not run_dir.is_dir() or any((run_dir / m).exists() for m in RUN_MARKERS):
+        return
+    with os.scandir(run_dir) as it:
+        if next(it, None) is None:
+            return
+    raise OutputError("output.dir is not empty and is not a deepict run directory (its files could be "
+                      "replaced); choose a new or empty folder, or pass --overwrite", run_dir)
+
+
+def plan_jobs(jobs: Sequence[TomoJob], stages_for: Any, records: dict[str, TomoManifest], force: list[str],
+              verify: bool) -> dict[str, list[StagePlan]]:
+    """Every tomogram's plan, made once: output checks (stat, or re-hash with ``verify``) run once."""
+    return {j.name: plan_job(j, stages_for(j), records[j.name], force, verify=verify) for j in jobs}
+
+
+def damage_lines(plans: dict[str, list[StagePlan]]) -> list[str]:
+    """One line per missing or damaged output: which stage is recomputed and why."""
+    return [f"{name}: {p.stage.name} is recomputed with everything after it: {p.detail}"
+            for name, steps in plans.items() for p in steps if p.reason in ("missing output", "damaged output")]
 
 
 def check_models(config: RunConfig, tomos: list[InputTomogram]) -> dict[str, str]:
@@ -194,17 +196,22 @@ def run_workflow(
     client: Any = None,
     progress: ProgressSink | None = None,
     evaluate: bool = True,
+    verify: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
     """Run the configured workflow; returns per-tomogram outcomes and the run-level outputs.
 
     Pass ``client`` to use an existing Dask client (tests, notebooks); otherwise the cluster comes
-    from ``config.cluster`` with ``cluster`` overriding it.
+    from ``config.cluster`` with ``cluster`` overriding it. Finished stages are checked before they
+    are skipped (file sizes; ``verify`` re-hashes every file); a damaged one is recomputed with
+    everything downstream. ``overwrite`` allows an ``output.dir`` that holds other files.
     """
     from deepict_dask.pipeline.summary import write_run_outputs
 
     t0 = time.perf_counter()
     force = check_force(force, config)
     run_dir = Path(config.output.dir)
+    check_run_dir(run_dir, overwrite=overwrite)
     check_output_dir(run_dir)
     with run_lock(run_dir):
         manifest = Manifest(run_dir)
@@ -221,6 +228,12 @@ def run_workflow(
         def stages_for(job: TomoJob) -> list:
             return build_stages(config, job, model_hashes)
 
+        records = {j.name: manifest.load(j.name) for j in jobs}
+        plans = plan_jobs(jobs, stages_for, records, force, verify)
+        repaired = damage_lines(plans)
+        for line in repaired:
+            log.warning("%s", line)
+
         def execute(c: Any) -> dict[str, TomoOutcome]:
             adapt = config.cluster.adapt
             if adapt is not None and config.cluster.kind in ("slurm", "pbs", "sge") and getattr(c, "cluster", None):
@@ -229,12 +242,13 @@ def run_workflow(
             return run_jobs(
                 c, jobs, stages_for, manifest, force=force, max_in_flight=config.execution.max_in_flight,
                 use_gpu_resources=gpu, retries=config.execution.retries, progress=progress,
+                records=records, plans=plans,
             )
 
-        pending = [j for j in jobs if _needs_work(j, stages_for(j), manifest, force)]
+        pending = [j for j in jobs if any(p.run for p in plans[j.name])]
         for j in jobs:
             if j not in pending:  # up to date: no cluster needed for it
-                outcomes[j.name] = TomoOutcome(j.name, "done", skipped=[s.name for s in stages_for(j)])
+                outcomes[j.name] = TomoOutcome(j.name, "done", skipped=[p.stage.name for p in plans[j.name]])
                 _clear_failure(manifest, j.name)
         jobs = pending
         if jobs:
@@ -244,16 +258,10 @@ def run_workflow(
                 with dask_client(cluster_spec(config, cluster), quiet=progress is not None) as c:
                     outcomes.update(execute(c))
         ordered = {t.name: outcomes[t.name] for t in tomos}
-        result = RunResult(run_dir, ordered)
+        result = RunResult(run_dir, ordered, repaired=repaired)
         write_run_outputs(result, config, tomos, manifest, model_hashes, evaluate=evaluate)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _needs_work(job: TomoJob, stages: list, manifest: Manifest, force: list[str]) -> bool:
-    from deepict_dask.pipeline.engine import plan_job
-
-    return any(p.run for p in plan_job(job, stages, manifest.load(job.name), force))
 
 
 def _clear_failure(manifest: Manifest, name: str) -> None:
@@ -273,22 +281,24 @@ def _save_headers(manifest: Manifest, tomos: list[InputTomogram]) -> None:
             manifest.save(rec)
 
 
-def dry_run(config: RunConfig, *, force: Iterable[str] = (), console: Any = None) -> dict[str, list[tuple[str, str]]]:
+def dry_run(config: RunConfig, *, force: Iterable[str] = (), console: Any = None, verify: bool = False,
+            overwrite: bool = False) -> dict[str, list[tuple[str, str]]]:
     """Check everything cheap and report, per tomogram, which stages would run and why."""
     from collections import Counter
 
-    from deepict_dask.pipeline.engine import plan_job
-
     force = check_force(force, config)
     run_dir = Path(config.output.dir)
+    check_run_dir(run_dir, overwrite=overwrite)
     check_output_dir(run_dir)
     manifest = Manifest(run_dir)
     tomos = collect_inputs(config, manifest)
     model_hashes = check_models(config, tomos)
     plans: dict[str, list[tuple[str, str]]] = {}
-    for job in make_jobs([t for t in tomos if t.problem is None], run_dir):
-        steps = plan_job(job, build_stages(config, job, model_hashes), manifest.load(job.name), force)
-        plans[job.name] = [(p.stage.name, p.reason) for p in steps]
+    jobs = make_jobs([t for t in tomos if t.problem is None], run_dir)
+    steps_of = plan_jobs(jobs, lambda j: build_stages(config, j, model_hashes),
+                         {j.name: manifest.load(j.name) for j in jobs}, force, verify)
+    for name, steps in steps_of.items():
+        plans[name] = [(p.stage.name, p.reason) for p in steps]
     if console is not None:
         reasons = Counter(r for steps in plans.values() for _, r in steps)
         console.print(f"{len(tomos)} tomograms, {len(plans)} readable; stages: "
@@ -296,6 +306,8 @@ def dry_run(config: RunConfig, *, force: Iterable[str] = (), console: Any = None
         for t in tomos:
             if t.problem:
                 console.print(f"  [red]unreadable[/] {t.name}: {t.problem}")
+        for line in damage_lines(steps_of):
+            console.print(f"  [yellow]damaged[/] {line}", markup=True, highlight=False)
         for name, steps in plans.items():
             todo = [f"{s} ({r})" for s, r in steps if r != "done"]
             console.print(f"  {name}: {', '.join(todo) if todo else 'up to date'}")

@@ -130,3 +130,18 @@ def test_gpu_predictions_run_on_gpu_workers_and_are_written_by_the_predicting_ta
             got = open_volume(tmp_path / "oTrue.ome.zarr", group="predictions/ribo").data.compute()
             want = open_volume(tmp_path / "oFalse.ome.zarr", group="predictions/ribo").data.compute()
             np.testing.assert_array_equal(got, want)
+
+
+def test_failed_predict_file_leaves_no_store_with_only_the_tomogram(tmp_path, tomo, monkeypatch):
+    """The tomogram goes to the store root first; a later failure must not leave that half-store."""
+    import deepict_dask.inference.predict as predict
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(predict, "write_prediction", disk_full)
+    model = _model(tmp_path / "ribo.safetensors")
+    opts = PredictOptions(window=32, margin=4, chunk=16, dtype="float32")
+    with pytest.raises(OSError, match="No space left"):
+        predict_file(tomo, make_ref(model, opts), tmp_path / "out", opts)
+    assert not (tmp_path / "out" / "tomo1.ome.zarr").exists()

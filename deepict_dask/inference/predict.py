@@ -399,9 +399,17 @@ def predict_file(tomo: str | Path, ref: PredictorRef, out_dir: str | Path, optio
 
     volume = open_volume(tomo, chunks=chunks or min(options.chunk, 256), voxel_size=voxel_size)
     store = output_store(tomo, out_dir)
-    volume = root_image(volume, store, options, overwrite=overwrite)
-    pred = predict_volume(volume, ref, options, as_stored=True)
-    return write_prediction(pred, store, options, overwrite=overwrite)
+    created = not store.exists()
+    try:
+        volume = root_image(volume, store, options, overwrite=overwrite)
+        pred = predict_volume(volume, ref, options, as_stored=True)
+        return write_prediction(pred, store, options, overwrite=overwrite)
+    except BaseException:
+        if created:  # a model that does not fit, a full disk...: no store with only the tomogram in it
+            from deepict_dask.io.atomic import remove_path
+
+            remove_path(store)
+        raise
 
 
 def predict_many(

@@ -51,12 +51,23 @@ def test_example_config_validates_and_has_comments(tmp_path):
 
 
 def test_init_config_command(tmp_path, capsys):
-    assert main(["init-config", "--inputs", "x/*.mrc", "--out", "o"]) == 0
-    assert 'paths:\n    - "x/*.mrc"' in capsys.readouterr().out
+    assert main(["init-config", "--inputs", "x/*.mrc", "--run-dir", "o"]) == 0
+    out = capsys.readouterr().out
+    assert 'paths:\n    - "x/*.mrc"' in out and "dir: o" in out
     target = tmp_path / "run.yaml"
     assert main(["init-config", "-o", str(target)]) == 0
     assert load_config(target).output.dir == str(tmp_path / "deepict_out")
+    capsys.readouterr()
     assert main(["init-config", "-o", str(target)]) == 2  # refuses to overwrite
+    assert capsys.readouterr().err.strip() == f"deepict init-config: error: {target}: already exists (use --overwrite to replace it)"
+    assert main(["init-config", "--out", str(target), "--run-dir", "elsewhere", "--overwrite"]) == 0
+    assert load_config(target).output.dir == str(tmp_path / "elsewhere")
+    # the old spelling still works, with one warning line; the old meaning of --out is explained
+    other = tmp_path / "old.yaml"
+    assert main(["init-config", "--output", str(other)]) == 0 and other.is_file()
+    assert capsys.readouterr().err.strip() == "deepict init-config: warning: --output is deprecated, use -o/--out"
+    assert main(["init-config", "--out", "o"]) == 2
+    assert "is now --run-dir" in capsys.readouterr().err and not (Path.cwd() / "o").exists()
 
 
 @pytest.mark.parametrize(

@@ -163,3 +163,16 @@ def test_progress_never_reaches_stdout_and_shows_on_a_terminal(tmp_path):
     # the same run with stderr not a terminal: no bar at all
     proc = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0 and "Completed" not in proc.stderr + proc.stdout
+
+
+def test_run_line_progress_names_a_dashboard_only_when_there_is_one():
+    import io
+
+    from rich.console import Console
+
+    from deepict_dask.pipeline.progress import LineProgress
+
+    for dashboard, expected in ((None, "3 tomograms"), ("http://h:8787/status", "3 tomograms; Dask dashboard: http://h:8787/status")):
+        buf = io.StringIO()
+        LineProgress(Console(file=buf, width=200)).start(3, dashboard)
+        assert buf.getvalue().strip() == expected

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +43,7 @@ def test_every_command_explains_every_option(command, capsys):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     for action in sub._actions:
-        if action.option_strings and action.dest != "help":
+        if action.option_strings and action.dest != "help" and action.help != argparse.SUPPRESS:
             assert action.help, f"deepict {command} {action.option_strings[0]} has no help text"
             assert action.option_strings[-1] in text
 
@@ -77,3 +80,99 @@ def test_bad_class_map(tmp_path, capsys):
     write_table(make_table("t", "r", zyx=[[1, 1, 1]], voxel_size=1.0), tmp_path / "a.csv")
     assert main(["table", str(tmp_path / "a.csv"), "--out", str(tmp_path / "b.csv"), "--class-map", "one=r"]) == 2
     assert "class-map" in capsys.readouterr().err
+
+
+def _options(command: str) -> dict[str, argparse.Action]:
+    """Visible option strings of ``command`` (deprecated aliases are hidden)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return {o: a for a in sub._actions if a.help != argparse.SUPPRESS for o in a.option_strings}
+
+
+# commands that write an output they name with -o/--out; run and demo resume into a run directory instead
+WRITERS = ["convert", "filter", "init-config", "labels", "pick", "predict", "report", "simulate", "spectrum", "table"]
+PROGRESS = ["convert", "demo", "filter", "pick", "predict", "run", "spectrum", "train"]
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_one_vocabulary_across_commands(command):
+    """-o/--out is the output, --overwrite replaces it, --chunks is the chunk edge, --no-progress everywhere."""
+    opts = _options(command)
+    if "--out" in opts:
+        assert opts["--out"] is opts.get("-o"), f"deepict {command}: --out without -o"
+    if "-o" in opts:
+        assert "--out" in opts["-o"].option_strings
+    if command in WRITERS:
+        assert "--overwrite" in opts and "--out" in opts
+    if command in PROGRESS:
+        assert "--no-progress" in opts
+    assert "--chunk" not in opts and "--output" not in opts
+    assert "--force" not in opts or command in ("run", "demo")
+
+
+def test_old_spellings_still_work_with_one_warning(capsys):
+    args = build_parser().parse_args(["pick", "m.mrc", "-o", "o.csv", "--chunk", "32"])
+    assert args.chunks == 32 and args.out == "o.csv"
+    assert capsys.readouterr().err.strip() == "deepict pick: warning: --chunk is deprecated, use --chunks"
+    assert build_parser().parse_args(["predict", "t.mrc", "--model", "m", "-o", "d"]).chunks == 256
+
+
+def test_progress_never_reaches_stdout_and_shows_on_a_terminal(tmp_path):
+    """A real run with stdout a pipe and stderr a terminal: the bar is drawn on stderr only."""
+    import pty
+    import threading
+
+    import mrcfile
+    import numpy as np
+
+    src = tmp_path / "map.mrc"
+    vol = np.zeros((24, 24, 32), np.float32)
+    vol[3:7, 3:7, 3:7] = 0.9
+    with mrcfile.new(src) as m:
+        m.set_data(vol)
+        m.voxel_size = 10.0
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # keep the terminal's buffer empty so the child never blocks on it
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "deepict_dask", "pick", str(src), "-o", str(tmp_path / "p.csv"),
+           "--workers", "1", "--threads-per-worker", "1"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=slave, env=env, timeout=120)
+    os.close(slave)
+    reader.join(5)
+    os.close(master)
+    err = b"".join(chunks).decode(errors="replace")
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, err
+    assert "1 picks written" in out
+    for mark in ("#", "%", "\r", "\x1b", "Completed", "dashboard"):
+        assert mark not in out, f"{mark!r} on stdout: {out!r}"
+    assert "Completed" in err and err.count("Dask dashboard:") == 1
+    # the same run with stderr not a terminal: no bar at all
+    proc = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "Completed" not in proc.stderr + proc.stdout
+
+
+def test_run_line_progress_names_a_dashboard_only_when_there_is_one():
+    import io
+
+    from rich.console import Console
+
+    from deepict_dask.pipeline.progress import LineProgress
+
+    for dashboard, expected in ((None, "3 tomograms"), ("http://h:8787/status", "3 tomograms; Dask dashboard: http://h:8787/status")):
+        buf = io.StringIO()
+        LineProgress(Console(file=buf, width=200)).start(3, dashboard)
+        assert buf.getvalue().strip() == expected

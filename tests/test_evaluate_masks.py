@@ -72,7 +72,7 @@ def _mrc(path, data, voxel=10.0):
     return str(path)
 
 
-def test_cli_masks(tmp_path):
+def test_cli_masks(tmp_path, capsys):
     rng = np.random.default_rng(2)
     truth = (rng.random((16, 20, 20)) < 0.3).astype(np.int8)
     prob = np.clip(truth * 0.5 + rng.random(truth.shape) * 0.5, 0, 1).astype(np.float32)
@@ -81,5 +81,8 @@ def test_cli_masks(tmp_path):
     assert main(["evaluate", "masks", "--pred", ppath, "--truth", tpath, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert {"tp", "fp", "fn", "precision", "recall", "f1", "per_class", "auprc"} <= set(data)
+    assert main(["evaluate", "masks", "--pred", ppath, "--truth", tpath, "--json", str(out)]) == 2
+    assert f"{out}: already exists (use --overwrite" in capsys.readouterr().err
+    assert main(["evaluate", "masks", "--pred", ppath, "--truth", tpath, "--json", str(out), "--overwrite"]) == 0
     bad = _mrc(tmp_path / "b.mrc", np.zeros((16, 20, 21), np.int8))
     assert main(["evaluate", "masks", "--pred", ppath, "--truth", bad]) == 2

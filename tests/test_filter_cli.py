@@ -33,8 +33,15 @@ def test_spectrum_then_filter_with_plot(tmp_path, capsys):
     assert main(["spectrum", ref, "-o", str(tsv), "--method", "exact", *CLUSTER]) == 0
     target = read_spectrum(tsv)
     assert target.attrs["method"] == "exact" and target.freq_inv_A.iloc[-1] > 0.049
+    assert capsys.readouterr().err.count("Dask dashboard:") == 1
+    # an existing spectrum is kept unless --overwrite says otherwise
+    before = tsv.read_text()
+    assert main(["spectrum", ref, "-o", str(tsv), "--method", "welch", *CLUSTER]) == 2
+    assert capsys.readouterr().err.strip() == f"deepict spectrum: error: {tsv}: already exists (use --overwrite to replace it)"
+    assert tsv.read_text() == before
     out = tmp_path / "out"
-    code = main(["filter", tomo, "--target", str(tsv), "--out", str(out), "--mode", "exact", "--plot", *CLUSTER])
+    code = main(["filter", tomo, "--target", str(tsv), "-o", str(out), "--mode", "exact", "--plot", "--no-progress",
+                 *CLUSTER])
     assert code == 0, capsys.readouterr().err
     result = open_volume(out / "tomo.ome.zarr")
     assert result.attrs["voxel_size"] == (10.0, 10.0, 10.0) and result.shape == (40, 48, 48)

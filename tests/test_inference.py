@@ -253,7 +253,7 @@ def test_worker_processes_spread_over_the_gpus_of_a_node(monkeypatch):
     assert devices.process_gpu("cuda:2") == "cuda:2" and devices.process_gpu("cpu") == "cpu"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert devices.process_gpu("cuda") == "cuda"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         slots = [client.submit(slot, workers=[w], pure=False).result() for w in client.scheduler_info()["workers"]]
     assert sorted(slots) == [0, 1]  # inside tasks: LocalCluster names its workers 0, 1, ...

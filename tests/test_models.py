@@ -147,6 +147,29 @@ def test_model_info_cli(tmp_path, capsys):
     assert main(["model-info", str(tmp_path / "nope.safetensors")]) == 2
 
 
+@pytest.mark.parametrize("patch", [[0, 0, 0], [32, 32], [32, -1, 32]])
+def test_model_with_impossible_patch_size_is_refused_everywhere(tmp_path, capsys, patch):
+    """A crafted file whose patch size has a zero edge or the wrong axis count: one error line, no traceback."""
+    from safetensors.torch import save_file
+
+    from deepict_dask.models import read_model_info
+
+    info = _info()
+    tensors = {k: v.contiguous() for k, v in build_network(info).state_dict().items()}
+    meta = json.loads(info.model_dump_json()) | {"patch_size": patch}
+    path = tmp_path / "zero.safetensors"
+    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
+    for load in (read_model_info, load_model):
+        with pytest.raises(InputError, match="patch_size must be 3 positive edges"):
+            load(path)
+    capsys.readouterr()
+    assert main(["model-info", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"deepict model-info: error: {path}: invalid model metadata")
+    assert "patch_size must be 3 positive edges for a 3D model" in lines[0] and captured.out == ""
+
+
 @pytest.mark.parametrize("name,dim", [("demo3d", 3), ("demo2d", 2)])
 def test_shipped_demo_models(name, dim):
     from deepict_dask.models import demo_model_path, describe

@@ -27,7 +27,7 @@ def _threaded_local_cluster(monkeypatch):
     import deepict_dask.cluster as cluster
 
     real = cluster.make_cluster
-    monkeypatch.setattr(cluster, "make_cluster", lambda spec: real(dataclasses.replace(spec, processes=False, dashboard_address=":0")))
+    monkeypatch.setattr(cluster, "make_cluster", lambda spec: real(dataclasses.replace(spec, processes=False, dashboard_address="127.0.0.1:0")))
 
 
 def _map() -> np.ndarray:
@@ -59,7 +59,25 @@ def test_cli_mrc_to_star_csv_and_labels(tmp_path, capsys):
     assert sorted(np.unique(lab).tolist()) == [0, 1, 2] and (lab > 0).sum() == 91
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["particle"]["picked"] == 2 and summary["particle"]["clusters_before_filters"] == 3
-    assert "2 picks written" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "2 picks written" in captured.out
+    assert captured.err.count("Dask dashboard:") == 1 and "dashboard" not in captured.out.lower()
+
+
+def test_cli_refuses_existing_outputs_without_overwrite(tmp_path, capsys):
+    src = _mrc(tmp_path / "tomo1.mrc", _map())
+    out = tmp_path / "picks.csv"
+    out.write_text("keep me\n")
+    assert main(["pick", str(src), "-o", str(out), *DASK]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"deepict pick: error: {out}: already exists (use --overwrite to replace it)"
+    assert out.read_text() == "keep me\n"
+    summary = tmp_path / "s.json"
+    summary.write_text("{}")
+    assert main(["pick", str(src), "-o", str(tmp_path / "new.csv"), "--summary", str(summary), *DASK]) == 2
+    assert "s.json: already exists" in capsys.readouterr().err and not (tmp_path / "new.csv").exists()
+    assert main(["pick", str(src), "-o", str(out), "--summary", str(summary), "--overwrite", *DASK]) == 0
+    assert len(read_table(out)) == 3 and json.loads(summary.read_text())["particle"]["picked"] == 3
 
 
 def test_cli_prediction_group_class_choice_and_copick(tmp_path):

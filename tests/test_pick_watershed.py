@@ -218,13 +218,13 @@ def test_cli_cluster_watershed(spheres, tmp_path, monkeypatch):
     table = read_table(out)
     assert recovered(table, centres)["recall"] >= 0.95
     assert main(["pick", str(path), "--out", str(out), "--cluster", "peaks", "--min-distance", "4",
-                 "--no-progress"]) == 2  # a binary mask: says a probability map is needed
+                 "--no-progress", "--overwrite"]) == 2  # a binary mask: says a probability map is needed
     assert main(["pick", str(path), "--out", str(out), "--cluster", "watershed", "--min-distance", "0",
-                 "--no-progress"]) == 2
+                 "--no-progress", "--overwrite"]) == 2
     assert main(["pick", str(path), "--out", str(out), "--cluster", "watershed", "--min-distance", "40A",
-                 "--coarsen", "0", "--no-progress"]) == 2
+                 "--coarsen", "0", "--no-progress", "--overwrite"]) == 2
     assert main(["pick", str(path), "--out", str(out), "--cluster", "watershed", "--min-distance", "40A",
-                 "--coarsen", "2", "--no-progress"]) == 0  # seeds 2 cells apart: still one pick each
+                 "--coarsen", "2", "--no-progress", "--overwrite"]) == 0  # seeds 2 cells apart: still one pick each
     assert recovered(read_table(out), centres)["recall"] >= 0.9
 
 

@@ -51,12 +51,23 @@ def test_example_config_validates_and_has_comments(tmp_path):
 
 
 def test_init_config_command(tmp_path, capsys):
-    assert main(["init-config", "--inputs", "x/*.mrc", "--out", "o"]) == 0
-    assert 'paths:\n    - "x/*.mrc"' in capsys.readouterr().out
+    assert main(["init-config", "--inputs", "x/*.mrc", "--run-dir", "o"]) == 0
+    out = capsys.readouterr().out
+    assert 'paths:\n    - "x/*.mrc"' in out and "dir: o" in out
     target = tmp_path / "run.yaml"
     assert main(["init-config", "-o", str(target)]) == 0
     assert load_config(target).output.dir == str(tmp_path / "deepict_out")
+    capsys.readouterr()
     assert main(["init-config", "-o", str(target)]) == 2  # refuses to overwrite
+    assert capsys.readouterr().err.strip() == f"deepict init-config: error: {target}: already exists (use --overwrite to replace it)"
+    assert main(["init-config", "--out", str(target), "--run-dir", "elsewhere", "--overwrite"]) == 0
+    assert load_config(target).output.dir == str(tmp_path / "elsewhere")
+    # the old spelling still works, with one warning line; the old meaning of --out is explained
+    other = tmp_path / "old.yaml"
+    assert main(["init-config", "--output", str(other)]) == 0 and other.is_file()
+    assert capsys.readouterr().err.strip() == "deepict init-config: warning: --output is deprecated, use -o/--out"
+    assert main(["init-config", "--out", "o"]) == 2
+    assert "is now --run-dir" in capsys.readouterr().err and not (Path.cwd() / "o").exists()
 
 
 @pytest.mark.parametrize(
@@ -225,3 +236,48 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
     assert remove_stale_temporaries(tmp_path, ["a"]) == 2
     assert not (store / "labels" / ".ribosome.tmp-1234abcd").exists()
     assert (store / "predictions" / "m").is_dir()
+
+
+def _truth_config(tmp_path: Path) -> Path:
+    """Two tomograms, a truth pattern (with a wildcard) that finds a table for only one of them."""
+    write_mrc(tmp_path / "tomos" / "a.mrc", 13.48)
+    write_mrc(tmp_path / "tomos" / "b.mrc", 13.48)
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "truth" / "a_gt.csv").write_text("x,y,z\n1,2,3\n")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(BASE.replace('  paths: ["tomos/*.mrc"]\n', '  paths: ["tomos/*.mrc"]\n  truth: "truth/{name}_*.csv"\n'))
+    return cfg
+
+
+def test_truth_pattern_matching_nothing_is_warned_in_run(tmp_path, caplog, monkeypatch):
+    import logging
+
+    import deepict_dask.pipeline.run as run_mod
+
+    cfg = _truth_config(tmp_path)
+    tomos = collect_inputs(load_config(cfg), Manifest(tmp_path / "out"))
+    assert {t.name: t.truth for t in tomos} == {"a": tmp_path / "truth" / "a_gt.csv", "b": None}
+
+    def stop(*a, **k):
+        raise ConfigError("stopped after the input checks")
+
+    monkeypatch.setattr(run_mod, "check_models", stop)  # the warning must come before any heavy work
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deepict_dask"):
+        assert main(["run", str(cfg)]) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "inputs.truth" in warnings[0] and "1 of 2 tomograms (b)" in warnings[0]
+
+
+def test_truth_pattern_matching_nothing_is_warned_in_dry_run(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = _truth_config(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "deepict_dask", "run", str(cfg), "--dry-run"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "inputs.truth" in ln]
+    assert len(lines) == 1 and lines[0].startswith("deepict run: warning: inputs.truth ")
+    assert "1 of 2 tomograms (b)" in lines[0] and "2 tomograms" in proc.stdout

@@ -38,7 +38,7 @@ def inprocess_cluster(monkeypatch):
     from distributed import LocalCluster
 
     monkeypatch.setattr(cluster, "make_cluster", lambda spec: LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"))
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0"))
 
 
 def test_predict_cli_writes_probabilities_and_refuses_other_models(tmp_path, tomo, inprocess_cluster, capsys):
@@ -46,7 +46,10 @@ def test_predict_cli_writes_probabilities_and_refuses_other_models(tmp_path, tom
     out = tmp_path / "out"
     args = ["predict", str(tomo), "--model", str(model), "--out", str(out), "--patch", "32", "--overlap", "4", "--chunk", "64"]
     assert main(args) == 0
-    assert "dashboard" in capsys.readouterr().out.lower()
+    captured = capsys.readouterr()
+    assert captured.err.count("Dask dashboard:") == 1 and "dashboard" not in captured.out.lower()
+    assert "--chunk is deprecated, use --chunks" in captured.err
+    assert f"{tomo} -> " in captured.out
     p = open_volume(out / "tomo1.ome.zarr", group="predictions/ribo")
     assert p.dims == ("c", "z", "y", "x") and p.shape == (1, 20, 40, 36) and p.dtype == np.uint8
     assert list(p["c"].values) == ["ribosome"] and p.attrs["voxel_size"] == (10.0, 10.0, 10.0)
@@ -60,7 +63,8 @@ def test_predict_cli_writes_probabilities_and_refuses_other_models(tmp_path, tom
     # a different model of the same name is refused, nothing is touched
     other = _model(tmp_path / "other.safetensors", seed=1)
     assert main(["predict", str(tomo), "--model", str(other), "--out", str(out), "--patch", "32", "--overlap", "4"]) == 2
-    assert "another model" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "deepict predict: error:" in captured.err and "another model" in captured.err
     assert (open_volume(out / "tomo1.ome.zarr", group="predictions/ribo").data.compute() == p.data.compute()).all()
     assert main(["predict", str(tomo), "--model", str(other), "--out", str(out), "--patch", "32", "--overlap", "4", "--overwrite"]) == 0
 
@@ -86,6 +90,25 @@ def test_predict_cli_bad_inputs(tmp_path, tomo, capsys):
     assert main(["predict", str(tomo), "--model", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "nope.mrc" in err and "missing.safetensors" in err
+
+
+def test_predict_cli_bad_model_is_one_error_before_any_cluster(tmp_path, tomo, capsys, monkeypatch):
+    """A model whose weights do not fit its architecture stops predict at once, on stderr, no traceback."""
+    from safetensors.torch import save_file
+
+    from deepict_dask.models.files import META_KEY
+
+    info = ModelInfo(name="bad", dim=3, classes=["ribosome"], architecture={"preset": "deepict_ribosome"},
+                     patch_size=[32] * 3, voxel_size=10.0)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bad), metadata={META_KEY: info.model_dump_json()})
+    monkeypatch.setattr(cluster, "make_cluster", lambda spec: pytest.fail("cluster started for a bad model"))
+    assert main(["predict", str(tomo), "--model", str(bad), "-o", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepict predict: error: ") and "bad.safetensors" in lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not (tmp_path / "out").exists()
 
 
 def test_predict_cli_real_worker_processes(tmp_path, tomo):

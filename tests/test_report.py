@@ -98,6 +98,12 @@ def test_cli_report_and_bad_dir(run_dir, tmp_path, capsys):
     out = tmp_path / "x.html"
     assert main(["report", str(run_dir), "--out", str(out), "--tolerance", "30", "--unit", "A", "--max-images", "0"]) == 0
     assert out.is_file()
+    capsys.readouterr()
+    before = out.read_bytes()
+    assert main(["report", str(run_dir), "-o", str(out), "--max-images", "0"]) == 2  # one rule: --overwrite
+    assert capsys.readouterr().err.strip() == f"deepict report: error: {out}: already exists (use --overwrite to replace it)"
+    assert out.read_bytes() == before
+    assert main(["report", str(run_dir), "-o", str(out), "--max-images", "0", "--overwrite"]) == 0
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "not a directory" in capsys.readouterr().err
 

@@ -1,8 +1,16 @@
-"""Options shared by several commands."""
+"""Options shared by several commands, so that one spelling means one thing everywhere.
+
+``-o/--out`` is the output path, ``--overwrite`` replaces an existing output (refused otherwise),
+``--chunks`` the chunk edge, ``--no-progress`` turns the progress display off (it is also off when
+standard error is not a terminal). Old spellings stay accepted as hidden aliases with a warning.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from typing import Any
 
 
 def add_cluster_args(parser: argparse.ArgumentParser) -> None:
@@ -51,3 +59,49 @@ class InputFailures:
             print(f"deepict {self.command}: {self.count} of {self.total} input(s) failed", file=sys.stderr)
             return 2
         return 0
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old option spelling: still works, prints one warning line naming the new one."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kwargs: Any):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs: Any) -> None:
+    """Accept ``old`` as a hidden alias of ``new`` (same ``dest``), warning when it is used."""
+    parser.add_argument(old, dest=dest, action=_DeprecatedAlias, new=new, help=argparse.SUPPRESS,
+                        default=argparse.SUPPRESS, **kwargs)
+
+
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``; see :func:`progress_wanted`."""
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress display (it is off anyway when standard error is not a terminal)")
+
+
+def progress_wanted(args: argparse.Namespace) -> bool:
+    """Progress bars go to standard error, and only when it is a terminal: logs and pipes stay clean."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser, what: str = "existing outputs") -> None:
+    """``--overwrite``: without it a command refuses to replace an existing output."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} (default: refuse)")
+
+
+def refuse_existing(*paths: str | os.PathLike | None, overwrite: bool) -> None:
+    """Fail before any work when an output exists and ``--overwrite`` was not given."""
+    from deepict_dask.errors import OutputError
+
+    if overwrite:
+        return
+    for path in paths:
+        if path is not None and os.path.lexists(path):
+            raise OutputError("already exists (use --overwrite to replace it)", path)

@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepict_dask.cli.common import InputFailures, add_cluster_args, unique_names
+from deepict_dask.cli.common import (
+    InputFailures,
+    add_cluster_args,
+    add_overwrite_arg,
+    add_progress_arg,
+    progress_wanted,
+    unique_names,
+)
 from deepict_dask.cluster import dask_client, spec_from_args
 from deepict_dask.errors import ConfigError, DeepictError
 
@@ -32,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="tomograms: .mrc/.mrcs/.rec/.map/.st/.ali files or (OME-)Zarr directories")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--format", choices=["ome-zarr", "mrc"], default="ome-zarr", help="output format (default: ome-zarr)")
     p.add_argument("--chunks", default="128", metavar="N[,N,N]",
                    help="chunk edge in voxels, one value or three comma-separated (z,y,x) (default: 128: as fast to write "
@@ -46,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="voxel size in Angstrom, replacing the inputs' (required for headers without one)")
     p.add_argument("--group", metavar="PATH", help="for OME-Zarr inputs: the image group to read, e.g. predictions/unet")
     p.add_argument("--level", type=int, default=0, metavar="N", help="for OME-Zarr inputs: the pyramid level to read (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse)")
-    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    add_overwrite_arg(p)
+    add_progress_arg(p)
     add_cluster_args(p)
     p.set_defaults(func=run)
 
@@ -116,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         except DeepictError as exc:
             failures.report(exc)
     if opened:
-        with dask_client(spec_from_args(args)), show_progress(not args.no_progress and sys.stdout.isatty()):
+        with dask_client(spec_from_args(args)), show_progress(progress_wanted(args)):
             for src, volume in opened:
                 t0 = time.perf_counter()
                 try:

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "HTML report. Prints where everything is and the F1 reached. Re-running resumes."
         ),
     )
-    p.add_argument("--out", default="demo_out", metavar="DIR", help="output directory (default: demo_out)")
+    p.add_argument("-o", "--out", default="demo_out", metavar="DIR", help="output directory (default: demo_out)")
     p.add_argument("--n", type=int, default=3, metavar="N", help="tomograms to simulate (default: 3)")
     p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="tomogram shape in voxels (default: 96 192 192)")

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from deepict_dask.cli.common import add_overwrite_arg, refuse_existing
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -48,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "--tolerance); tables whose x and x_A columns disagree with it are refused")
     pk.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
     pk.add_argument("--matches", metavar="OUT.csv", help="write the predictions with their status (TP/FP), matched truth row and distance")
+    add_overwrite_arg(pk, "existing --json / --matches files")
     pk.set_defaults(func=run_picks)
 
     mk = s.add_parser(
@@ -71,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mk.add_argument("--threshold", type=float, default=0.5, help="probability threshold for the voxel metrics (default 0.5)")
     mk.add_argument("--levels", type=int, help="quantization levels of float maps (default 1001: steps of 0.001)")
     mk.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
+    add_overwrite_arg(mk, "an existing --json file")
     mk.set_defaults(func=run_masks)
 
     sw = s.add_parser(
@@ -90,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--max-size", type=int, help="drop clusters larger than this (voxels)")
     sw.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26, help="voxel connectivity (default 26)")
     sw.add_argument("--json", metavar="OUT", help="write the grid and best setting as JSON")
+    add_overwrite_arg(sw, "an existing --json file")
     sw.set_defaults(func=run_sweep)
 
 
@@ -190,6 +195,8 @@ def run_picks(args: argparse.Namespace) -> int:
     from deepict_dask.evaluate.picking import check_unit, evaluate_picks
     from deepict_dask.io.atomic import atomic_path
 
+    refuse_existing(args.json, args.matches, overwrite=args.overwrite)
+
     unit = check_unit(args.unit)
     pred = _read_tables(args.pred, args.voxel_size, unit)
     truth = _read_tables(args.truth, args.voxel_size, unit)
@@ -230,6 +237,8 @@ def run_masks(args: argparse.Namespace) -> int:
 
     from deepict_dask.evaluate._io import write_json
     from deepict_dask.evaluate.segmentation import mask_metrics, probability_metrics
+
+    refuse_existing(args.json, overwrite=args.overwrite)
 
     pred = _open(args.pred, args.pred_group)
     truth = _open(args.truth, args.truth_group)
@@ -289,6 +298,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     from deepict_dask.evaluate.segmentation import _spatial
     from deepict_dask.evaluate.sweep import sweep
     from deepict_dask.io.volume import make_volume, origin_of, voxel_size_of
+
+    refuse_existing(args.json, overwrite=args.overwrite)
 
     truth = _read_tables(args.truth, None, check_unit(args.unit))
     maps = {}

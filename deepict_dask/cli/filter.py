@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from deepict_dask.cli.common import InputFailures, add_cluster_args, unique_names
+from deepict_dask.cli.common import (
+    InputFailures,
+    add_cluster_args,
+    add_overwrite_arg,
+    add_progress_arg,
+    progress_wanted,
+    refuse_existing,
+    unique_names,
+)
 from deepict_dask.cluster import dask_client, spec_from_args
 from deepict_dask.errors import ConfigError, DeepictError
 
@@ -29,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="TOMO", help="tomograms: MRC/REC files or (OME-)Zarr directories")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--target", metavar="TSV", help="target spectrum from 'deepict spectrum' (default: the shipped one)")
     p.add_argument("--mode", choices=MODES, default="auto",
                    help="exact: one whole-volume FFT per tomogram (needs it in one worker's memory); blockwise: "
@@ -57,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", action="store_true",
                    help="also write OUT/<name>.spectrum.png with the input, target and output spectra")
     p.add_argument("--group", metavar="PATH", help="for OME-Zarr inputs: the image group to read")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse)")
+    add_overwrite_arg(p)
+    add_progress_arg(p)
     add_cluster_args(p)
     p.set_defaults(func=run)
 
@@ -150,13 +158,12 @@ def run(args: argparse.Namespace) -> int:
     for src, name in zip(sources, names):  # open every input first: bad headers fail before any compute
         out_path = out_dir / f"{name}.ome.zarr"
         try:
-            if out_path.exists() and not args.overwrite:
-                raise DeepictError("output already exists (use --overwrite to replace it)", out_path)
+            refuse_existing(out_path, overwrite=args.overwrite)
             opened.append((src, open_volume(src, group=args.group), out_path))
         except DeepictError as exc:
             failures.report(exc)
     if opened:
-        with dask_client(spec_from_args(args)), show_progress(sys.stdout.isatty()):
+        with dask_client(spec_from_args(args)), show_progress(progress_wanted(args)):
             for src, volume, out_path in opened:
                 t0 = time.perf_counter()
                 try:

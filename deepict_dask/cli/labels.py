@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="existing masks (MRC/Zarr, non-zero = class) added as further classes, e.g. membrane=mem.mrc")
     p.add_argument("--tomo", help="use only table rows whose 'tomo' is this name (default: the --like file's stem "
                    "if the table names several tomograms)")
-    p.add_argument("--out", required=True, help="output label volume: .zarr (OME-Zarr) or .mrc")
+    p.add_argument("-o", "--out", required=True, help="output label volume: .zarr (OME-Zarr) or .mrc")
     p.add_argument("--chunks", type=int, default=128, metavar="N", help="chunk edge in voxels (default 128)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=run)

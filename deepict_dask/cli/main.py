@@ -37,11 +37,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CommandFormatter(logging.Formatter):
+    """Warnings read like errors, ``deepict CMD: warning: ...``, so every message names its command."""
+
+    def __init__(self, command: str | None):
+        super().__init__()
+        self.prefix = f"deepict {command}" if command else "deepict"
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{self.prefix}: {record.levelname.lower()}: {record.getMessage()}"
+        return f"{text}\n{self.formatException(record.exc_info)}" if record.exc_info else text
+
+
+def _setup_logging(command: str | None, verbose: int) -> None:
+    """One line per warning on stderr; ``-v``/``-vv`` add info/debug lines with the logger's name."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    if verbose:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(_CommandFormatter(command))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _setup_logging(args.command, args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

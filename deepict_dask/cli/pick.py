@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from deepict_dask.cli.common import add_cluster_args
+from deepict_dask.cli.common import (
+    add_cluster_args,
+    add_deprecated_alias,
+    add_overwrite_arg,
+    add_progress_arg,
+    progress_wanted,
+    refuse_existing,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -17,7 +24,8 @@ def register(subparsers: Any) -> None:
         conflict_handler="resolve",
     )
     p.add_argument("map", help="probability map: <tomo>.ome.zarr (predictions/<model>), .mrc or a Zarr array")
-    p.add_argument("--out", required=True, help="output table: .csv, .star (RELION) or .json (copick)")
+    p.add_argument("-o", "--out", required=True, metavar="TABLE",
+                   help="output table: .csv, .star (RELION) or .json (copick)")
     p.add_argument("--group", help="group inside a Zarr store, e.g. predictions/unet (default: the only one)")
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",
                    help="class (channel) to pick; repeat for several (default: all classes)")
@@ -57,14 +65,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--context-distance", metavar="LEN", help="colocalization distance (voxels, or e.g. 50A)")
     p.add_argument("--distance-reach", metavar="LEN",
                    help="distances up to this are exact (default max(context distance, 20 voxels))")
-    p.add_argument("--chunk", type=int, metavar="N", help="Dask chunk edge when the input is not already chunked")
+    p.add_argument("--chunks", type=int, metavar="N", help="Dask chunk edge when the input is not already chunked")
+    add_deprecated_alias(p, "--chunk", "--chunks", dest="chunks", type=int)
     p.add_argument("--labels-out", metavar="STORE",
                    help="write the kept clusters' label image to STORE (OME-Zarr) as labels/<class>")
     p.add_argument("--centerline", action="store_true",
                    help="filaments/membranes: sample points along each cluster's skeleton instead of centroids")
     p.add_argument("--spacing", default="40A", metavar="LEN", help="centreline sampling step (default 40A)")
     p.add_argument("--summary", metavar="JSON", help="also write the per-class summary as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_overwrite_arg(p, "existing outputs (table, --summary, --labels-out groups)")
+    add_progress_arg(p)
     add_cluster_args(p)
     # --cluster names the clustering method here; the Dask cluster kinds stay accepted too
     p.add_argument("--cluster", action=_ClusterChoice, dest="cluster", metavar="METHOD",
@@ -109,17 +119,19 @@ def run(args: argparse.Namespace) -> int:
         params.update({k: v for k, v in (("min_distance", args.min_distance), ("seeds", args.seeds),
                                          ("h_maxima", args.h_maxima), ("sigma", args.smooth),
                                          ("coarsen", args.coarsen)) if v is not None})
-    with dask_client(spec_from_args(args), quiet=True), show_progress(not args.no_progress):
+    refuse_existing(args.out, args.summary, overwrite=args.overwrite)
+    with dask_client(spec_from_args(args)), show_progress(progress_wanted(args)):
         result = pick(
             args.map, classes=args.classes, group=args.group, tomo=args.tomo, threshold=args.threshold,
             min_size=args.min_size, max_size=args.max_size, radius=args.radius, connectivity=args.connectivity,
             cluster=args.cluster_method, cluster_params=params, context=args.context, context_group=args.context_group,
             context_mode=args.context_mode, context_inverse=args.exclude, context_distance=args.context_distance,
             distance_reach=args.distance_reach, weighted=args.weighted, duplicate_radius=args.duplicate_radius,
-            chunks=args.chunk, labels=bool(args.labels_out) or args.centerline,
+            chunks=args.chunks, labels=bool(args.labels_out) or args.centerline,
             centerline=args.centerline, spacing=args.spacing,
         )
-        write_outputs(result, args.out, labels_out=args.labels_out, summary_out=args.summary)
+        write_outputs(result, args.out, labels_out=args.labels_out, summary_out=args.summary,
+                      overwrite=args.overwrite)
     table = result.table
     if table.empty:
         print(f"no cluster survived the filters; wrote an empty table to {args.out}")

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
-from deepict_dask.cli.common import add_cluster_args
+from deepict_dask.cli.common import (
+    InputFailures,
+    add_cluster_args,
+    add_deprecated_alias,
+    add_overwrite_arg,
+    add_progress_arg,
+    progress_wanted,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,8 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("tomograms", nargs="+", metavar="TOMO", help="tomograms (MRC, Zarr or OME-Zarr)")
     p.add_argument("--model", required=True, help="model file (.safetensors) or a demo model name (demo3d, demo2d)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--chunk", type=int, default=256, help="output block edge in voxels (rounded to whole window cores; default 256)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--chunks", type=int, default=256, metavar="N",
+                   help="output block edge in voxels (rounded to whole window cores; default 256)")
+    add_deprecated_alias(p, "--chunk", "--chunks", dest="chunks", type=int)
     p.add_argument("--patch", type=int, help="window edge: 3D cube (default 160 on CPU, 128 on GPU) or 2D tile (default: the model's, 288)")
     p.add_argument("--overlap", type=int, help="margin cropped from each window side (default 12 for 3D, 48 for 2D)")
     p.add_argument("--blend", choices=["crop", "gaussian"], default="crop", help="crop window margins (DeePiCt, default) or Gaussian weighting (nnU-Net)")
@@ -41,21 +51,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="3D on CPU: keep torch's default memory layout instead of channels_last_3d (which "
                    "measured 1.8-2.4x faster with the same probabilities to 1e-6)")
     p.add_argument("--max-in-flight", type=int, default=2, help="tomograms processed at the same time (bounds memory; default 2)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing prediction of this model")
+    add_overwrite_arg(p, "an existing prediction of this model")
+    add_progress_arg(p)
     add_cluster_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from deepict_dask.cluster import dask_client, spec_from_args
-    from deepict_dask.errors import InputError
+    from deepict_dask.errors import DeepictError, InputError
     from deepict_dask.inference.predict import PredictOptions, make_ref, predict_many
-    from deepict_dask.models import resolve_model_path
+    from deepict_dask.models import load_model, resolve_model_path
 
     options = PredictOptions(
-        window=args.patch, margin=args.overlap, blend=args.blend, chunk=args.chunk, batch_size=args.batch_size,
+        window=args.patch, margin=args.overlap, blend=args.blend, chunk=args.chunks, batch_size=args.batch_size,
         dtype=args.dtype, tta=args.tta, device=args.device, precision=args.precision,
         rescale=not args.no_rescale, threshold=args.threshold, sigma_z=args.sigma_z,
         channels_last=False if args.no_channels_last else None,
@@ -64,23 +76,23 @@ def run(args: argparse.Namespace) -> int:
     missing = [t for t in args.tomograms if not os.path.exists(t)]
     if missing:
         raise InputError("no such file or directory", missing[0])
-    ref = make_ref(resolve_model_path(args.model), options)
-    failures = 0
-    with dask_client(spec_from_args(args)) as client:
-        print(f"Dask dashboard: {client.dashboard_link}", flush=True)
-        columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, transient=False) as bar:
-            task = bar.add_task("predict", total=len(args.tomograms))
+    model_path = resolve_model_path(args.model)
+    load_model(model_path, probabilities=False)  # a bad model is one error now, not one per tomogram later
+    ref = make_ref(model_path, options)
+    failures = InputFailures("predict", len(args.tomograms))
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with dask_client(spec_from_args(args)), \
+            Progress(*columns, console=Console(stderr=True), disable=not progress_wanted(args),
+                     redirect_stdout=sys.stdout.isatty()) as bar:
+        task = bar.add_task("predict", total=len(args.tomograms))
 
-            def done(tomo: str, path, exc) -> None:
-                nonlocal failures
-                if exc is not None:
-                    failures += 1
-                    bar.console.print(f"[red]{tomo}: {exc}")
-                else:
-                    bar.console.print(f"{tomo} -> {path}")
-                bar.advance(task)
+        def done(tomo: str, path, exc) -> None:
+            if exc is not None:
+                failures.report(exc if getattr(exc, "path", None) else DeepictError(str(exc), tomo))
+            else:
+                print(f"{tomo} -> {path}", flush=True)
+            bar.advance(task)
 
-            predict_many(args.tomograms, ref, args.out, options, overwrite=args.overwrite,
-                         max_in_flight=args.max_in_flight, on_done=done, voxel_size=args.voxel_size)
-    return 2 if failures else 0
+        predict_many(args.tomograms, ref, args.out, options, overwrite=args.overwrite,
+                     max_in_flight=args.max_in_flight, on_done=done, voxel_size=args.voxel_size)
+    return failures.exit_code()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from deepict_dask.cli.common import add_overwrite_arg, refuse_existing
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,17 +17,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "segmentation contours. Tables named *truth* or *gt* (or in such a folder) are ground truth.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to report on")
-    p.add_argument("--out", help="output HTML file (default RUN_DIR/report.html)")
+    p.add_argument("-o", "--out", metavar="HTML", help="output HTML file (default RUN_DIR/report.html)")
     p.add_argument("--truth", nargs="+", metavar="TABLE", help="ground-truth tables outside the run directory")
     p.add_argument("--tolerance", type=float, help="matching radius for colouring picks (default: from a picks metrics file)")
     p.add_argument("--unit", choices=["vox", "A"], help="unit of --tolerance (default vox)")
     p.add_argument("--title", help="page title")
     p.add_argument("--max-images", type=int, default=20, help="at most this many tomograms get orthoslices (default 20)")
+    add_overwrite_arg(p, "an existing report (such as the one 'deepict run' wrote)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from deepict_dask.evaluate.report import build_report
+
+    refuse_existing(args.out or Path(args.run_dir) / "report.html", overwrite=args.overwrite)
 
     out = build_report(
         args.run_dir,

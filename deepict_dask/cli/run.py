@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
                    help="recompute STAGE (and what depends on it) even if done: convert, preprocess, predict, "
                         "predict:<model>, pick, pick:<target>, tables or all; repeatable")
-    p.add_argument("--out", metavar="DIR", help="run directory (overrides output.dir of the config)")
+    p.add_argument("-o", "--out", metavar="DIR", help="run directory (overrides output.dir of the config)")
     p.add_argument("--max-in-flight", type=int, metavar="N",
                    help="tomograms submitted at once (overrides execution.max_in_flight; default 2 per worker)")
     p.add_argument("--dry-run", action="store_true",

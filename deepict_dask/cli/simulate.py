@@ -17,7 +17,7 @@ def register(subparsers) -> None:
             "and particles.csv (all tomograms). Protein is dark in the tomograms."
         ),
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--n", type=int, default=1, metavar="N", help="number of tomograms (seeds SEED..SEED+N-1; default 1)")
     p.add_argument("--shape", type=int, nargs=3, default=[128, 256, 256], metavar=("Z", "Y", "X"),
                    help="tomogram shape in voxels (default 128 256 256)")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from deepict_dask.cli.common import add_cluster_args
+from deepict_dask.cli.common import (
+    add_cluster_args,
+    add_overwrite_arg,
+    add_progress_arg,
+    progress_wanted,
+    refuse_existing,
+)
 from deepict_dask.cluster import dask_client, spec_from_args
 from deepict_dask.errors import ConfigError
 
@@ -32,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Welch sub-volume edge in voxels (default 128; sets the frequency resolution)")
     p.add_argument("--group", metavar="PATH", help="for OME-Zarr inputs: the image group to read")
     p.add_argument("--level", type=int, default=0, metavar="N", help="for OME-Zarr inputs: the pyramid level to read (default 0)")
+    add_overwrite_arg(p, "an existing spectrum file")
+    add_progress_arg(p)
     add_cluster_args(p)
     p.set_defaults(func=run)
 
@@ -43,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.window < 4:
         raise ConfigError("--window must be at least 4 voxels")
+    refuse_existing(args.out, overwrite=args.overwrite)
     volume = open_volume(Path(args.reference), level=args.level, group=args.group)
-    with dask_client(spec_from_args(args)), show_progress(sys.stdout.isatty()):
+    with dask_client(spec_from_args(args)), show_progress(progress_wanted(args)):
         spec = radial_spectrum(normalize(volume), method=args.method, window=args.window)
     out = write_spectrum(spec, args.out)
     print(f"{args.reference} -> {out} ({len(spec)} shells, {spec.attrs.get('method')} spectrum, "

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="TABLE", help="input tables")
-    p.add_argument("--out", required=True, help="output table; the suffix chooses the format (or use --format)")
+    p.add_argument("-o", "--out", required=True, help="output table; the suffix chooses the format (or use --format)")
     p.add_argument("--format", choices=FORMAT_CHOICES, help="output format (default: from suffix)")
     p.add_argument("--in-format", choices=FORMAT_CHOICES, help="input format (default: from suffix)")
     p.add_argument("--voxel-size", type=float, nargs="+", metavar="A", help="voxel size in Angstrom (1 value or z y x), for formats that do not record it")

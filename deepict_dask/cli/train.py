@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from deepict_dask.cli.common import add_progress_arg, progress_wanted
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from output.dir/checkpoint_last.pt")
     p.add_argument("--steps", type=int, metavar="N", help="override training.steps")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override training.device")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_arg(p)
     p.set_defaults(func=run)
 
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.training.device = args.device
     command = " ".join(["deepict", "train", shlex.quote(str(args.config))]
                        + (["--resume"] if args.resume else []) + ([f"--steps {args.steps}"] if args.steps else []))
-    result = train(cfg, resume=args.resume, progress=not args.no_progress, command=command)
+    result = train(cfg, resume=args.resume, progress=progress_wanted(args), command=command)
     best = result.best or {}
     print(f"trained {result.steps} steps; model: {result.model_path}")
     if best:

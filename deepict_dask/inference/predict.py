@@ -80,7 +80,7 @@ class PredictOptions:
         if self.dtype not in OUT_DTYPES:
             raise ConfigError(f"--dtype must be one of {', '.join(OUT_DTYPES)}, got {self.dtype!r}")
         if self.chunk < 1 or (self.window is not None and self.window < 1):
-            raise ConfigError("--chunk and --patch must be positive")
+            raise ConfigError("--chunks and --patch must be positive")
         if self.margin is not None and self.margin < 0:
             raise ConfigError("--overlap must be >= 0")
         if self.threshold is not None and not 0 < self.threshold < 1:

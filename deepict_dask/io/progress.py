@@ -1,13 +1,15 @@
 """Compute dask collections on the current scheduler, with a progress bar when asked for.
 
 Library calls stay quiet; a command wraps its work in ``with show_progress():`` so that long
-computations show ``distributed.progress`` (on a distributed client) or dask's text bar.
+computations show ``distributed.progress`` (on a distributed client) or dask's text bar. Bars go to
+standard error, so that standard output carries only results (and can be piped or parsed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,10 +46,11 @@ def compute(*collections: Any) -> tuple[Any, ...]:
         from distributed import progress
 
         futures = client.compute(list(collections))
-        progress(futures)
-        print(flush=True)
+        with contextlib.redirect_stdout(sys.stderr):  # distributed's text bar writes to stdout
+            progress(futures)
+        print(file=sys.stderr, flush=True)
         return tuple(client.gather(futures))
     from dask.diagnostics import ProgressBar
 
-    with ProgressBar():
+    with ProgressBar(out=sys.stderr):
         return dask.compute(*collections)

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deepict_dask.errors import DeepictError, InputError
 
@@ -48,6 +48,14 @@ class ModelInfo(BaseModel):
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict, description="data summary, config, scores")
     software_version: str = ""
+
+    @model_validator(mode="after")
+    def _patch_fits_dim(self) -> ModelInfo:
+        """A patch with a zero edge or the wrong number of axes breaks windowing and FLOP counts later."""
+        if len(self.patch_size) != self.dim or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size must be {self.dim} positive edges for a {self.dim}D model, "
+                             f"got {self.patch_size}")
+        return self
 
     @property
     def out_channels(self) -> int:

@@ -7,6 +7,7 @@ sizes or an unwritable output directory stops in seconds with one message listin
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import uuid
@@ -20,6 +21,7 @@ from deepict_dask.pipeline.config import RunConfig
 from deepict_dask.pipeline.manifest import Manifest, file_fingerprint
 
 MIN_FREE_BYTES = 256 * 2**20
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -134,12 +136,33 @@ def collect_inputs(config: RunConfig, manifest: Manifest) -> list[InputTomogram]
                 problem = str(exc)
             except Exception as exc:  # any reader failure makes this one tomogram unusable
                 problem = f"{path}: cannot read: {type(exc).__name__}: {exc}"
-        truth = None
-        if config.inputs.truth:
-            truth = Path(config.inputs.truth.replace("{name}", name))
-        tomos.append(InputTomogram(name, path, fp, header, truth, problem))
+        tomos.append(InputTomogram(name, path, fp, header, truth_for(config.inputs.truth, name), problem))
+    if config.inputs.truth:
+        warn_missing_truth(config.inputs.truth, tomos)
     check_voxel_sizes(config, tomos)
     return tomos
+
+
+def truth_for(pattern: str | None, name: str) -> Path | None:
+    """The ground-truth table of tomogram ``name``: ``{name}`` replaced, then a glob if it has wildcards.
+
+    ``None`` when the pattern matches no file (or several), so that nothing downstream uses it.
+    """
+    if not pattern:
+        return None
+    text = pattern.replace("{name}", name)
+    hits = sorted(glob.glob(text)) if glob.has_magic(text) else [text] if os.path.exists(text) else []
+    return Path(hits[0]) if len(hits) == 1 else None
+
+
+def warn_missing_truth(pattern: str, tomos: list[InputTomogram]) -> list[str]:
+    """Say which tomograms ``inputs.truth`` finds no table for: they silently went unevaluated before."""
+    missing = [t.name for t in tomos if t.truth is None]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        log.warning("inputs.truth %s matches no file (or several) for %d of %d tomograms (%s): they are not "
+                    "evaluated", pattern, len(missing), len(tomos), shown)
+    return missing
 
 
 def check_voxel_sizes(config: RunConfig, tomos: list[InputTomogram]) -> None:

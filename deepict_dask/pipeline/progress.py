@@ -55,7 +55,7 @@ class LineProgress(ProgressSink):
 
     def start(self, total: int, dashboard: str | None) -> None:
         self.total = total
-        self.console.print(f"{total} tomograms; Dask dashboard: {dashboard}")
+        self.console.print(f"{total} tomograms" + (f"; Dask dashboard: {dashboard}" if dashboard else ""))
 
     def update(self, done: int, failed: int, running: int, queued: int, last: str = "") -> None:
         if done + failed > self.seen:

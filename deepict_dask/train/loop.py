@@ -329,7 +329,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
 def _progress(enabled: bool):
     if not enabled:
         return None
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=False)
+                    transient=False, console=Console(stderr=True))  # stdout keeps only the results

@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.memory import peak_rss_mb  # noqa: E402
+from benchmarks.targets import targets_report  # noqa: E402
 
 ISSUE_MEMORY_SHAPES = ((256, 256, 256), (512, 1024, 1024))
 TARGETS = (  # (figure, comparison, bound, what)
@@ -176,14 +177,6 @@ def run(quick: bool) -> dict:
     return out
 
 
-def targets_report(res: dict) -> list[str]:
-    lines = []
-    for key, op, bound, what in TARGETS:
-        v = float(res[key])
-        ok = v >= bound if op == ">=" else v <= bound
-        lines.append(f"TARGET {key} {op} {bound}: {v:.3g} {'met' if ok else 'MISSED'}  ({what})")
-    return lines
-
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -191,4 +184,4 @@ if __name__ == "__main__":
     res = run(parser.parse_args().quick)
     for key, value in res.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
-    print("\n".join(targets_report(res)))
+    print("\n".join(targets_report(res, TARGETS)))

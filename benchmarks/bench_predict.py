@@ -63,6 +63,7 @@ import deepict_dask  # noqa: E402,F401  (first: it turns on huge pages for torch
 import torch  # noqa: E402
 
 from benchmarks.memory import peak_rss_mb  # noqa: E402
+from benchmarks.targets import targets_report  # noqa: E402
 from deepict_dask.inference.engine import Predictor, predict_whole  # noqa: E402
 from deepict_dask.inference.predict import DEFAULT_WINDOW_3D, PredictOptions, make_ref, predict_file  # noqa: E402
 from deepict_dask.inference.predict3d import DEFAULT_MARGIN_3D, grids_3d  # noqa: E402
@@ -390,14 +391,6 @@ TARGETS = (  # (figure, comparison, bound, what)
 )
 
 
-def targets_report(res: dict) -> list[str]:
-    lines = []
-    for key, op, bound, what in TARGETS:
-        v = float(res[key])
-        ok = v >= bound if op == ">=" else v <= bound
-        lines.append(f"TARGET {key} {op} {bound}: {v:.3g} {'met' if ok else 'MISSED'}  ({what})")
-    return lines
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -412,7 +405,7 @@ def main() -> None:
     for k, v in res.items():
         print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
     if not args.scaling_only:
-        print("\n".join(targets_report(res)))
+        print("\n".join(targets_report(res, TARGETS)))
     print(f"bench_wall_s: {time.perf_counter() - t:.1f}")
     os._exit(0)
 

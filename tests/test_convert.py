@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
-import dask
 import mrcfile
 import numpy as np
 import pytest
@@ -24,18 +22,6 @@ def _mrc(path, data, voxel=(2.0, 2.0, 3.0)):
         m.header.label[1] = b"tilt series 7, SIRT"
         m.header.nlabl = 2
     return path
-
-
-@pytest.fixture
-def no_cluster(monkeypatch):
-    """Run the command on the synchronous scheduler: the cluster is not what these tests are about."""
-
-    @contextlib.contextmanager
-    def local(_spec):
-        with dask.config.set(scheduler="synchronous"):
-            yield None
-
-    monkeypatch.setattr(convert_cli, "dask_client", local)
 
 
 @pytest.fixture(scope="module")

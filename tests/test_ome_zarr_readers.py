@@ -4,17 +4,15 @@ ome-zarr-py's Reader: convert output, ``deepict predict`` stores, and a run dire
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import dask
-import mrcfile
 import numpy as np
 import pytest
 import torch
 import zarr
+from test_convert import _mrc
 
-import deepict_dask.cli.convert as convert_cli
 from deepict_dask.cli.main import main
 from deepict_dask.errors import OutputError
 from deepict_dask.inference.predict import PredictOptions, make_ref, predict_file
@@ -45,23 +43,6 @@ def _nodes(path, version: str = "0.4"):
 
 def _spec_names(node) -> set[str]:
     return {type(s).__name__ for s in node.specs}
-
-
-def _mrc(path, data, voxel):
-    with mrcfile.new(path, overwrite=True) as m:
-        m.set_data(data)
-        m.voxel_size = voxel
-    return path
-
-
-@pytest.fixture
-def no_cluster(monkeypatch):
-    @contextlib.contextmanager
-    def local(_spec):
-        with dask.config.set(scheduler="synchronous"):
-            yield None
-
-    monkeypatch.setattr(convert_cli, "dask_client", local)
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])

@@ -7,6 +7,7 @@ import json
 import distributed
 import pandas as pd
 import pytest
+import starfile
 
 from deepict_dask.cli.main import main
 from deepict_dask.errors import ConfigError
@@ -32,6 +33,10 @@ def test_demo_end_to_end_small(tmp_path, client):
     assert result.evaluation["f1"] == ev["f1"]
     picks = pd.read_csv(run / "particles.csv")
     assert set(picks["class"]) <= {"ribosome", "fas"}
+    # output.tilt_series_pixel_size reaches the run-wide and per-tomogram STAR files: nothing is assumed
+    for star in (run / "particles.star", run / "tables" / "sim_0200" / "sim_0200_particles.star"):
+        assert "assumed" not in star.read_text()
+        assert set(starfile.read(star)["rlnTomoTiltSeriesPixelSize"]) <= {13.48}
     store = run / "tomograms" / "sim_0200.ome.zarr"
     assert (store / "predictions").is_dir() and (store / "labels" / "cytosol").is_dir()
     # the demo resumes: a second call simulates and computes nothing

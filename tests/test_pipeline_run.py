@@ -105,6 +105,7 @@ def test_workflow_runs_resumes_and_recomputes_only_what_changed(tmp_path, models
         assert (run / name).is_file(), name
     # the run-wide STAR carries RELION 5's centred columns like the per-tomogram ones (issue 17)
     assert "_rlnCenteredCoordinateXAngst" in (run / "particles.star").read_text()
+    assert "# rlnTomoTiltSeriesPixelSize assumed equal to the tomogram voxel size" in (run / "particles.star").read_text()
     prov = json.loads((run / "provenance.json").read_text())
     assert prov["models"]["m3"]["sha256"] and prov["packages"]["dask"]
     assert prov["config"]["targets"][0]["name"] == "cytosol"

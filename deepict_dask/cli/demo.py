@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         progress = RichProgress(err) if sys.stderr.isatty() else LineProgress(err)
     result = run_demo(args.out, n=args.n, shape=tuple(args.shape or DEMO_SHAPE), seed=args.seed,
                       workers=args.workers, progress=progress, force=args.force)
-    out = Console()
+    out = Console(soft_wrap=True)  # result lines stay whole when stdout is a file
     print_outcome(result, out)
     ev = result.evaluation or {}
     if "f1" in ev:

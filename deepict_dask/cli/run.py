@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         config.execution.max_in_flight = args.max_in_flight
     console = Console(stderr=True)
     if args.dry_run:
-        dry_run(config, force=args.force, console=Console(), verify=args.verify, overwrite=args.overwrite)
+        dry_run(config, force=args.force, console=Console(soft_wrap=True), verify=args.verify, overwrite=args.overwrite)
         return 0
     cluster = _cluster_override(args, spec_from_args)
     progress = None
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         progress = RichProgress(console) if sys.stderr.isatty() else LineProgress(console)
     result = run_workflow(config, force=args.force, cluster=cluster, progress=progress, verify=args.verify,
                           overwrite=args.overwrite)
-    print_outcome(result, Console())
+    print_outcome(result, Console(soft_wrap=True))
     return result.exit_code
 
 

@@ -142,6 +142,9 @@ class OutputConfig(_Strict):
     chunks: int = Field(128, ge=16, description="OME-Zarr chunk edge, voxels")
     levels: int = Field(3, ge=1, le=8, description="pyramid levels of the converted tomogram")
     report: bool = True
+    tilt_series_pixel_size: float | None = Field(
+        None, gt=0, description="Angstrom, for RELION's rlnTomoTiltSeriesPixelSize in STAR tables "
+        "(default: the tomogram voxel size is assumed, and the files say so)")
 
 
 class EvaluationConfig(_Strict):

@@ -40,6 +40,7 @@ inputs:
 output:
   dir: run
   table_formats: [csv, star]
+  tilt_series_pixel_size: {voxel_size}   # simulated: the tilt series is modelled at the voxel size
   chunks: 128
   levels: 3
 preprocess:

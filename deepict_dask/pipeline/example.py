@@ -25,6 +25,7 @@ output:
   chunks: 128                     # OME-Zarr chunk edge in voxels
   levels: 3                       # pyramid levels of each converted tomogram
   report: true                    # HTML report of the run (report.html)
+  # tilt_series_pixel_size: 3.37  # A, for RELION's rlnTomoTiltSeriesPixelSize (default: assume the voxel size)
 
 preprocess:
   normalize: true                 # zero mean, unit variance (whole-tomogram statistics)

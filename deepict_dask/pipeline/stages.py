@@ -146,7 +146,8 @@ def run_tables(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, A
     outputs = []
     for fmt in params["formats"]:
         path = job.table_dir / f"{job.name}_particles.{fmt}"
-        kwargs = {"voxel_size": params["voxel_size"], "shape": params["shape"]} if fmt == "star" else {}
+        kwargs = {"voxel_size": params["voxel_size"], "shape": params["shape"],
+                  "tilt_series_pixel_size": params.get("tilt_series_pixel_size")} if fmt == "star" else {}
         outputs.append(write_table(df, path, **kwargs))
     counts = {str(k): int(v) for k, v in df["class"].value_counts().items()} if len(df) else {}
     return {"outputs": outputs, "result": {"counts": {t: counts.get(t, 0) for t in params["targets"]}}}
@@ -228,7 +229,8 @@ def build_stages(config: RunConfig, job: TomoJob, model_hashes: Mapping[str, str
     stages.append(Stage(
         "tables", run_tables,
         {"targets": [t.name for t in particles], "formats": list(config.output.table_formats),
-         "voxel_size": header.get("voxel_size"), "shape": header.get("shape")},
+         "voxel_size": header.get("voxel_size"), "shape": header.get("shape"),
+         "tilt_series_pixel_size": config.output.tilt_series_pixel_size},
         deps=tuple(f"pick:{t.name}" for t in particles), version=VERSIONS["tables"],
     ))
     return _sequence_store_writers(stages)

@@ -107,14 +107,15 @@ def write_run_outputs(
     combined = {fmt: run_dir / f"particles.{fmt}" for fmt in ("csv", "star")}
     # each tomogram's shape gives the run-wide STAR the RELION 5 centred columns the per-tomogram ones have
     shapes = {t.name: list(t.header["shape"]) for t in tomos if t.header and t.header.get("shape")}
-    key = hash_value({"tables": fps, "formats": list(combined), "shapes": shapes})
+    ts_pixel = config.output.tilt_series_pixel_size
+    key = hash_value({"tables": fps, "formats": list(combined), "shapes": shapes, "ts_pixel": ts_pixel})
     if _stale(run_rec, "combine", key):
         frames = [read_table(p) for p in table_paths]
         frames = [f for f in frames if len(f)]
         df = pd.concat(frames, ignore_index=True) if frames else empty_table()
         vs = next((t.header.get("voxel_size") for t in tomos if t.header), None)
         write_table(df, combined["csv"])
-        write_table(df, combined["star"], voxel_size=vs, shapes=shapes)
+        write_table(df, combined["star"], voxel_size=vs, shapes=shapes, tilt_series_pixel_size=ts_pixel)
         _record(manifest, run_rec, "combine", key, list(combined.values()))
     outputs.update({f"particles_{k}": v for k, v in combined.items()})
 

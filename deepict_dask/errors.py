@@ -23,6 +23,10 @@ class InputError(DeepictError):
     """An input file is missing, unreadable, corrupt or of the wrong kind."""
 
 
+class VoxelSizeUnset(InputError):
+    """A file whose voxel size is 0, NaN or negative: the caller must state the voxel size."""
+
+
 class ConfigError(DeepictError):
     """A configuration file or option has an unknown key or a bad value."""
 

@@ -281,3 +281,25 @@ def test_truth_pattern_matching_nothing_is_warned_in_dry_run(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if "inputs.truth" in ln]
     assert len(lines) == 1 and lines[0].startswith("deepict run: warning: inputs.truth ")
     assert "1 of 2 tomograms (b)" in lines[0] and "2 tomograms" in proc.stdout
+
+
+def test_header_without_voxel_size_is_refused_unless_the_config_states_it(tmp_path):
+    import dask
+
+    from deepict_dask.io import open_volume, voxel_size_of
+    from deepict_dask.pipeline.run import make_jobs
+    from deepict_dask.pipeline.stages import build_stages
+
+    write_mrc(tmp_path / "tomos" / "a.mrc", 0.0)
+    (tmp_path / "run.yaml").write_text(BASE)
+    tomos = collect_inputs(load_config(tmp_path / "run.yaml"), Manifest(tmp_path / "out"))
+    assert "voxel size is 0" in tomos[0].problem and "set inputs.voxel_size" in tomos[0].problem
+    (tmp_path / "run.yaml").write_text(BASE.replace("inputs:\n", "inputs:\n  voxel_size: 13.48\n"))
+    config = load_config(tmp_path / "run.yaml")
+    tomos = collect_inputs(config, Manifest(tmp_path / "out2"))
+    assert tomos[0].problem is None and tomos[0].header["voxel_size"] == [13.48] * 3
+    job = make_jobs(tomos, tmp_path / "out2")[0]
+    convert = build_stages(config, job, {"m3": "0"})[0]
+    with dask.config.set(scheduler="synchronous"):
+        convert.func(job, convert.params, {})
+    assert voxel_size_of(open_volume(job.store)) == (13.48, 13.48, 13.48)

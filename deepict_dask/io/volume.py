@@ -15,7 +15,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from deepict_dask.errors import InputError
+from deepict_dask.errors import InputError, VoxelSizeUnset
 
 SPATIAL_DIMS = ("z", "y", "x")
 
@@ -47,7 +47,7 @@ def checked_voxel_size(
         return vs
     bad = [v for v in voxel if not (np.isfinite(v) and v > 0)]
     if bad:
-        raise InputError(f"voxel size is {bad[0]:g} Å in {found_in}; pass --voxel-size", where)
+        raise VoxelSizeUnset(f"voxel size is {bad[0]:g} Å in {found_in}; pass --voxel-size", where)
     return voxel
 
 

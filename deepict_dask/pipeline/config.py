@@ -36,7 +36,7 @@ class InputsConfig(_Strict):
 
     paths: list[str] = Field(default_factory=list, description="files or glob patterns (MRC/REC/Zarr/OME-Zarr)")
     manifest: str | None = Field(None, description="text file with one path per line, or a CSV with a 'path' column")
-    voxel_size: float | None = Field(None, gt=0, description="expected voxel size in A (None: the first file's)")
+    voxel_size: float | None = Field(None, gt=0, description="expected voxel size in A (None: the first file's); also used for files whose header has none")
     voxel_size_tolerance: float = Field(0.02, ge=0, lt=1, description="relative tolerance on the voxel size")
     truth: str | None = Field(None, description="ground-truth table per tomogram, '{name}' is replaced")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepict_dask.errors import ConfigError, InputError, OutputError
+from deepict_dask.errors import ConfigError, InputError, OutputError, VoxelSizeUnset
 from deepict_dask.io import tomogram_name
 from deepict_dask.pipeline.config import RunConfig
 from deepict_dask.pipeline.manifest import Manifest, file_fingerprint
@@ -87,12 +87,25 @@ def expand_inputs(config: RunConfig) -> list[Path]:
     return paths
 
 
-def read_header(path: Path) -> dict[str, Any]:
-    """Voxel size and shape of a tomogram without reading its data."""
+def read_header(path: Path, voxel_size: float | None = None) -> dict[str, Any]:
+    """Voxel size and shape of a tomogram without reading its data.
+
+    A file whose header has no voxel size (0, NaN, negative) gets ``voxel_size`` (the config's
+    ``inputs.voxel_size``), recorded as ``voxel_size_given`` so that convert uses it too; without
+    one it is refused rather than guessed.
+    """
     from deepict_dask.io import open_volume, spatial_shape, voxel_size_of
 
-    vol = open_volume(path)
-    return {"voxel_size": list(voxel_size_of(vol)), "shape": list(spatial_shape(vol)), "dtype": str(vol.dtype)}
+    given = False
+    try:
+        vol = open_volume(path)
+    except VoxelSizeUnset as exc:
+        if voxel_size is None:
+            raise VoxelSizeUnset(f"{exc.problem.split(';')[0]}; set inputs.voxel_size in the run config",
+                                 path) from exc
+        vol, given = open_volume(path, voxel_size=voxel_size), True
+    header = {"voxel_size": list(voxel_size_of(vol)), "shape": list(spatial_shape(vol)), "dtype": str(vol.dtype)}
+    return {**header, "voxel_size_given": True} if given else header
 
 
 def check_output_dir(run_dir: Path) -> None:
@@ -131,7 +144,7 @@ def collect_inputs(config: RunConfig, manifest: Manifest) -> list[InputTomogram]
         problem = None
         if not header:
             try:
-                header = {**read_header(path), "fingerprint": fp}
+                header = {**read_header(path, config.inputs.voxel_size), "fingerprint": fp}
             except InputError as exc:
                 problem = str(exc)
             except Exception as exc:  # any reader failure makes this one tomogram unusable

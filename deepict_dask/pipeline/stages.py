@@ -36,7 +36,7 @@ def run_convert(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, 
     """Input tomogram (MRC/Zarr/OME-Zarr) -> the run's OME-Zarr store with a pyramid."""
     from deepict_dask.io import open_volume, spatial_shape, voxel_size_of, write_ome_zarr
 
-    vol = open_volume(job.source, chunks=params["chunks"])
+    vol = open_volume(job.source, chunks=params["chunks"], voxel_size=params.get("voxel_size"))
     out = write_ome_zarr(vol, job.store, levels=params["levels"], chunks=params["chunks"],
                          attrs={"tomogram": job.name})
     return {
@@ -198,9 +198,10 @@ def build_stages(config: RunConfig, job: TomoJob, model_hashes: Mapping[str, str
     filter_params = pre.filter.model_dump()
     if pre.filter.enabled and pre.filter.target != "default":
         filter_params["target_sha256"] = file_sha256(pre.filter.target)
-    stages: list[Stage] = [
-        Stage("convert", run_convert, {"chunks": chunks, "levels": config.output.levels}, version=VERSIONS["convert"])
-    ]
+    convert = {"chunks": chunks, "levels": config.output.levels}
+    if job.header.get("voxel_size_given"):  # the header has none: the config's, as the input check took it
+        convert["voxel_size"] = job.header["voxel_size"]
+    stages: list[Stage] = [Stage("convert", run_convert, convert, version=VERSIONS["convert"])]
     image_stage = "convert"
     image_group = None
     if pre.normalize or pre.filter.enabled:

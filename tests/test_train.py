@@ -162,8 +162,12 @@ def test_bad_training_inputs(tmp_path, toys):
 
 
 def test_device_resolution_cpu_fallback():
-    cpu = resolve_device("auto", True, cuda_available=False)
+    cpu = resolve_device("auto", True, cuda_available=False, cpu_bf16=False)
     assert cpu.device.type == "cpu" and cpu.amp_dtype is None and not cpu.grad_scaling
+    # CPUs with native bf16 train under bf16 autocast (no gradient scaling: bf16 has fp32's range)
+    bf16 = resolve_device("auto", True, cuda_available=False, cpu_bf16=True)
+    assert bf16.device.type == "cpu" and bf16.amp_dtype == torch.bfloat16 and not bf16.grad_scaling
+    assert resolve_device("cpu", False, cuda_available=True, cpu_bf16=True).amp_dtype is None
     gpu = resolve_device("auto", True, cuda_available=True)
     assert gpu.device.type == "cuda" and gpu.amp_dtype == torch.float16 and gpu.grad_scaling
     assert resolve_device("cuda", False, cuda_available=True).amp_dtype is None
@@ -280,3 +284,33 @@ def test_threshold_calibration(tmp_path):
     assert info1.training["threshold_calibration"]["a"]["threshold_before"] == 0.3
     with pytest.raises(ConfigError):
         calibrate_thresholds(src, tmp_path / "x.safetensors", {"zzz": 0.3})
+
+
+def test_time_budget_stops_cleanly_with_the_best_model_and_all_cores_by_default(tmp_path, toys, monkeypatch):
+    import deepict_dask.train.loop as loop
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(loop, "available_cores", lambda: 3)
+    cfg = parse_config(_cfg(tmp_path, toys, training={"steps": 10_000, "validate_every": 1000, "threads": None,
+                                                      "max_minutes": 1e-4}))
+    try:
+        res = train(cfg, progress=False)
+        assert torch.get_num_threads() == 3  # every core given to training, none held back
+    finally:
+        torch.set_num_threads(threads)
+    # stopped long before 10,000 steps, after validating: the best checkpoint is the model written
+    assert res.time_budget_reached and not res.stopped_early and 1 <= res.steps < 50
+    assert res.best["step"] == res.steps and (tmp_path / "run" / "checkpoint_best.pt").is_file()
+    from deepict_dask.models import load_model
+
+    _, info = load_model(res.model_path)
+    assert info.training["time_budget_reached"] and info.training["steps"] == res.steps
+    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["step"] == res.steps  # --resume goes on
+    with pytest.raises(ConfigError, match="training.max_minutes"):
+        parse_config(_cfg(tmp_path, toys, training={"max_minutes": 0}))
+
+
+def test_train_cli_refuses_a_bad_time_budget(tmp_path, toys, capsys):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(_cfg(tmp_path, toys)))
+    assert main(["train", str(tmp_path / "c.yaml"), "--no-progress", "--max-minutes", "-1"]) == 2
+    assert "--max-minutes must be positive" in capsys.readouterr().err

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from output.dir/checkpoint_last.pt")
     p.add_argument("--steps", type=int, metavar="N", help="override training.steps")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override training.device")
+    p.add_argument("--max-minutes", type=float, metavar="M",
+                   help="time budget (override training.max_minutes): stop cleanly after M minutes, keeping the "
+                   "best checkpoint; --resume continues")
     add_progress_arg(p)
     p.set_defaults(func=run)
 
@@ -40,11 +43,17 @@ def run(args: argparse.Namespace) -> int:
         cfg.training.steps, cfg.training.epochs = args.steps, None
     if args.device:
         cfg.training.device = args.device
+    if args.max_minutes is not None:
+        if args.max_minutes <= 0:
+            raise ConfigError(f"--max-minutes must be positive, got {args.max_minutes:g}")
+        cfg.training.max_minutes = args.max_minutes
     command = " ".join(["deepict", "train", shlex.quote(str(args.config))]
-                       + (["--resume"] if args.resume else []) + ([f"--steps {args.steps}"] if args.steps else []))
+                       + (["--resume"] if args.resume else []) + ([f"--steps {args.steps}"] if args.steps else [])
+                       + ([f"--max-minutes {args.max_minutes:g}"] if args.max_minutes else []))
     result = train(cfg, resume=args.resume, progress=progress_wanted(args), command=command)
     best = result.best or {}
-    print(f"trained {result.steps} steps; model: {result.model_path}")
+    budget = " (time budget reached; --resume continues)" if result.time_budget_reached else ""
+    print(f"trained {result.steps} steps{budget}; model: {result.model_path}")
     if best:
         f1 = ", ".join(f"{k} {v:.3f}" for k, v in best.get("val_voxel_f1", {}).items())
         print(f"best validation (step {best.get('step')}): loss {best.get('val_loss')}, voxel F1 {f1}")

@@ -99,8 +99,12 @@ class TrainingConfig(_Strict):
     monitor: Literal["loss", "f1"] = "loss"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: available cores - 1)")
-    mixed_precision: bool = Field(True, description="fp16 autocast + gradient scaling on CUDA (ignored on CPU)")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: every available core)")
+    mixed_precision: bool = Field(
+        True, description="fp16 autocast + gradient scaling on CUDA; bf16 autocast on CPUs with native bf16 "
+        "(AVX512-BF16 / AMX), fp32 on other CPUs")
+    max_minutes: float | None = Field(
+        None, gt=0, description="time budget: stop cleanly after this many minutes (validate, keep the best)")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between 'last' checkpoints (default: validate_every)")
 
     @model_validator(mode="after")

@@ -52,15 +52,33 @@ class DeviceSetup:
     grad_scaling: bool
 
 
-def resolve_device(requested: str, mixed_precision: bool, cuda_available: bool | None = None) -> DeviceSetup:
-    """CUDA (fp16 autocast + GradScaler when ``mixed_precision``) if asked/available, else CPU fp32."""
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX): autocast there is fast.
+
+    Elsewhere bf16 is emulated and slower than fp32, so training stays in fp32.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(requested: str, mixed_precision: bool, cuda_available: bool | None = None,
+                   cpu_bf16: bool | None = None) -> DeviceSetup:
+    """CUDA (fp16 autocast + GradScaler when ``mixed_precision``) if asked/available, else the CPU.
+
+    On the CPU ``mixed_precision`` means bf16 autocast where the CPU has native bf16: 4-6x faster
+    steps (``benchmarks/bench_train.py``), converging to the same validation scores as fp32
+    (``examples/README_models.md``). bf16 keeps fp32's exponent range, so no gradient scaling.
+    """
     has_cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
     if requested == "cuda" and not has_cuda:
         raise ConfigError("training.device: cuda requested but no CUDA device is available")
     if requested == "cuda" or (requested == "auto" and has_cuda):
         amp = torch.float16 if mixed_precision else None
         return DeviceSetup(torch.device("cuda"), amp, amp is not None)
-    return DeviceSetup(torch.device("cpu"), None, False)
+    bf16 = cpu_has_bf16() if cpu_bf16 is None else cpu_bf16
+    return DeviceSetup(torch.device("cpu"), torch.bfloat16 if mixed_precision and bf16 else None, False)
 
 
 def available_cores() -> int:
@@ -120,6 +138,7 @@ class TrainResult:
     data_wait_fraction: float
     voxels_per_second: float
     stopped_early: bool
+    time_budget_reached: bool = False
 
 
 def _identity(cfg: TrainConfig) -> str:
@@ -193,9 +212,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
     tr = cfg.training
     setup = resolve_device(tr.device, tr.mixed_precision)
     if setup.device.type == "cpu":
-        # one core is left to the loader threads: oversubscribed OpenMP threads spin and slow
-        # training down many times on small machines
-        torch.set_num_threads(tr.threads or max(1, available_cores() - 1))
+        # every core given to training: the loader threads mostly wait on I/O and numpy, which
+        # release the GIL (measured: see examples/README_models.md)
+        torch.set_num_threads(tr.threads or available_cores())
     torch.manual_seed(tr.seed)
     np.random.seed(tr.seed % 2**32)
 
@@ -245,13 +264,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
     bar = _progress(progress)
     task = bar.add_task(cfg.name, total=total, completed=step) if bar else None
     t_start = time.perf_counter()
-    wait0, run_loss, run_n, stopped = 0.0, 0.0, 0, False
+    wait0, run_loss, run_n, stopped, timed_out = 0.0, 0.0, 0, False, False
+    budget_s = tr.max_minutes * 60.0 if tr.max_minutes else None
     t_window, steps_window, wait_window = time.perf_counter(), 0, 0.0
     net.train()
     try:
         if bar:
             bar.start()
         while step < total:
+            out_of_time = budget_s is not None and time.perf_counter() - t_start >= budget_s
+            if out_of_time:
+                # the budget is spent: validate what was learnt since the last validation, then stop
+                log.info("time budget of %g min reached at step %d", tr.max_minutes, step)
             x_np, y_np = next(loader)
             x = torch.from_numpy(x_np).to(setup.device, non_blocking=True)
             y = torch.from_numpy(y_np).to(setup.device, non_blocking=True)
@@ -270,7 +294,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
             run_loss += float(loss.detach())
             run_n += 1
             steps_window += 1
-            validate = val is not None and (step % tr.validate_every == 0 or step == total)
+            validate = val is not None and (step % tr.validate_every == 0 or step == total or out_of_time)
             if step % 10 == 0 or validate or step == total:
                 now = time.perf_counter()
                 wait_window = loader.wait_time - wait0
@@ -299,12 +323,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
                     if tr.early_stopping and bad >= tr.early_stopping:
                         stopped = True
                 csv_log.row(**row)
+            if out_of_time:
+                stopped, timed_out = True, True
             if step % ck_every == 0 or step == total or stopped:
                 save_checkpoint(last_ck, state_dict())
             if bar:
                 bar.update(task, completed=step)
             if stopped:
-                log.info("early stopping at step %d", step)
+                if not timed_out:
+                    log.info("early stopping at step %d", step)
                 break
     finally:
         loader.close()
@@ -319,11 +346,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
         net.load_state_dict(load_checkpoint(best_ck)["model"])
     info.training.update({
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "steps": step, "seed": tr.seed,
-        "stopped_early": stopped, "scores": best_scores, "command": command,
-        "config": json.loads(cfg.model_dump_json()), "device": str(setup.device),
+        "stopped_early": stopped and not timed_out, "time_budget_reached": timed_out, "scores": best_scores,
+        "command": command, "config": json.loads(cfg.model_dump_json()), "device": str(setup.device),
+        "precision": str(setup.amp_dtype).replace("torch.", "") if setup.amp_dtype else "float32",
+        "minutes": round(elapsed / 60, 2),
     })
     path = save_model(cfg.model_path, net, info, half=cfg.output.half)
-    return TrainResult(path, step, best_scores, wait_fraction_total, throughput, stopped)
+    return TrainResult(path, step, best_scores, wait_fraction_total, throughput, stopped and not timed_out, timed_out)
 
 
 def _progress(enabled: bool):

@@ -93,6 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--min-sizes", default="1,10,25,50,100,200", help="minimum cluster sizes in voxels (list or range)")
     sw.add_argument("--max-size", type=int, help="drop clusters larger than this (voxels)")
     sw.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26, help="voxel connectivity (default 26)")
+    sw.add_argument("--voxel-size", type=float, metavar="A",
+                    help="voxel size in Angstrom for truth tables that record only voxel coordinates (not needed "
+                    "with a voxel --tolerance)")
     sw.add_argument("--json", metavar="OUT", help="write the grid and best setting as JSON")
     add_overwrite_arg(sw, "an existing --json file")
     sw.set_defaults(func=run_sweep)
@@ -301,7 +304,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     refuse_existing(args.json, overwrite=args.overwrite)
 
-    truth = _read_tables(args.truth, None, check_unit(args.unit))
+    truth = _read_tables(args.truth, args.voxel_size, check_unit(args.unit))
     maps = {}
     items = [_map_name(p) for p in args.pred]
     tomos = sorted(set(truth["tomo"].astype(str)))
@@ -337,6 +340,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         f"best: threshold {res['best_threshold']:g}, min size {res['best_min_size']}: F1 {res['f1']:.3f} "
         f"(precision {res['precision']:.3f}, recall {res['recall']:.3f})"
     )
+    for note in res["edges"]:
+        console.print(f"warning: {note}")
     if args.json:
         write_json(res, args.json)
     return 0

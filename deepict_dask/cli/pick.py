@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             groups, notes = [(args.classes, explicit_settings(explicit))], {}
         for cls, note in notes.items():
-            print(f"{cls}: {', '.join(f'{k} {v}' for k, v in note.items())} tuned for the model ({model})")
+            print(f"{cls}: {', '.join(f'{k} {v}' for k, v in note.items())} (defaults tuned for the model {model})")
         results = [pick(
             vol, classes=classes, tomo=args.tomo, threshold=s["threshold"],
             min_size=s["min_size"], max_size=args.max_size, radius=args.radius, connectivity=args.connectivity,

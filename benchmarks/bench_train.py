@@ -88,6 +88,7 @@ def _training(quick: bool) -> dict:
     return {
         "train_steps": steps,
         "train_voxels_per_s": round(res.voxels_per_second, 1),
+        "train_voxels_per_s_steady": round(res.steady_voxels_per_second, 1),
         "train_wall_s_incl_setup": round(wall, 1),
         "data_wait_fraction_prefetch": round(res.data_wait_fraction, 4),
         "data_wait_fraction_inline_baseline": round(t_batch / (t_batch + t_step), 4),

@@ -61,3 +61,46 @@ def test_sweep_errors_and_cli(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["f1"] == 1.0 and data["best_min_size"] == 50 and len(data["grid"]) == 6
     assert "best: threshold" in capsys.readouterr().out
+
+
+def test_sweep_voxel_only_truth_with_voxel_size(tmp_path, capsys):
+    """Truth with x, y, z only: a voxel tolerance needs nothing, an Angstrom one takes --voxel-size."""
+    prob, truth = synthetic()
+    mpath = tmp_path / "tomo1.mrc"
+    with mrcfile.new(mpath) as f:
+        f.set_data(prob)
+        f.voxel_size = 10.0
+    tpath = tmp_path / "truth_vox.csv"
+    truth[["tomo", "class", "x", "y", "z"]].to_csv(tpath, index=False)
+    base = ["evaluate", "sweep", "--pred", str(mpath), "--truth", str(tpath), "--thresholds", "0.2,0.5,0.95",
+            "--min-sizes", "1,50,200"]
+    assert main(base + ["--tolerance", "20", "--unit", "A"]) == 2
+    assert "only voxel coordinates" in capsys.readouterr().err
+    out = tmp_path / "a.json"
+    assert main(base + ["--tolerance", "20", "--unit", "A", "--voxel-size", "10", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert (data["best_threshold"], data["best_min_size"], data["f1"]) == (0.5, 50, 1.0)
+    assert data["edges"] == [] and "warning" not in capsys.readouterr().out
+    assert main(base + ["--tolerance", "2"]) == 0
+    assert "F1 1.000" in capsys.readouterr().out
+
+
+def test_sweep_warns_when_best_sits_on_grid_edge(tmp_path, capsys):
+    prob, truth = synthetic()
+    vol = make_volume(prob, voxel_size=10.0, chunks=16)
+    res = sweep({"tomo1": vol}, truth, 2.0, thresholds=[0.2, 0.5], min_sizes=[1, 50])
+    assert len(res["edges"]) == 2
+    assert "threshold 0.5 is the largest" in res["edges"][0] and "--thresholds" in res["edges"][0]
+    assert "min_size 50 is the largest" in res["edges"][1]
+    # a threshold of 1 or a minimum size of 1 cannot be widened: no warning there
+    prob[prob > 0] = 1.0
+    res = sweep({"tomo1": make_volume(prob)}, truth, 2.0, thresholds=[0.5, 1.0], min_sizes=[1, 50])
+    assert not any("threshold" in e for e in res["edges"])
+    mpath = tmp_path / "tomo1.mrc"
+    with mrcfile.new(mpath) as f:
+        f.set_data(synthetic()[0])
+        f.voxel_size = 10.0
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    assert main(["evaluate", "sweep", "--pred", str(mpath), "--truth", str(tmp_path / "truth.csv"),
+                 "--tolerance", "2", "--thresholds", "0.2,0.5", "--min-sizes", "1,50"]) == 0
+    assert "warning: the best threshold 0.5 is the largest value tried" in capsys.readouterr().out

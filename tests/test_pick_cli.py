@@ -139,4 +139,4 @@ def test_cluster_option_routes_method_and_dask_kind():
     args = build_parser().parse_args(["pick", "m.mrc", "--out", "o.csv", "--cluster", "meanshift", "--bandwidth", "60A"])
     assert args.cluster_method == "meanshift" and args.cluster is None
     args = build_parser().parse_args(["pick", "m.mrc", "--out", "o.csv", "--cluster", "slurm"])
-    assert args.cluster_method == "cc" and args.cluster == "slurm"
+    assert args.cluster_method is None and args.cluster == "slurm"  # None: the tuned method, else cc

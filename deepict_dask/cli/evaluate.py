@@ -93,6 +93,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--min-sizes", default="1,10,25,50,100,200", help="minimum cluster sizes in voxels (list or range)")
     sw.add_argument("--max-size", type=int, help="drop clusters larger than this (voxels)")
     sw.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26, help="voxel connectivity (default 26)")
+    sw.add_argument("--voxel-size", type=float, metavar="A",
+                    help="voxel size in Angstrom for truth tables that record only voxel coordinates (not needed "
+                    "with a voxel --tolerance)")
+    sw.add_argument("--write-model", metavar="MODEL",
+                    help="tune: the maps are this model's predictions (deepict predict stores) of validation "
+                    "tomograms; record the best setting of each class (--class, default all the model's) in the "
+                    "model file, where deepict pick and deepict run take their defaults from")
+    sw.add_argument("--method", choices=["cc", "watershed", "peaks"], default="cc",
+                    help="with --write-model: the clustering method tuned for (default cc)")
+    sw.add_argument("--min-distances", metavar="A",
+                    help="with --method watershed/peaks: seed distances in Angstrom to sweep (list or range)")
     sw.add_argument("--json", metavar="OUT", help="write the grid and best setting as JSON")
     add_overwrite_arg(sw, "an existing --json file")
     sw.set_defaults(func=run_sweep)
@@ -301,7 +312,13 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     refuse_existing(args.json, overwrite=args.overwrite)
 
-    truth = _read_tables(args.truth, None, check_unit(args.unit))
+    truth = _read_tables(args.truth, args.voxel_size, check_unit(args.unit))
+    if args.write_model:
+        return run_tune(args, truth)
+    if args.method != "cc" or args.min_distances:
+        from deepict_dask.errors import ConfigError
+
+        raise ConfigError("--method and --min-distances tune a model: give --write-model MODEL")
     maps = {}
     items = [_map_name(p) for p in args.pred]
     tomos = sorted(set(truth["tomo"].astype(str)))
@@ -337,6 +354,48 @@ def run_sweep(args: argparse.Namespace) -> int:
         f"best: threshold {res['best_threshold']:g}, min size {res['best_min_size']}: F1 {res['f1']:.3f} "
         f"(precision {res['precision']:.3f}, recall {res['recall']:.3f})"
     )
+    for note in res["edges"]:
+        console.print(f"warning: {note}")
     if args.json:
         write_json(res, args.json)
     return 0
+
+
+def run_tune(args: argparse.Namespace, truth) -> int:
+    """``evaluate sweep --write-model``: tune each class on the predictions and record the best settings."""
+    from deepict_dask.evaluate._io import write_json
+    from deepict_dask.evaluate.tune import tune
+    from deepict_dask.models.spec import resolve_model_path
+    from deepict_dask.pick.api import open_map
+
+    maps = {}
+    tomos = sorted(set(truth["tomo"].astype(str)))
+    for name, path in (_map_name(p) for p in args.pred):
+        if name not in tomos and len(args.pred) == 1 and len(tomos) == 1:
+            name = tomos[0]
+        maps[name] = open_map(_existing(path), group=args.pred_group)
+    model = resolve_model_path(args.write_model)
+    res = tune(model, maps, truth, args.tolerance, classes=[args.channel] if args.channel else None,
+               unit=args.unit, thresholds=parse_values(args.thresholds, float),
+               min_sizes=parse_values(args.min_sizes, int), method=args.method,
+               min_distances=parse_values(args.min_distances, float) if args.min_distances else None,
+               connectivity=args.connectivity, max_size=args.max_size)
+    for cls, r in res.items():
+        e = r["entry"]
+        extra = f", min distance {e['min_distance_A']:g} A" if "min_distance_A" in e else ""
+        print(f"{cls}: threshold {e['threshold']:g}, min size {e['min_size']}{extra} ({e['method']}): F1 {e['f1']:.3f} "
+              f"(precision {e['precision']:.3f}, recall {e['recall']:.3f}) on {len(e['validated_on'])} tomogram(s)")
+        for note in r["edges"]:
+            print(f"warning: {cls}: {note}")
+    print(f"recorded in {model}: deepict pick and deepict run use these settings by default for this model")
+    if args.json:
+        write_json(res, args.json)
+    return 0
+
+
+def _existing(path: str) -> str:
+    from deepict_dask.errors import InputError
+
+    if not Path(path).exists():
+        raise InputError("no such file or directory", path)
+    return path

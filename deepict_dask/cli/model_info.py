@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         ("normalization", d["normalization"]),
         ("software", d["software_version"]),
     ]
+    for cls, entry in d["picking"].items():
+        rows.append((f"picking: {cls}", ", ".join(f"{k} {v}" for k, v in entry.items())))
     for k, v in d["trained"].items():
         rows.append((f"trained: {k}", json.dumps(v) if isinstance(v, (dict, list)) else str(v)))
     for k, v in rows:

@@ -30,8 +30,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",
                    help="class (channel) to pick; repeat for several (default: all classes)")
     p.add_argument("--tomo", help="tomogram name written in the table (default: from the file name)")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold, voxels >= it are foreground (default 0.5)")
-    p.add_argument("--min-size", type=int, help="smallest cluster kept, in voxels, inclusive (default 1)")
+    p.add_argument("--threshold", type=float,
+                   help="probability threshold, voxels >= it are foreground (default: the value tuned for the "
+                   "prediction's model, see 'deepict evaluate sweep --write-model', else 0.5)")
+    p.add_argument("--min-size", type=int,
+                   help="smallest cluster kept, in voxels, inclusive (default: the model's tuned value, else 1)")
     p.add_argument("--max-size", type=int, help="largest cluster kept, in voxels, inclusive (default: no limit)")
     p.add_argument("--radius", metavar="LEN",
                    help="expected particle radius (e.g. 120A, or voxels) giving min/max sizes 0.2x..2x its sphere volume")
@@ -80,8 +83,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cluster", action=_ClusterChoice, dest="cluster", metavar="METHOD",
                    help="clustering method: cc (connected components, default), meanshift, watershed (split "
                    "touching particles) or peaks (local maxima); see docs/pick_methods.md "
-                   "(also accepts a Dask cluster kind: local, slurm, pbs, sge)")
-    p.set_defaults(func=run, cluster_method="cc")
+                   "(also accepts a Dask cluster kind: local, slurm, pbs, sge; default: the method tuned for "
+                   "the model, else cc)")
+    p.set_defaults(func=run, cluster_method=None)
 
 
 class _ClusterChoice(argparse.Action):
@@ -107,29 +111,55 @@ def _bandwidths(values: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from deepict_dask.cluster import dask_client, spec_from_args
-    from deepict_dask.io import show_progress
-    from deepict_dask.pick.api import pick, write_outputs
-
+def _cluster_params(args: argparse.Namespace, method: str, min_distance: Any) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if args.bandwidth:
         params["bandwidth"] = _bandwidths(args.bandwidth)
-    if args.cluster_method in ("watershed", "peaks"):
-        params.update({k: v for k, v in (("min_distance", args.min_distance), ("seeds", args.seeds),
+    if method in ("watershed", "peaks"):
+        params.update({k: v for k, v in (("min_distance", min_distance), ("seeds", args.seeds),
                                          ("h_maxima", args.h_maxima), ("sigma", args.smooth),
                                          ("coarsen", args.coarsen)) if v is not None})
+    return params
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepict_dask.cluster import dask_client, spec_from_args
+    from deepict_dask.io import show_progress
+    from deepict_dask.pick.api import (
+        explicit_settings,
+        map_classes,
+        merge_results,
+        open_map,
+        pick,
+        plan_picks,
+        tuned_settings,
+        write_outputs,
+    )
+
     refuse_existing(args.out, args.summary, overwrite=args.overwrite)
     with dask_client(spec_from_args(args)), show_progress(progress_wanted(args)):
-        result = pick(
-            args.map, classes=args.classes, group=args.group, tomo=args.tomo, threshold=args.threshold,
-            min_size=args.min_size, max_size=args.max_size, radius=args.radius, connectivity=args.connectivity,
-            cluster=args.cluster_method, cluster_params=params, context=args.context, context_group=args.context_group,
+        vol = open_map(args.map, group=args.group, chunks=args.chunks)
+        tuned, model = tuned_settings(vol)
+        explicit = {"threshold": args.threshold, "min_size": args.min_size, "cluster": args.cluster_method,
+                    "min_distance": args.min_distance,
+                    "sizes_given": any(v is not None for v in (args.min_size, args.max_size, args.radius))}
+        if tuned:  # per class: each may have its own tuned settings
+            groups, notes = plan_picks(args.classes or map_classes(vol), tuned, explicit)
+        else:
+            groups, notes = [(args.classes, explicit_settings(explicit))], {}
+        for cls, note in notes.items():
+            print(f"{cls}: {', '.join(f'{k} {v}' for k, v in note.items())} (defaults tuned for the model {model})")
+        results = [pick(
+            vol, classes=classes, tomo=args.tomo, threshold=s["threshold"],
+            min_size=s["min_size"], max_size=args.max_size, radius=args.radius, connectivity=args.connectivity,
+            cluster=s["cluster"], cluster_params=_cluster_params(args, s["cluster"], s["min_distance"]),
+            context=args.context, context_group=args.context_group,
             context_mode=args.context_mode, context_inverse=args.exclude, context_distance=args.context_distance,
             distance_reach=args.distance_reach, weighted=args.weighted, duplicate_radius=args.duplicate_radius,
-            chunks=args.chunks, labels=bool(args.labels_out) or args.centerline,
+            labels=bool(args.labels_out) or args.centerline,
             centerline=args.centerline, spacing=args.spacing,
-        )
+        ) for classes, s in groups]
+        result = merge_results(results)
         write_outputs(result, args.out, labels_out=args.labels_out, summary_out=args.summary,
                       overwrite=args.overwrite)
     table = result.table

@@ -57,5 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if best:
         f1 = ", ".join(f"{k} {v:.3f}" for k, v in best.get("val_voxel_f1", {}).items())
         print(f"best validation (step {best.get('step')}): loss {best.get('val_loss')}, voxel F1 {f1}")
-    print(f"data wait {100 * result.data_wait_fraction:.1f}% of the time, {result.voxels_per_second:,.0f} voxels/s")
+    print(f"throughput: steady state {result.steady_voxels_per_second:,.0f} voxels/s ({result.seconds_per_step:.3g} s/step); "
+          f"including start-up {result.voxels_per_second:,.0f} voxels/s; data wait {100 * result.data_wait_fraction:.1f}% "
+          "of the time")
     return 0

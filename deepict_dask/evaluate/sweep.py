@@ -102,4 +102,33 @@ def sweep(
     out["tolerance"] = float(tolerance)
     out["unit"] = unit
     out["grid"] = grid
+    out["edges"] = grid_edges({"threshold": thresholds, "min_size": min_sizes}, best)
     return out
+
+
+# the values beyond which no setting exists: a best setting there is not on an open edge
+_LIMITS = {"threshold": (0.0, 1.0), "min_size": (1, None), "min_distance_A": (0.0, None)}
+_OPTIONS = {"threshold": "--thresholds", "min_size": "--min-sizes", "min_distance_A": "--min-distances"}
+
+
+def grid_edges(axes: Mapping[str, Sequence[float]], best: Mapping[str, Any]) -> list[str]:
+    """One sentence per axis whose best value is the grid's smallest or largest of several.
+
+    A best setting on such an edge may not be the best at all: the grid should be widened there.
+    """
+    notes = []
+    for name, values in axes.items():
+        values = sorted(values)
+        if len(values) < 2 or name not in best:
+            continue
+        low, high = _LIMITS.get(name, (None, None))
+        value = best[name]
+        side = None
+        if value == values[0] and (low is None or value > low):
+            side = "smallest"
+        elif value == values[-1] and (high is None or value < high):
+            side = "largest"
+        if side:
+            notes.append(f"the best {name} {value:g} is the {side} value tried: widen {_OPTIONS.get(name, name)} "
+                         "beyond it")
+    return notes

@@ -201,6 +201,7 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
     params = {
         "model": info.name,
         "model_file": Path(ref.model_path).name,
+        "model_path": ref.model_path,  # where deepict pick finds the model's tuned settings
         "model_sha256": ref.sha256,
         "classes": list(info.classes),
         "activation": info.activation,

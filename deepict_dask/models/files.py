@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,7 @@ def describe(info: ModelInfo, module: nn.Module | None = None) -> dict[str, Any]
         "normalization": info.normalization,
         "preprocessing": info.preprocessing,
         "software_version": info.software_version,
+        "picking": info.picking,
         "trained": {k: training[k] for k in ("date", "steps", "scores", "seed", "command") if k in training}
         | ({"data": _data_summary(training["data"])} if isinstance(training.get("data"), dict) else {}),
     }
@@ -157,6 +159,43 @@ def describe(info: ModelInfo, module: nn.Module | None = None) -> dict[str, Any]
 def _data_summary(data: dict[str, Any]) -> dict[str, Any]:
     """Tomogram names per split (the full per-tomogram record stays in the file)."""
     return {split: [t.get("name", "?") for t in items] for split, items in data.items() if isinstance(items, list)}
+
+
+def update_model_info(path: str | os.PathLike, **changes: Any) -> ModelInfo:
+    """Replace fields of a model file's metadata in place, atomically; the weight bytes are copied as they are.
+
+    Only the safetensors JSON header is rewritten (padded to 8 bytes like safetensors does), so the
+    network is provably the same one; the new metadata is validated before anything is written.
+    """
+    path = Path(path)
+    info = read_model_info(path)  # a clear InputError for anything that is not a model file
+    try:
+        new = ModelInfo.model_validate({**info.model_dump(), **changes})
+    except Exception as exc:
+        raise InputError(f"the new model metadata is invalid: {str(exc).splitlines()[0]}", path) from exc
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+        weights = fh.read()
+    header["__metadata__"][META_KEY] = new.model_dump_json()
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    mode = path.stat().st_mode & 0o777
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(struct.pack("<Q", len(raw)) + raw + weights)
+        tmp.chmod(mode)
+    return new
+
+
+def set_picking(path: str | os.PathLike, entries: dict[str, dict[str, Any]]) -> ModelInfo:
+    """Record tuned picking settings per class in a model file (other classes' entries are kept)."""
+    info = read_model_info(path)
+    unknown = [c for c in entries if c not in info.classes]
+    if unknown:
+        raise InputError(f"model '{info.name}' has no class {', '.join(map(repr, unknown))} "
+                         f"(it has {', '.join(info.classes)})", path)
+    plain = json.loads(json.dumps(entries))  # plain JSON only: numbers, strings, lists
+    return update_model_info(path, picking={**info.picking, **plain})
 
 
 def info_json(info: ModelInfo) -> str:

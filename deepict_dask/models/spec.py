@@ -47,6 +47,10 @@ class ModelInfo(BaseModel):
     normalization: Literal["zscore", "none"] = "zscore"
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict, description="data summary, config, scores")
+    picking: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per class: picking settings tuned on validation tomograms "
+        "(threshold, min_size, method, min_distance_A, f1, ...), the defaults of 'deepict pick' and 'deepict run'"
+    )
     software_version: str = ""
 
     @model_validator(mode="after")

@@ -306,3 +306,97 @@ def write_outputs(result: PickResult, out: str | os.PathLike, *, labels_out: str
             Path(tmp).write_text(json.dumps(result.summary, indent=1), encoding="utf-8")
     return write_table(result.table, out, voxel_size=result.voxel_size, shape=result.shape, overwrite=overwrite)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# defaults tuned for the model (``deepict evaluate sweep --write-model``)
+# ----------------------------------------------------------------------------------------------
+
+BUILTIN = {"threshold": 0.5, "min_size": None, "cluster": "cc", "min_distance": None}
+
+
+def tuned_settings(vol: xr.DataArray) -> tuple[dict[str, dict[str, Any]], Path | None]:
+    """Per class, the picking settings tuned for the model that made this prediction, and its file.
+
+    The model file is the one ``deepict predict`` recorded; its entries count only while it holds
+    the same network (its hash, or the hash it was tuned from, is the prediction's).
+    """
+    from deepict_dask.io.checksum import file_sha256
+    from deepict_dask.models.spec import read_model_info
+
+    pred = vol.attrs.get("prediction")
+    path = Path(pred["model_path"]) if isinstance(pred, dict) and pred.get("model_path") else None
+    if path is None or not path.is_file():
+        return {}, None
+    try:
+        picking = read_model_info(path).picking
+    except InputError as exc:
+        log.warning("no tuned settings: %s", exc)
+        return {}, None
+    if not picking:
+        return {}, path
+    sha = {pred.get("model_sha256"), None} - {None}
+    current = file_sha256(path)
+    same = {c: e for c, e in picking.items() if sha & {current, e.get("validated_sha256")}}
+    if len(same) < len(picking):
+        log.warning("%s changed since this prediction was made: its tuned settings are not used", path)
+    return same, path
+
+
+def explicit_settings(explicit: dict[str, Any]) -> dict[str, Any]:
+    """The user's settings, the built-in defaults where none was given."""
+    return {k: explicit.get(k) if explicit.get(k) is not None else v for k, v in BUILTIN.items()}
+
+
+def plan_picks(class_names: Sequence[str], tuned: dict[str, dict[str, Any]], explicit: dict[str, Any],
+               ) -> tuple[list[tuple[list[str], dict[str, Any]]], dict[str, dict[str, str]]]:
+    """Group classes by the settings they get: explicit options, else the model's tuned ones, else built in.
+
+    ``explicit`` holds the user's ``threshold``, ``min_size``, ``cluster``, ``min_distance`` (None: not
+    given) and ``sizes_given`` (min/max size or radius: the size filter is the user's). Returns the
+    groups ``[(classes, settings)]`` and, per class, the settings taken from the model (for the user).
+    """
+    groups: list[tuple[list[str], dict[str, Any]]] = []
+    notes: dict[str, dict[str, str]] = {}
+    for cls in class_names:
+        entry = tuned.get(cls, {})
+        settings = explicit_settings(explicit)
+        note: dict[str, str] = {}
+        if explicit.get("threshold") is None and "threshold" in entry:
+            settings["threshold"], note["threshold"] = float(entry["threshold"]), f"{entry['threshold']:g}"
+        if not explicit.get("sizes_given") and "min_size" in entry:
+            settings["min_size"], note["min size"] = int(entry["min_size"]), str(entry["min_size"])
+        if explicit.get("cluster") is None and "method" in entry:
+            settings["cluster"], note["method"] = entry["method"], str(entry["method"])
+        if (explicit.get("min_distance") is None and entry.get("method") == settings["cluster"]
+                and entry.get("min_distance_A") is not None):
+            settings["min_distance"] = f"{entry['min_distance_A']}A"
+            note["min distance"] = f"{entry['min_distance_A']:g} A"
+        if note:
+            notes[cls] = note
+        same = next((classes for classes, s in groups if s == settings), None)
+        if same is not None:
+            same.append(cls)
+        else:
+            groups.append(([cls], settings))
+    return groups, notes
+
+
+def merge_results(results: Sequence[PickResult]) -> PickResult:
+    """One result from picks of disjoint class groups of the same map."""
+    first = results[0]
+    if len(results) == 1:
+        return first
+    nonempty = [r.table for r in results if not r.table.empty]
+    table = pd.concat(nonempty, ignore_index=True) if nonempty else first.table
+    merged = PickResult(table=table, summary={}, voxel_size=first.voxel_size, shape=first.shape)
+    for r in results:
+        merged.summary.update(r.summary)
+        merged.clusters.update(r.clusters)
+        merged.labels.update(r.labels)
+    return merged
+
+
+def map_classes(vol: xr.DataArray) -> list[str]:
+    """The class names of a probability map's channels (background left out)."""
+    return _map_layout(vol, None)[3]

@@ -93,8 +93,10 @@ class TargetConfig(_Strict):
     model: str = Field(description="name of a model in 'models'")
     class_: str | None = Field(None, alias="class", description="class of the model (default: the name)")
     kind: Literal["particles", "segmentation"] = "particles"
-    threshold: float = Field(0.5, gt=0, le=1)
-    min_size: int | None = Field(None, ge=1, description="smallest cluster kept, voxels (inclusive)")
+    threshold: float | None = Field(None, gt=0, le=1, description="probability threshold (default: the value "
+                                    "tuned for the model and class, else 0.5)")
+    min_size: int | None = Field(None, ge=1, description="smallest cluster kept, voxels (inclusive; default: "
+                                 "the model's tuned value, else 1)")
     max_size: int | None = Field(None, ge=1, description="largest cluster kept, voxels (inclusive)")
     cluster: Literal["cc", "meanshift", "watershed", "peaks"] = "cc"
     connectivity: Literal[6, 18, 26] = 26

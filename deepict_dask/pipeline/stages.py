@@ -173,17 +173,24 @@ def read_model_meta(path: Path) -> dict[str, Any]:
     return read_model_info(path).model_dump()
 
 
-def _target_params(t: TargetConfig, chunks: int) -> dict[str, Any]:
+def _target_params(t: TargetConfig, chunks: int, tuned: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The settings the target's stage runs with: the config's, else the model's tuned ones, else built in.
+
+    They are the values actually used, so the stage hash changes when a re-tuned model changes them.
+    """
+    tuned = tuned or {}
+    same_method = tuned.get("method") == t.cluster
+    min_distance = t.min_distance if t.min_distance is not None else (tuned.get("min_distance_A") if same_method else None)
     return {
         "target": t.name,
         "model": t.model,
         "class": t.model_class,
-        "threshold": t.threshold,
-        "min_size": t.min_size,
+        "threshold": t.threshold if t.threshold is not None else float(tuned.get("threshold", 0.5)),
+        "min_size": t.min_size if t.min_size is not None else tuned.get("min_size"),
         "max_size": t.max_size,
         "cluster": t.cluster,
         "connectivity": t.connectivity,
-        "min_distance": t.min_distance,
+        "min_distance": min_distance,
         "coarsen": t.coarsen,
         "bandwidth": t.bandwidth,
         "context": [r.model_dump() for r in t.context],
@@ -216,15 +223,17 @@ def build_stages(config: RunConfig, job: TomoJob, model_hashes: Mapping[str, str
                   "image": image_group, "options": options}
         stages.append(Stage(f"predict:{m.name}", run_predict, params, deps=(image_stage,), gpu=True,
                             version=VERSIONS["predict"]))
+    picking = {m.name: read_model_meta(files[m.name]).get("picking", {}) for m in config.models}
     segmentations = [t for t in config.targets if t.kind == "segmentation"]
     particles = [t for t in config.targets if t.kind == "particles"]
     for t in segmentations + particles:
         deps = (f"predict:{t.model}",) + tuple(f"pick:{r.target}" for r in t.context)
+        tuned = picking.get(t.model, {}).get(t.model_class)
         if t.kind == "segmentation":
-            stages.append(Stage(f"pick:{t.name}", run_segment, _target_params(t, chunks), deps=deps,
+            stages.append(Stage(f"pick:{t.name}", run_segment, _target_params(t, chunks, tuned), deps=deps,
                                 version=VERSIONS["segment"]))
         else:
-            stages.append(Stage(f"pick:{t.name}", run_pick, _target_params(t, chunks), deps=deps,
+            stages.append(Stage(f"pick:{t.name}", run_pick, _target_params(t, chunks, tuned), deps=deps,
                                 version=VERSIONS["pick"]))
     header = job.header
     stages.append(Stage(

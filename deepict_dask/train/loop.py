@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,9 +137,28 @@ class TrainResult:
     steps: int
     best: dict[str, Any]
     data_wait_fraction: float
-    voxels_per_second: float
+    voxels_per_second: float  # over the whole run, start-up included
     stopped_early: bool
     time_budget_reached: bool = False
+    steady_voxels_per_second: float = 0.0  # after the warm-up steps: what sizing a longer run needs
+    seconds_per_step: float = 0.0  # the steady-state median step time
+
+
+WARMUP_STEPS = 10
+
+
+def steady_throughput(step_times: Sequence[float], voxels_per_batch: int,
+                      warmup: int = WARMUP_STEPS) -> tuple[float, float]:
+    """(voxels/s, s/step) of the median step after ``warmup`` steps.
+
+    The first steps pay for start-up (first batches, allocations, thread pools), so a short run's
+    average hides the rate a long run gets. Runs shorter than twice the warm-up use their later half.
+    """
+    if not step_times:
+        return 0.0, 0.0
+    skip = warmup if len(step_times) > 2 * warmup else len(step_times) // 2
+    per_step = float(np.median(step_times[skip:]))
+    return voxels_per_batch / max(per_step, 1e-9), per_step
 
 
 def _identity(cfg: TrainConfig) -> str:
@@ -267,6 +287,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
     wait0, run_loss, run_n, stopped, timed_out = 0.0, 0.0, 0, False, False
     budget_s = tr.max_minutes * 60.0 if tr.max_minutes else None
     t_window, steps_window, wait_window = time.perf_counter(), 0, 0.0
+    step_times: list[float] = []  # batch wait + forward/backward/update, without validation
     net.train()
     try:
         if bar:
@@ -276,6 +297,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
             if out_of_time:
                 # the budget is spent: validate what was learnt since the last validation, then stop
                 log.info("time budget of %g min reached at step %d", tr.max_minutes, step)
+            t_step = time.perf_counter()
             x_np, y_np = next(loader)
             x = torch.from_numpy(x_np).to(setup.device, non_blocking=True)
             y = torch.from_numpy(y_np).to(setup.device, non_blocking=True)
@@ -291,7 +313,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
             scaler.step(opt)
             scaler.update()
             step += 1
-            run_loss += float(loss.detach())
+            run_loss += float(loss.detach())  # also waits for the device: the step is done
+            step_times.append(time.perf_counter() - t_step)
             run_n += 1
             steps_window += 1
             validate = val is not None and (step % tr.validate_every == 0 or step == total or out_of_time)
@@ -341,6 +364,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
     elapsed = time.perf_counter() - t_start
     wait_fraction_total = loader.wait_time / max(elapsed, 1e-9)
     throughput = (step - start_step) * voxels_per_batch / max(elapsed, 1e-9)
+    steady, per_step = steady_throughput(step_times, voxels_per_batch)
 
     if best_ck.is_file() and val is not None:
         net.load_state_dict(load_checkpoint(best_ck)["model"])
@@ -352,7 +376,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
         "minutes": round(elapsed / 60, 2),
     })
     path = save_model(cfg.model_path, net, info, half=cfg.output.half)
-    return TrainResult(path, step, best_scores, wait_fraction_total, throughput, stopped and not timed_out, timed_out)
+    return TrainResult(path, step, best_scores, wait_fraction_total, throughput, stopped and not timed_out,
+                       timed_out, steady, per_step)
 
 
 def _progress(enabled: bool):

@@ -1,0 +1,157 @@
+"""Tuned picking settings: evaluate sweep --write-model records them, model-info shows them, pick and
+run use them by default, explicit settings win, bad input is one clear line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_evaluate_sweep import synthetic
+from test_pick_cli import DASK, _threaded_local_cluster  # noqa: F401  (autouse fixture)
+
+from deepict_dask.cli.main import main
+from deepict_dask.io import write_ome_zarr
+from deepict_dask.io.checksum import file_sha256
+from deepict_dask.io.coords import read_table
+from deepict_dask.io.volume import make_volume
+from deepict_dask.models import ModelInfo, build_network, read_model_info, save_model
+
+GRID = ["--thresholds", "0.2,0.5,0.95", "--min-sizes", "1,50,200"]
+
+
+def _model(tmp_path, name="tiny"):
+    info = ModelInfo(name=name, dim=3, classes=["ribo", "memb"], patch_size=[16] * 3, voxel_size=10.0,
+                     architecture={"kind": "UNet3D", "depth": 1, "initial_filters": 4})
+    return save_model(tmp_path / f"{name}.safetensors", build_network(info), info)
+
+
+def _store(tmp_path, model, tomo="tomo1"):
+    """A deepict-predict-like store: ribo = the synthetic map (4 particles, 2 specks, 1 dim blob)."""
+    prob, truth = synthetic()
+    probs = make_volume(np.round(np.stack([prob, np.zeros_like(prob)]) * 255).astype(np.uint8), 10.0,
+                        channels=["ribo", "memb"])
+    store = tmp_path / f"{tomo}.ome.zarr"
+    write_ome_zarr(probs, store, group="predictions/tiny", levels=1, chunks=16,
+                   attrs={"prediction": {"scale": 1 / 255, "activation": "sigmoid", "model_path": str(model),
+                                         "model_sha256": file_sha256(model)}})
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    return store
+
+
+def _weights(path):
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def test_tune_writes_model_metadata_and_pick_uses_it(tmp_path, capsys):
+    model = _model(tmp_path)
+    store = _store(tmp_path, model)
+    before = _weights(model)
+    assert main(["evaluate", "sweep", "--pred", str(store), "--truth", str(tmp_path / "truth.csv"), "--class", "ribo",
+                 "--tolerance", "2", *GRID, "--write-model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "ribo: threshold 0.5, min size 50 (cc): F1 1.000" in out and "warning" not in out
+    entry = read_model_info(model).picking["ribo"]
+    assert {k: entry[k] for k in ("threshold", "min_size", "method", "f1", "tolerance", "validated_on")} == {
+        "threshold": 0.5, "min_size": 50, "method": "cc", "f1": 1.0, "tolerance": 2.0, "validated_on": ["tomo1"]}
+    after = _weights(model)
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    assert main(["model-info", str(model), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["picking"]["ribo"]["min_size"] == 50
+    assert main(["model-info", str(model)]) == 0
+    assert "picking: ribo" in capsys.readouterr().out
+
+    # pick: the tuned settings by default (the store was predicted before tuning: same weights)
+    assert main(["pick", str(store), "--class", "ribo", "--out", str(tmp_path / "a.csv"), *DASK]) == 0
+    assert "ribo: threshold 0.5, min size 50, method cc (defaults tuned for the model" in capsys.readouterr().out
+    assert len(read_table(tmp_path / "a.csv")) == 4
+    # explicit options win
+    assert main(["pick", str(store), "--class", "ribo", "--min-size", "1", "--out", str(tmp_path / "b.csv"), *DASK]) == 0
+    assert "min size 50" not in capsys.readouterr().out
+    assert len(read_table(tmp_path / "b.csv")) == 6
+    # all classes: ribo tuned, memb (not tuned, empty map) with the built-in defaults
+    assert main(["pick", str(store), "--out", str(tmp_path / "c.csv"), "--summary", str(tmp_path / "c.json"), *DASK]) == 0
+    assert set(json.loads((tmp_path / "c.json").read_text())) == {"ribo", "memb"}
+    assert len(read_table(tmp_path / "c.csv")) == 4
+
+
+def test_pick_ignores_settings_of_a_changed_model_file(tmp_path, capsys):
+    model = _model(tmp_path)
+    store = _store(tmp_path, model)
+    from deepict_dask.models.files import set_picking
+
+    (tmp_path / "x").mkdir()
+    other = _model(tmp_path / "x")  # freshly initialised: other weights, another hash
+    set_picking(other, {"ribo": {"threshold": 0.5, "min_size": 50, "method": "cc", "validated_sha256": "f" * 64}})
+    model.write_bytes(other.read_bytes())  # another network at the recorded path
+    assert main(["pick", str(store), "--class", "ribo", "--out", str(tmp_path / "a.csv"), *DASK]) == 0
+    assert "tuned" not in capsys.readouterr().out
+    assert len(read_table(tmp_path / "a.csv")) == 6
+
+
+def test_tune_watershed_min_distance_and_edge_warning(tmp_path, capsys):
+    model = _model(tmp_path)
+    store = _store(tmp_path, model)
+    assert main(["evaluate", "sweep", "--pred", str(store), "--truth", str(tmp_path / "truth.csv"), "--class", "ribo",
+                 "--tolerance", "2", "--thresholds", "0.2,0.5", "--min-sizes", "1,50", "--method", "watershed",
+                 "--min-distances", "30,60", "--write-model", str(model)]) == 0
+    out = capsys.readouterr().out
+    entry = read_model_info(model).picking["ribo"]
+    assert entry["method"] == "watershed" and entry["min_distance_A"] in (30.0, 60.0) and entry["f1"] == 1.0
+    assert "warning: ribo: the best threshold 0.5 is the largest value tried" in out
+
+
+def test_run_targets_take_the_tuned_values(tmp_path):
+    from deepict_dask.models.files import set_picking
+    from deepict_dask.pipeline.config import parse_config
+    from deepict_dask.pipeline.stages import _target_params, build_stages
+
+    model = _model(tmp_path)
+    set_picking(model, {"ribo": {"threshold": 0.35, "min_size": 40, "method": "watershed", "min_distance_A": 60.0}})
+    text = f"""\
+inputs: {{paths: [a.mrc]}}
+models: [{{name: m, path: {model}}}]
+targets:
+  - {{name: ribo, model: m}}
+  - {{name: ribo2, model: m, class: ribo, threshold: 0.7, min_size: 5, cluster: watershed}}
+  - {{name: memb, model: m}}
+"""
+    config = parse_config(text)
+    job = type("Job", (), {"header": {}, "name": "a"})()
+    stages = {s.name: s.params for s in build_stages(config, job, {"m": "0"})}
+    assert (stages["pick:ribo"]["threshold"], stages["pick:ribo"]["min_size"]) == (0.35, 40)
+    assert stages["pick:ribo"]["min_distance"] is None  # tuned for watershed, the target uses cc
+    assert (stages["pick:ribo2"]["threshold"], stages["pick:ribo2"]["min_size"]) == (0.7, 5)
+    assert stages["pick:ribo2"]["min_distance"] == 60.0
+    assert (stages["pick:memb"]["threshold"], stages["pick:memb"]["min_size"]) == (0.5, None)
+    assert _target_params(config.targets[0], 64)["threshold"] == 0.5
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--class", "nucleus"], "model 'tiny' has no class 'nucleus' (it has ribo, memb)"),
+    (["--class", "memb"], "no rows of class 'memb'"),
+    (["--class", "ribo", "--thresholds", "0.5"], "--thresholds needs at least two values"),
+    (["--class", "ribo", "--min-distances", "30,60"], "--min-distances applies to --method watershed or peaks"),
+])
+def test_tune_bad_input_is_one_line_and_leaves_the_model(tmp_path, capsys, extra, message):
+    model = _model(tmp_path)
+    store = _store(tmp_path, model)
+    data = model.read_bytes()
+    assert main(["evaluate", "sweep", "--pred", str(store), "--truth", str(tmp_path / "truth.csv"), "--tolerance", "2",
+                 *GRID, "--write-model", str(model), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("deepict evaluate: error:")
+    assert model.read_bytes() == data
+
+
+def test_tune_refuses_a_tomogram_without_truth_rows(tmp_path, capsys):
+    model = _model(tmp_path)
+    s1 = _store(tmp_path, model)
+    s2 = _store(tmp_path, model, tomo="tomo2")  # truth.csv holds tomo1 only
+    assert main(["evaluate", "sweep", "--pred", str(s1), str(s2), "--truth", str(tmp_path / "truth.csv"), "--class",
+                 "ribo", "--tolerance", "2", *GRID, "--write-model", str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no 'ribo' rows for tomogram 'tomo2'" in err and len(err.splitlines()) == 1
+    assert read_model_info(model).picking == {}

@@ -56,7 +56,7 @@ def render_block(scene: Scene, lo, shape) -> Block:
             sub = comp[sl]
             sub[d < 0] = s.inner_compartment
         near = np.abs(d) <= reach
-        dens[sl][near] += bilayer_density(d[near], vs)
+        dens[sl][near] += np.float32(c.membrane_contrast) * bilayer_density(d[near], vs)
         membrane[sl][np.abs(d) <= hw] = 1
     z = (lo[0] + np.arange(shape[0])) * vs
     in_ice = ((z >= scene.slab[0]) & (z <= scene.slab[1]))[:, None, None]
@@ -94,7 +94,7 @@ def render_block(scene: Scene, lo, shape) -> Block:
             if sl is None:
                 continue
             dst, src = sl
-            dens[dst] += d_box[src]
+            dens[dst] += np.float32(c.particle_contrast) * d_box[src]
             m = m_box[src] & (labels[dst] == 0)
             labels[dst][m] = CLASS_IDS[name]
             instance[dst][m] = i + 1

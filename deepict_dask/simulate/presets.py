@@ -48,6 +48,10 @@ class ContentParams:
     #: gold beads per square micrometre on each ice surface; radius 50 A (10 nm gold)
     fiducial_density: float = 20.0
     fiducial_radius: float = 50.0
+    #: multipliers of the particles' and the membranes' contrast over their surroundings (1: the
+    #: shapes' own amplitudes); vary them to train on weaker or stronger staining-free contrast
+    particle_contrast: float = 1.0
+    membrane_contrast: float = 1.0
     #: ice slab thickness as a fraction of the z extent (centred); vacuum outside
     ice_fraction: float = 0.8
     #: density of ice over vacuum, and of each compartment's background over ice
@@ -129,6 +133,9 @@ def _validate(c: ContentParams, p: ImagingParams) -> None:
         raise ConfigError(f"ice_fraction must be in (0, 1], got {c.ice_fraction}")
     if not (0 <= c.membrane_bound_fraction <= 1):
         raise ConfigError(f"membrane_bound_fraction must be in [0, 1], got {c.membrane_bound_fraction}")
+    for name in ("particle_contrast", "membrane_contrast"):
+        if not (getattr(c, name) > 0):
+            raise ConfigError(f"{name} must be > 0, got {getattr(c, name)}")
     for name in ("vesicle_density", "microtubule_density", "actin_density", "fiducial_density"):
         if getattr(c, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(c, name)}")

@@ -303,3 +303,17 @@ def test_header_without_voxel_size_is_refused_unless_the_config_states_it(tmp_pa
     with dask.config.set(scheduler="synchronous"):
         convert.func(job, convert.params, {})
     assert voxel_size_of(open_volume(job.store)) == (13.48, 13.48, 13.48)
+
+
+def test_changed_config_voxel_size_reaches_a_cached_header_without_one(tmp_path):
+    """A header cached with the config's voxel size is re-read when inputs.voxel_size changes."""
+    from deepict_dask.pipeline.run import _save_headers
+
+    write_mrc(tmp_path / "tomos" / "a.mrc", 0.0)
+    manifest = Manifest(tmp_path / "out")
+    (tmp_path / "run.yaml").write_text(BASE.replace("inputs:\n", "inputs:\n  voxel_size: 13.48\n"))
+    tomos = collect_inputs(load_config(tmp_path / "run.yaml"), manifest)
+    _save_headers(manifest, tomos)
+    (tmp_path / "run.yaml").write_text(BASE.replace("inputs:\n", "inputs:\n  voxel_size: 10.0\n"))
+    tomos = collect_inputs(load_config(tmp_path / "run.yaml"), manifest)
+    assert tomos[0].problem is None and tomos[0].header["voxel_size"] == [10.0] * 3

@@ -141,6 +141,8 @@ def collect_inputs(config: RunConfig, manifest: Manifest) -> list[InputTomogram]
         fp = file_fingerprint(path)
         record = manifest.load(name)
         header = record.header if record.header.get("fingerprint") == fp else {}
+        if header.get("voxel_size_given") and header.get("voxel_size") != [config.inputs.voxel_size] * 3:
+            header = {}  # the cached voxel size came from the config, which now says another (or none)
         problem = None
         if not header:
             try:

@@ -159,6 +159,20 @@ def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "t.ome.zarr"]
 
 
+def test_manifest_saves_do_not_scan_the_manifest_directory(tmp_path, monkeypatch):
+    """One scan per save of a directory with an entry per tomogram made a large run's saves O(N) each."""
+    import deepict_dask.io.atomic as atomic
+
+    scanned = []
+    monkeypatch.setattr(atomic, "remove_dead_temporaries", lambda target: scanned.append(Path(target).name))
+    manifest = Manifest(tmp_path / "run")
+    manifest.save(manifest.load("t0"))
+    assert (tmp_path / "run" / "manifest" / "t0.json").is_file() and scanned == []
+    with atomic_path(tmp_path / "other.csv") as tmp:  # other writers still clean up after killed ones
+        tmp.write_text("x")
+    assert scanned == ["other.csv"]
+
+
 def test_failed_prediction_write_leaves_no_store_skeleton(tmp_path):
     import dask.array as da
 

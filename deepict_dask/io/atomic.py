@@ -64,11 +64,13 @@ def _side_name(target: Path, kind: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, *, overwrite: bool = True, sweep: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success move it onto ``target``.
 
     Works for files and directories (Zarr stores). With ``overwrite=False`` an existing target is
     an :class:`OutputError`. An existing target is only replaced once the new output is complete.
+    ``sweep=False`` skips the scan of the parent directory for dead writers' leftovers: for writers
+    that save often into a large directory someone else cleans (a run's manifest).
     """
     target = Path(target)
     if target.exists() and not overwrite:
@@ -80,7 +82,8 @@ def atomic_path(target: str | os.PathLike, *, overwrite: bool = True) -> Iterato
         raise OutputError(f"cannot create output directory: {exc.strerror}", parent) from exc
     if not os.access(parent, os.W_OK):
         raise OutputError("output directory is not writable", parent)
-    remove_dead_temporaries(target)
+    if sweep:
+        remove_dead_temporaries(target)
     tmp = _side_name(target, "tmp")
     try:
         yield tmp

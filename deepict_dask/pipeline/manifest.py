@@ -166,7 +166,8 @@ class Manifest:
 
     def save(self, tomo: TomoManifest) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path(tomo.name)) as tmp:
+        # no directory scan per save (one entry per tomogram: O(N) each); the run removes leftovers at its start
+        with atomic_path(self.path(tomo.name), sweep=False) as tmp:
             tmp.write_text(json.dumps(tomo.to_json(), indent=1, default=str))
 
     def record(self, tomo: TomoManifest, stage: str, stage_hash: str, result: dict[str, Any]) -> None:

@@ -288,6 +288,9 @@ def test_dynamo_tbl_round_trip_and_column_map(tmp_path):
     np.savetxt(tmp_path / "short.tbl", rows[:, :20])
     with pytest.raises(InputError, match="at least 26 columns"):
         read_table(tmp_path / "short.tbl", voxel_size=V10)
+    (tmp_path / "text.tbl").write_text("1 2 x\n")
+    with pytest.raises(InputError, match="holds only numbers, 26 columns at least"):
+        read_table(tmp_path / "text.tbl", voxel_size=V10)
     with pytest.raises(InputError, match="voxel size"):
         read_table(path)
 

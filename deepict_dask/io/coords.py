@@ -799,7 +799,8 @@ def _read_dynamo(path: Path, *, voxel_size=None, tomo=None, class_names=None, **
     try:
         m = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except ValueError as exc:
-        raise InputError(f"a Dynamo table holds only numbers, {len(_TBL)} named columns at least ({exc})", path) from exc
+        raise InputError(f"a Dynamo table holds only numbers, {_TBL_MIN_COLUMNS} columns at least ({exc})",
+                         path) from exc
     if m.size and m.shape[1] < _TBL_MIN_COLUMNS:
         raise InputError(f"a Dynamo table has at least {_TBL_MIN_COLUMNS} columns (x, y, z are 24-26), "
                          f"this file has {m.shape[1]}", path)

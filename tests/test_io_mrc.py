@@ -211,6 +211,16 @@ def test_unset_or_bad_voxel_size_is_refused_unless_given(tmp_path, bad):
         open_volume(path, voxel_size=0.0)
 
 
+def test_unset_voxel_size_message_fits_commands_without_the_option(tmp_path, capsys):
+    """'deepict filter' has no --voxel-size: its error must not tell the user to pass one."""
+    from deepict_dask.cli.main import main
+
+    path = _mrc(tmp_path / "novs.mrc", np.ones((4, 5, 6), np.float32), voxel=(0.0, 0.0, 0.0))
+    assert main(["filter", str(path), "-o", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "voxel size is 0" in err and "deepict convert --voxel-size" in err
+
+
 def test_complex_mrc_is_refused(tmp_path):
     path = tmp_path / "fft.mrc"
     with mrcfile.new(path) as m:

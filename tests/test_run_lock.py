@@ -81,3 +81,12 @@ def test_two_racing_claims_get_one_lease(tmp_path):
     assert b.beat() is False and a.beat() is True  # only the holder refreshes
     a.release()
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_lease_with_an_impossible_pid_is_one_error_not_a_traceback(tmp_path):
+    """A garbled lease of this host (pid beyond the OS range) is judged by its heartbeat, like any other."""
+    lease = {"host": socket.gethostname(), "pid": 2**70, "token": "x", "heartbeat": time.time()}
+    (tmp_path / LOCK_NAME).write_text(json.dumps(lease))
+    with pytest.raises(OutputError, match="another deepict run"):
+        with run_lock(tmp_path):
+            pass

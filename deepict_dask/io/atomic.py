@@ -32,7 +32,8 @@ def _host_tag() -> str:
     return hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has ``pid`` (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -53,7 +54,7 @@ def remove_dead_temporaries(target: str | os.PathLike) -> int:
         return 0
     for e in entries:
         m = pattern.fullmatch(e.name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             remove_path(Path(e.path))
             n += 1
     return n

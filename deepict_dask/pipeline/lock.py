@@ -23,21 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from deepict_dask.errors import OutputError
+from deepict_dask.io.atomic import pid_alive
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".deepict-run.lock"
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 4 * HEARTBEAT_S
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_lease(path: Path) -> dict[str, Any] | None:

@@ -104,3 +104,26 @@ def test_sweep_warns_when_best_sits_on_grid_edge(tmp_path, capsys):
     assert main(["evaluate", "sweep", "--pred", str(mpath), "--truth", str(tmp_path / "truth.csv"),
                  "--tolerance", "2", "--thresholds", "0.2,0.5", "--min-sizes", "1,50"]) == 0
     assert "warning: the best threshold 0.5 is the largest value tried" in capsys.readouterr().out
+
+
+def test_sweep_and_masks_read_the_prediction_of_a_store_not_its_root_tomogram(tmp_path, capsys):
+    """A 'deepict predict' (or run) store holds the tomogram at its root: the map is predictions/<model>."""
+    from deepict_dask.io import write_ome_zarr
+
+    prob, truth = synthetic()
+    store = tmp_path / "tomo1.ome.zarr"
+    tomogram = make_volume(np.random.default_rng(0).normal(size=prob.shape).astype(np.float32), voxel_size=10.0)
+    write_ome_zarr(tomogram, store, levels=1, chunks=16)
+    write_ome_zarr(make_volume(prob, voxel_size=10.0), store, group="predictions/m", levels=1, chunks=16)
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    out = tmp_path / "sweep.json"
+    assert main(["evaluate", "sweep", "--pred", str(store), "--truth", str(tmp_path / "truth.csv"), "--tolerance",
+                 "2", "--thresholds", "0.5,0.6", "--min-sizes", "1,50", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["f1"] == 1.0
+    mask = tmp_path / "mask.mrc"
+    with mrcfile.new(mask) as f:
+        f.set_data((prob >= 0.5).astype(np.uint8))
+        f.voxel_size = 10.0
+    out = tmp_path / "masks.json"
+    assert main(["evaluate", "masks", "--pred", str(store), "--truth", str(mask), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["f1"] == pytest.approx(1.0)

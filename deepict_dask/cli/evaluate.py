@@ -236,10 +236,12 @@ def run_picks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(path: str, group: str | None):
+def _open(path: str, group: str | None, *, prediction: bool = False):
+    """A volume; for ``prediction`` a store's ``predictions/<model>`` map, not the tomogram at its root."""
     from deepict_dask.evaluate._io import load_volume
+    from deepict_dask.pick.api import open_map
 
-    return load_volume(path, group=group)
+    return open_map(_existing(path), group=group) if prediction else load_volume(path, group=group)
 
 
 def run_masks(args: argparse.Namespace) -> int:
@@ -251,7 +253,7 @@ def run_masks(args: argparse.Namespace) -> int:
 
     refuse_existing(args.json, overwrite=args.overwrite)
 
-    pred = _open(args.pred, args.pred_group)
+    pred = _open(args.pred, args.pred_group, prediction=True)
     truth = _open(args.truth, args.truth_group)
     kind = args.kind
     if kind == "auto":
@@ -323,7 +325,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     items = [_map_name(p) for p in args.pred]
     tomos = sorted(set(truth["tomo"].astype(str)))
     for name, path in items:
-        vol = _open(path, args.pred_group)
+        vol = _open(path, args.pred_group, prediction=True)
         arr = _spatial(vol, args.channel, path, "probability map")
         if name not in tomos and len(items) == 1 and len(tomos) == 1:
             name = tomos[0]

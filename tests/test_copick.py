@@ -74,6 +74,16 @@ def test_copick_names_copick_cannot_split_are_refused(oriented, tmp_path):
     assert not (tmp_path / "proj").exists()
 
 
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"pickable_objects": {"a": 1}}'])
+def test_unusable_copick_config_is_one_error_before_any_pick_is_written(oriented, tmp_path, text):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "copick_config.json").write_text(text)
+    with pytest.raises(InputError, match="existing copick config"):
+        write_copick_dir(oriented, root)
+    assert not (root / "ExperimentRuns").exists()
+
+
 def test_copick_json_reads_orientation_and_translation(tmp_path):
     m = np.eye(4)
     m[:3, :3] = Rotation.from_euler("ZXZ", [30, 40, 50], degrees=True).as_matrix()

@@ -611,18 +611,19 @@ def write_copick_dir(
         raise InputError("exists and is not a directory; a copick project is a directory", root)
     if voxel_size is None:  # one class of one tomogram may hold too few points to tell
         voxel_size = _voxel_size_from_table(df)
+    config = _read_copick_config(root)  # an unusable existing config fails before any pick is written
     written = []
     for (tomo, cls), part in df.groupby(["tomo", "class"], sort=True):
         target = root / "ExperimentRuns" / str(tomo) / "Picks" / f"{user_id}_{session_id}_{cls}.json"
         with atomic_path(target, overwrite=overwrite) as tmp:
             _write_copick(part, tmp, voxel_size=voxel_size, user_id=user_id, session_id=session_id)
         written.append(target)
-    _write_copick_config(root, classes)
+    _write_copick_config(root, classes, config)
     return written
 
 
-def _write_copick_config(root: Path, classes: Sequence[str]) -> Path:
-    """Create or extend ``copick_config.json`` so every class is a pickable object."""
+def _read_copick_config(root: Path) -> dict[str, Any]:
+    """The project's ``copick_config.json`` (a new one when there is none); one error line if unusable."""
     path = root / COPICK_CONFIG
     config: dict[str, Any] = {"config_type": "filesystem", "name": root.name, "description": "written by deepict",
                               "version": "0.2.0", "pickable_objects": []}
@@ -631,6 +632,15 @@ def _write_copick_config(root: Path, classes: Sequence[str]) -> Path:
             config = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"existing copick config is not JSON ({exc})", path) from exc
+        objects = config.get("pickable_objects", []) if isinstance(config, dict) else None
+        if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
+            raise InputError("existing copick config is not a JSON object with a 'pickable_objects' list", path)
+    return config
+
+
+def _write_copick_config(root: Path, classes: Sequence[str], config: dict[str, Any]) -> Path:
+    """Create or extend ``copick_config.json`` so every class is a pickable object."""
+    path = root / COPICK_CONFIG
     config["overlay_root"] = "local://" + str(root.resolve())
     objects = config.setdefault("pickable_objects", [])
     known = {o.get("name") for o in objects}

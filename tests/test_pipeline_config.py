@@ -299,7 +299,7 @@ def test_header_without_voxel_size_is_refused_unless_the_config_states_it(tmp_pa
     tomos = collect_inputs(config, Manifest(tmp_path / "out2"))
     assert tomos[0].problem is None and tomos[0].header["voxel_size"] == [13.48] * 3
     job = make_jobs(tomos, tmp_path / "out2")[0]
-    convert = build_stages(config, job, {"m3": "0"})[0]
+    convert = build_stages(config, job)[0]
     with dask.config.set(scheduler="synchronous"):
         convert.func(job, convert.params, {})
     assert voxel_size_of(open_volume(job.store)) == (13.48, 13.48, 13.48)

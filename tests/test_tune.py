@@ -117,12 +117,17 @@ targets:
   - {{name: ribo, model: m}}
   - {{name: ribo2, model: m, class: ribo, threshold: 0.7, min_size: 5, cluster: watershed}}
   - {{name: memb, model: m}}
+  - {{name: ribo3, model: m, class: ribo, cluster: cc}}
 """
     config = parse_config(text)
     job = type("Job", (), {"header": {}, "name": "a"})()
-    stages = {s.name: s.params for s in build_stages(config, job, {"m": "0"})}
+    stages = {s.name: s.params for s in build_stages(config, job)}
     assert (stages["pick:ribo"]["threshold"], stages["pick:ribo"]["min_size"]) == (0.35, 40)
-    assert stages["pick:ribo"]["min_distance"] is None  # tuned for watershed, the target uses cc
+    # no method in the config: the tuned one, with its seed distance (as `deepict pick` does)
+    assert (stages["pick:ribo"]["cluster"], stages["pick:ribo"]["min_distance"]) == ("watershed", 60.0)
+    # an explicit other method keeps the tuned threshold and size but not the watershed seed distance
+    assert (stages["pick:ribo3"]["cluster"], stages["pick:ribo3"]["min_distance"]) == ("cc", None)
+    assert (stages["pick:ribo3"]["threshold"], stages["pick:ribo3"]["min_size"]) == (0.35, 40)
     assert (stages["pick:ribo2"]["threshold"], stages["pick:ribo2"]["min_size"]) == (0.7, 5)
     assert stages["pick:ribo2"]["min_distance"] == 60.0
     assert (stages["pick:memb"]["threshold"], stages["pick:memb"]["min_size"]) == (0.5, None)
@@ -155,3 +160,24 @@ def test_tune_refuses_a_tomogram_without_truth_rows(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "no 'ribo' rows for tomogram 'tomo2'" in err and len(err.splitlines()) == 1
     assert read_model_info(model).picking == {}
+
+
+def test_tuning_keeps_predictions_valid_but_not_picks(tmp_path):
+    """Tuning rewrites only the picking settings: the prediction stage keeps its hash, the picks do not."""
+    from deepict_dask.io.checksum import file_sha256
+    from deepict_dask.models.files import set_picking
+    from deepict_dask.pipeline.config import parse_config
+    from deepict_dask.pipeline.engine import stage_hashes
+    from deepict_dask.pipeline.run import make_jobs
+    from deepict_dask.pipeline.stages import build_stages
+
+    model = _model(tmp_path)
+    config = parse_config(f"inputs: {{paths: [a.mrc]}}\nmodels: [{{name: m, path: {model}}}]\n"
+                          "targets:\n  - {name: ribo, model: m}\n")
+    job = make_jobs([type("T", (), {"name": "a", "path": tmp_path / "a.mrc", "fingerprint": {}, "header": {},
+                                    "truth": None})()], tmp_path / "run")[0]
+    before, file_before = stage_hashes(job, build_stages(config, job)), file_sha256(model)
+    set_picking(model, {"ribo": {"threshold": 0.35, "min_size": 40, "method": "cc"}})
+    after = stage_hashes(job, build_stages(config, job))
+    assert file_sha256(model) != file_before
+    assert after["predict:m"] == before["predict:m"] and after["pick:ribo"] != before["pick:ribo"]

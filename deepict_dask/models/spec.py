@@ -6,6 +6,7 @@ A model file (``.safetensors``) holds the weights plus one JSON metadata entry t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -111,3 +112,29 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'info'}: {e['msg']}" for e in exc.errors())
         raise InputError(f"invalid model metadata: {problems}", path) from exc
+
+
+@functools.lru_cache(maxsize=32)
+def _network_sha256(path: str, size: int, mtime_ns: int) -> str:
+    import hashlib
+
+    info = read_model_info(path).model_dump(exclude={"picking"})
+    digest = hashlib.sha256(json.dumps(info, sort_keys=True).encode())
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+        header.pop("__metadata__", None)
+        digest.update(json.dumps(header, sort_keys=True).encode())  # tensor names, shapes, offsets
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def network_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of what a model computes: its weights and metadata, without the tuned picking settings.
+
+    Tuning (``evaluate sweep --write-model``) rewrites only ``picking`` in the header; predictions made
+    with the file stay valid, so a run keys its prediction stage on this rather than the file's hash.
+    """
+    st = Path(path).stat()
+    return _network_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)

@@ -98,7 +98,8 @@ class TargetConfig(_Strict):
     min_size: int | None = Field(None, ge=1, description="smallest cluster kept, voxels (inclusive; default: "
                                  "the model's tuned value, else 1)")
     max_size: int | None = Field(None, ge=1, description="largest cluster kept, voxels (inclusive)")
-    cluster: Literal["cc", "meanshift", "watershed", "peaks"] = "cc"
+    cluster: Literal["cc", "meanshift", "watershed", "peaks"] | None = Field(
+        None, description="clustering method (default: the method tuned for the model and class, else cc)")
     connectivity: Literal[6, 18, 26] = 26
     min_distance: float | None = Field(None, gt=0, description="watershed/peaks seed distance, A")
     coarsen: int | Literal["auto"] = Field("auto", description="watershed/peaks: bin factor of the seed grid "

@@ -226,7 +226,7 @@ def run_workflow(
                 outcomes[t.name] = TomoOutcome(t.name, "failed", "read", t.problem)
 
         def stages_for(job: TomoJob) -> list:
-            return build_stages(config, job, model_hashes)
+            return build_stages(config, job)
 
         records = {j.name: manifest.load(j.name) for j in jobs}
         plans = plan_jobs(jobs, stages_for, records, force, verify)
@@ -292,10 +292,10 @@ def dry_run(config: RunConfig, *, force: Iterable[str] = (), console: Any = None
     check_output_dir(run_dir)
     manifest = Manifest(run_dir)
     tomos = collect_inputs(config, manifest)
-    model_hashes = check_models(config, tomos)
+    check_models(config, tomos)
     plans: dict[str, list[tuple[str, str]]] = {}
     jobs = make_jobs([t for t in tomos if t.problem is None], run_dir)
-    steps_of = plan_jobs(jobs, lambda j: build_stages(config, j, model_hashes),
+    steps_of = plan_jobs(jobs, lambda j: build_stages(config, j),
                          {j.name: manifest.load(j.name) for j in jobs}, force, verify)
     for name, steps in steps_of.items():
         plans[name] = [(p.stage.name, p.reason) for p in steps]

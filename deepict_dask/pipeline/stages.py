@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deepict_dask.io.checksum import file_sha256
+from deepict_dask.models.spec import network_sha256
 from deepict_dask.pipeline.config import RunConfig, TargetConfig
 from deepict_dask.pipeline.engine import Stage, TomoJob
 
@@ -179,7 +180,8 @@ def _target_params(t: TargetConfig, chunks: int, tuned: Mapping[str, Any] | None
     They are the values actually used, so the stage hash changes when a re-tuned model changes them.
     """
     tuned = tuned or {}
-    same_method = tuned.get("method") == t.cluster
+    method = t.cluster or tuned.get("method") or "cc"  # as `deepict pick` chooses it
+    same_method = tuned.get("method") == method
     min_distance = t.min_distance if t.min_distance is not None else (tuned.get("min_distance_A") if same_method else None)
     return {
         "target": t.name,
@@ -188,7 +190,7 @@ def _target_params(t: TargetConfig, chunks: int, tuned: Mapping[str, Any] | None
         "threshold": t.threshold if t.threshold is not None else float(tuned.get("threshold", 0.5)),
         "min_size": t.min_size if t.min_size is not None else tuned.get("min_size"),
         "max_size": t.max_size,
-        "cluster": t.cluster,
+        "cluster": method,
         "connectivity": t.connectivity,
         "min_distance": min_distance,
         "coarsen": t.coarsen,
@@ -198,7 +200,7 @@ def _target_params(t: TargetConfig, chunks: int, tuned: Mapping[str, Any] | None
     }
 
 
-def build_stages(config: RunConfig, job: TomoJob, model_hashes: Mapping[str, str]) -> list[Stage]:
+def build_stages(config: RunConfig, job: TomoJob) -> list[Stage]:
     """The ordered stage list of one tomogram for ``config`` (a context target comes before its users)."""
     chunks = config.output.chunks
     pre = config.preprocess
@@ -219,7 +221,8 @@ def build_stages(config: RunConfig, job: TomoJob, model_hashes: Mapping[str, str
     for m in config.models:
         options = {"batch_size": m.batch_size, "patch": m.patch, "overlap": m.overlap, "blend": m.blend,
                    "dtype": m.dtype, "device": m.device, "chunk": 2 * chunks}
-        params = {"model": m.name, "model_path": str(files[m.name]), "model_sha256": model_hashes[m.name],
+        # keyed on the network, not the file: tuning rewrites only the picking settings in the file
+        params = {"model": m.name, "model_path": str(files[m.name]), "network_sha256": network_sha256(files[m.name]),
                   "image": image_group, "options": options}
         stages.append(Stage(f"predict:{m.name}", run_predict, params, deps=(image_stage,), gpu=True,
                             version=VERSIONS["predict"]))

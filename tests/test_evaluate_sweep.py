@@ -11,7 +11,7 @@ import pytest
 
 from deepict_dask.cli.main import main
 from deepict_dask.errors import InputError
-from deepict_dask.evaluate.sweep import cluster_stats, sweep
+from deepict_dask.evaluate.sweep import cluster_stats, grid_edges, sweep
 from deepict_dask.io.volume import make_volume
 
 
@@ -93,9 +93,7 @@ def test_sweep_warns_when_best_sits_on_grid_edge(tmp_path, capsys):
     assert "threshold 0.5 is the largest" in res["edges"][0] and "--thresholds" in res["edges"][0]
     assert "min_size 50 is the largest" in res["edges"][1]
     # a threshold of 1 or a minimum size of 1 cannot be widened: no warning there
-    prob[prob > 0] = 1.0
-    res = sweep({"tomo1": make_volume(prob)}, truth, 2.0, thresholds=[0.5, 1.0], min_sizes=[1, 50])
-    assert not any("threshold" in e for e in res["edges"])
+    assert grid_edges({"threshold": [0.5, 1.0], "min_size": [1, 50]}, {"threshold": 1.0, "min_size": 1}) == []
     mpath = tmp_path / "tomo1.mrc"
     with mrcfile.new(mpath) as f:
         f.set_data(synthetic()[0])
@@ -127,3 +125,18 @@ def test_sweep_and_masks_read_the_prediction_of_a_store_not_its_root_tomogram(tm
     out = tmp_path / "masks.json"
     assert main(["evaluate", "masks", "--pred", str(store), "--truth", str(mask), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["f1"] == pytest.approx(1.0)
+
+
+def test_sweep_chooses_the_middle_of_a_plateau_not_its_corner():
+    """Tied F1 over a plateau: the setting whose neighbours also score best, not the highest threshold."""
+    from deepict_dask.evaluate.sweep import robust_best
+
+    thresholds, sizes = [0.2, 0.4, 0.6, 0.8, 0.95], [10, 100, 1000]
+    f1 = {0.2: [0.8, 1.0, 0.7], 0.4: [0.9, 1.0, 0.8], 0.6: [0.9, 1.0, 0.9], 0.8: [0.9, 1.0, 1.0],
+          0.95: [0.9, 1.0, 1.0]}
+    grid = [{"threshold": t, "min_size": s, "f1": f1[t][j]} for t in thresholds for j, s in enumerate(sizes)]
+    best = robust_best(grid, thresholds, sizes)
+    assert best["f1"] == 1.0 and (best["threshold"], best["min_size"]) == (0.8, 100)
+    # a single best setting wins whatever its neighbours
+    grid[0]["f1"] = 1.01
+    assert robust_best(grid, thresholds, sizes) is grid[0]

@@ -94,7 +94,7 @@ def sweep(
     grid = []
     for (thr, s), (tp, fp, fn) in sorted(counts.items()):
         grid.append({"threshold": thr, "min_size": s, "tp": int(tp), "fp": int(fp), "fn": int(fn), **ratios(tp, fp, fn)})
-    best = max(grid, key=lambda r: (r["f1"], r["threshold"], r["min_size"]))
+    best = robust_best(grid, thresholds, min_sizes)
     out: dict[str, Any] = {k: best[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")}
     out["best_threshold"] = best["threshold"]
     out["best_min_size"] = best["min_size"]
@@ -104,6 +104,29 @@ def sweep(
     out["grid"] = grid
     out["edges"] = grid_edges({"threshold": thresholds, "min_size": min_sizes}, best)
     return out
+
+
+def robust_best(grid: Sequence[Mapping[str, Any]], thresholds: Sequence[float],
+                min_sizes: Sequence[int]) -> Mapping[str, Any]:
+    """The best-F1 setting; among equals, the one whose grid neighbours score best.
+
+    A well-trained model scores the same over a plateau of settings, and the plateau's corner (the
+    highest threshold and size, say) is the setting most likely to fall off it on new data. Each tied
+    setting is scored by the mean F1 of its 3x3 neighbourhood, counting settings beyond the grid as 0,
+    so the centre of the plateau wins; remaining ties go to the higher threshold and size.
+    """
+    f1 = np.zeros((len(thresholds) + 2, len(min_sizes) + 2))
+    ti = {t: i + 1 for i, t in enumerate(thresholds)}
+    si = {s: j + 1 for j, s in enumerate(min_sizes)}
+    for r in grid:
+        f1[ti[r["threshold"]], si[r["min_size"]]] = r["f1"]
+    top = max(r["f1"] for r in grid)
+
+    def rank(r: Mapping[str, Any]) -> tuple[float, float, float, int]:
+        i, j = ti[r["threshold"]], si[r["min_size"]]
+        return (r["f1"], float(f1[i - 1:i + 2, j - 1:j + 2].mean()), r["threshold"], r["min_size"])
+
+    return max((r for r in grid if r["f1"] >= top - 1e-12), key=rank)
 
 
 # the values beyond which no setting exists: a best setting there is not on an open edge

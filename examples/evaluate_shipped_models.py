@@ -24,13 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
+from deepict_dask.pipeline.demo import DEMO_MASKS
+
 SETS = {"in_distribution": ("defocus", 200), "held_out_vpp": ("vpp", 300)}
-#: voxel masks scored: class -> (model key in the demo config, truth file key, truth label value or None)
-MASKS = {"membrane": ("demo3d", "membrane", None), "cytosol": ("demo2d", "compartments", 1),
-         "organelle": ("demo2d", "compartments", 2)}
 
 
 def simulate_sets(data: Path, n: int, shape, voxel_size: float) -> dict[str, list[str]]:
@@ -74,9 +72,6 @@ def write_config(out: Path, voxel_size: float, names: list[str], models: dict[st
     for m in cfg["models"]:
         m["path"] = str(models[m["name"]])
     cfg.setdefault("preprocess", {})["filter"] = filter_settings(models["demo3d"])
-    # the organelle mask is scored too: threshold it like the demo's other masks
-    if not any(t["name"] == "organelle" for t in cfg["targets"]):
-        cfg["targets"].append({"name": "organelle", "model": "demo2d", "kind": "segmentation", "threshold": 0.5})
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -103,31 +98,12 @@ def picking_scores(run_dir: Path, data: Path, names: list[str], classes: list[st
     return out
 
 
-def mask_scores(run_dir: Path, data: Path, names: list[str]) -> dict[str, dict[str, float]]:
-    """Voxel F1 of the run's membrane / cytosol / organelle masks against the simulated truth, pooled."""
-    from deepict_dask.io import open_volume
-    from deepict_dask.simulate import output_paths
-
-    out = {}
-    for cls, (_, key, value) in MASKS.items():
-        tp = fp = fn = 0
-        for n in names:
-            pred = np.asarray(open_volume(run_dir / "tomograms" / f"{n}.ome.zarr", group=f"labels/{cls}").data) > 0
-            t = np.asarray(open_volume(output_paths(data, n)[key]).data)
-            truth = t > 0 if value is None else t == value
-            tp += int(np.count_nonzero(pred & truth))
-            fp += int(np.count_nonzero(pred & ~truth))
-            fn += int(np.count_nonzero(~pred & truth))
-        out[cls] = {"voxel_f1": 2 * tp / max(2 * tp + fp + fn, 1), "tp": tp, "fp": fp, "fn": fn}
-    return out
-
-
 def table(scores: dict[str, Any], classes: list[str]) -> str:
     """The printed comparison: one row per score, one column per set, and the gap."""
     a, b = SETS
     rows = [("picking F1 pooled", scores[a]["picking"]["pooled"]["f1"], scores[b]["picking"]["pooled"]["f1"])]
     rows += [(f"picking F1 {c}", scores[a]["picking"][c]["f1"], scores[b]["picking"][c]["f1"]) for c in classes]
-    rows += [(f"voxel F1 {c}", scores[a]["masks"][c]["voxel_f1"], scores[b]["masks"][c]["voxel_f1"]) for c in MASKS]
+    rows += [(f"voxel F1 {c}", scores[a]["masks"][c]["voxel_f1"], scores[b]["masks"][c]["voxel_f1"]) for c in DEMO_MASKS]
     lines = [f"{'score':24s} {a:>16s} {b:>16s} {'gap':>8s}"]
     for label, x, y in rows:
         fx = float(x or 0.0)
@@ -140,7 +116,7 @@ def main() -> None:
     from deepict_dask.cluster import ClusterSpec, dask_client
     from deepict_dask.models.spec import resolve_model_path
     from deepict_dask.pipeline.config import load_config
-    from deepict_dask.pipeline.demo import DEMO_SHAPE
+    from deepict_dask.pipeline.demo import DEMO_SHAPE, mask_scores
     from deepict_dask.pipeline.run import run_workflow
     from deepict_dask.pipeline.stages import read_model_meta
 

@@ -11,7 +11,7 @@ import starfile
 
 from deepict_dask.cli.main import main
 from deepict_dask.errors import ConfigError
-from deepict_dask.pipeline.demo import run_demo
+from deepict_dask.pipeline.demo import mask_scores, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,12 @@ def test_demo_end_to_end_small(tmp_path, client):
         assert set(starfile.read(star)["rlnTomoTiltSeriesPixelSize"]) <= {13.48}
     store = run / "tomograms" / "sim_0200.ome.zarr"
     assert (store / "predictions").is_dir() and (store / "labels" / "cytosol").is_dir()
+    # the segmentation targets are scored against the simulated masks (the demo prints these)
+    masks = mask_scores(run, out / "data", ["sim_0200"])
+    assert set(masks) == {"membrane", "cytosol", "organelle"}
+    assert all(0.0 <= m["voxel_f1"] <= 1.0 for m in masks.values())
+    assert masks["membrane"]["tp"] + masks["membrane"]["fn"] > 0  # (this small tomogram may lack organelles)
+    assert masks["cytosol"]["voxel_f1"] > 0.5  # the shipped 2D model finds the cytosol
     # the demo resumes: a second call simulates and computes nothing
     again = run_demo(out, n=1, shape=(64, 128, 128), client=client)
     assert all(o.ran == [] for o in again.outcomes.values())

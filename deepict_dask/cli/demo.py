@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_dask_logs(logging.ERROR)  # the live progress display is the output
     from rich.console import Console
 
-    from deepict_dask.pipeline.demo import DEMO_SHAPE, run_demo
+    from deepict_dask.pipeline.demo import DEMO_SHAPE, mask_scores, run_demo
     from deepict_dask.pipeline.progress import LineProgress, RichProgress, print_outcome
 
     err = Console(stderr=True)
@@ -50,5 +50,10 @@ def run(args: argparse.Namespace) -> int:
     ev = result.evaluation or {}
     if "f1" in ev:
         out.print(f"[bold]Demo F1 (picks vs simulated truth): {ev['f1']:.3f}[/]  -- open {result.outputs.get('report')}")
+    done = [name for name, o in result.outcomes.items() if o.status == "done"]
+    if done:
+        masks = mask_scores(result.run_dir, result.run_dir.parent / "data", sorted(done))
+        out.print("Demo voxel F1 (masks vs simulated truth): "
+                  + ", ".join(f"{k} {v['voxel_f1']:.3f}" for k, v in masks.items()))
     out.print(f"Re-run or change settings: deepict run {result.run_dir.parent / 'run.yaml'}")
     return result.exit_code

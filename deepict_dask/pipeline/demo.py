@@ -58,25 +58,24 @@ targets:
     model: demo2d
     kind: segmentation
     threshold: 0.5
+  - name: organelle
+    model: demo2d
+    kind: segmentation
+    threshold: 0.5
   - name: membrane
     model: demo3d
     kind: segmentation
     threshold: 0.5
-  # threshold and minimum cluster size chosen by 'deepict evaluate sweep' on the validation tomogram
-  # (simulation seed 104, not a demo tomogram): best F1 at 0.5 and 1000 voxels (about 1/4 of a ribosome)
+  # threshold, minimum cluster size and method: the values tuned into demo3d by 'deepict evaluate sweep
+  # --write-model' on the validation tomograms (simulation seeds 150-151, not demo tomograms);
+  # 'deepict model-info demo3d' shows them
   - name: ribosome
     model: demo3d
-    threshold: 0.5
-    min_size: {min_ribosome}
-    cluster: cc
     context:
       - target: cytosol
         mode: contact
   - name: fas
     model: demo3d
-    threshold: 0.5
-    min_size: {min_fas}
-    cluster: cc
 evaluation:
   tolerance: {tolerance}
   unit: A
@@ -126,7 +125,7 @@ def write_demo_config(out: Path, voxel_size: float, names: Sequence[str]) -> Pat
     path = out / "run.yaml"
     text = DEMO_CONFIG.format(
         config=path, paths="[" + ", ".join(f'"data/tomograms/{n}.mrc"' for n in names) + "]", voxel_size=f"{voxel_size:g}", filter="true" if _filter_enabled() else "false",
-        min_ribosome=1000, min_fas=1000, tolerance=f"{6 * voxel_size:.0f}",
+        tolerance=f"{6 * voxel_size:.0f}",
     )
     from deepict_dask.io.atomic import atomic_path
 
@@ -170,3 +169,33 @@ def run_demo(
         return go(client)
     with dask_client(ClusterSpec(n_workers=workers), quiet=progress is not None) as c:
         return go(c)
+
+
+#: mask targets of the demo scored against the simulation: target -> (truth file key, label value or None: any)
+DEMO_MASKS = {"membrane": ("membrane", None), "cytosol": ("compartments", 1), "organelle": ("compartments", 2)}
+
+
+def mask_scores(run_dir: str | Path, data: str | Path, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Voxel F1 of the run's membrane / cytosol / organelle masks against the simulated truth, pooled.
+
+    The run's own evaluation scores picks; the demo's segmentation targets are scored here, a tomogram
+    at a time (one mask and its truth in memory: the demo's tomograms are small).
+    """
+    import numpy as np
+
+    from deepict_dask.io import open_volume
+    from deepict_dask.simulate import output_paths
+
+    out = {}
+    for target, (key, value) in DEMO_MASKS.items():
+        tp = fp = fn = 0
+        for n in names:
+            store = Path(run_dir) / "tomograms" / f"{n}.ome.zarr"
+            pred = np.asarray(open_volume(store, group=f"labels/{target}").data) > 0
+            t = np.asarray(open_volume(output_paths(data, n)[key]).data)
+            truth = t > 0 if value is None else t == value
+            tp += int(np.count_nonzero(pred & truth))
+            fp += int(np.count_nonzero(pred & ~truth))
+            fn += int(np.count_nonzero(~pred & truth))
+        out[target] = {"voxel_f1": 2 * tp / max(2 * tp + fp + fn, 1), "tp": tp, "fp": fp, "fn": fn}
+    return out

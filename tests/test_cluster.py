@@ -142,7 +142,8 @@ def test_queued_jobs_that_never_start_time_out(slurm_profile, tmp_path, monkeypa
     with pytest.raises(ConfigError, match=r"no workers arrived in 1\.5 s"):
         with dask_client(ClusterSpec(kind="slurm", worker_wait=1.5), quiet=True):
             pass
-    assert 1.5 <= time.monotonic() - t0 < 20
+    waited = time.monotonic() - t0
+    assert waited >= 1.5 and waited < 20  # it waited worker_wait for a worker, and did not hang
     assert cancelled.read_text().split() == ["4242"]
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from deepict_dask.cluster import DEFAULT_WORKER_WAIT
 from deepict_dask.errors import ConfigError
 from deepict_dask.models.spec import DEMO_MODELS as SHIPPED_MODELS
+from deepict_dask.options import format_loc, validation_problems
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 
@@ -265,16 +266,9 @@ def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | N
     return None
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
 def _located(loc: tuple[Any, ...], msg: str, lines: dict[tuple[Any, ...], int]) -> str:
     line = _line_of(loc, lines)
-    return f"{'line ' + str(line) + ', ' if line else ''}{_format_loc(loc)}: {msg}"
+    return f"{'line ' + str(line) + ', ' if line else ''}{format_loc(loc)}: {msg}"
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
@@ -293,17 +287,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "missing":
-                msg = "required key missing"
-            elif err["type"] == "value_error":  # our own validators: their message, without pydantic's prefix
-                msg = str(msg).removeprefix("Value error, ")
-            problems.append(_located(loc, msg, lines))
+        problems = [_located(loc, msg, lines) for loc, msg in validation_problems(exc)]
         raise ConfigError("; ".join(problems), source) from None
     refs = config.reference_problems()
     if refs:

@@ -6,11 +6,11 @@ import time
 
 import pytest
 import yaml
-from test_train import _cfg, _toy
 
 from deepict_dask.cli.main import main
 from deepict_dask.train import loop, parse_config, train
 from deepict_dask.train.loop import steady_throughput
+from tests.train.test_loop import _cfg, _toy
 
 
 def test_steady_throughput_skips_warmup():

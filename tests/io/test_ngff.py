@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from test_convert import _mrc
 
 from deepict_dask.cli.main import main
 from deepict_dask.errors import OutputError
 from deepict_dask.inference.predict import PredictOptions, make_ref, predict_file
 from deepict_dask.io import make_volume, open_volume, write_ome_zarr
 from deepict_dask.models import ModelInfo, build_network, save_model
+from tests.cli.test_convert import _mrc
 
 models = pytest.importorskip("ome_zarr_models", reason="ome-zarr-models validates the written metadata")
 reader = pytest.importorskip("ome_zarr.reader", reason="ome-zarr-py is the reference reader")

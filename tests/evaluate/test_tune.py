@@ -7,8 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from test_evaluate_sweep import synthetic
-from test_pick_cli import DASK, _threaded_local_cluster  # noqa: F401  (autouse fixture)
 
 from deepict_dask.cli.main import main
 from deepict_dask.io import write_ome_zarr
@@ -16,6 +14,8 @@ from deepict_dask.io.checksum import file_sha256
 from deepict_dask.io.coords import read_table
 from deepict_dask.io.volume import make_volume
 from deepict_dask.models import ModelInfo, build_network, read_model_info, save_model
+from tests.cli.test_pick import DASK, _threaded_local_cluster  # noqa: F401  (autouse fixture)
+from tests.evaluate.test_sweep import synthetic
 
 GRID = ["--thresholds", "0.2,0.5,0.95", "--min-sizes", "1,50,200"]
 

@@ -15,7 +15,7 @@ from deepict_dask.errors import ConfigError
 from deepict_dask.simulate import simulate_tomogram
 from deepict_dask.simulate.presets import resolve
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")

@@ -274,7 +274,7 @@ def test_truth_pattern_matching_nothing_is_warned_in_dry_run(tmp_path):
     import sys
 
     cfg = _truth_config(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.run([sys.executable, "-m", "deepict_dask", "run", str(cfg), "--dry-run"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr

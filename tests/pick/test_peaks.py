@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
-from test_pick_watershed import recovered, run_blockwise, touching_spheres
 
 from deepict_dask.errors import DeepictError, InputError
 from deepict_dask.pick.peaks import find_peaks, peak_rows
 from deepict_dask.pick.watershed import split_params
+from tests.pick.test_watershed import recovered, run_blockwise, touching_spheres
 
 
 @pytest.fixture(scope="module")

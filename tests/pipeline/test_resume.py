@@ -13,7 +13,6 @@ import distributed
 import numpy as np
 import pytest
 import zarr
-from test_pipeline_run import make_project, models  # noqa: F401 (fixture)
 
 from deepict_dask.cli.main import main
 from deepict_dask.errors import OutputError
@@ -22,6 +21,7 @@ from deepict_dask.io.checksum import ZARR_META, check_contents, check_sizes, inv
 from deepict_dask.pipeline.config import load_config
 from deepict_dask.pipeline.manifest import Manifest
 from deepict_dask.pipeline.run import check_run_dir, run_workflow
+from tests.pipeline.test_run import make_project, models  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")

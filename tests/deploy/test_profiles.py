@@ -26,7 +26,7 @@ pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is the optional 'jobq
 import dask  # noqa: E402
 from distributed import Client  # noqa: E402
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PROFILES = [
     ("jobqueue-slurm.yaml", "SLURMCluster", "slurm", {"GPU": 1}),
     ("jobqueue-slurm.yaml", "SLURMCluster", "slurm-cpu", {}),

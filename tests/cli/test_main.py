@@ -146,7 +146,7 @@ def test_progress_never_reaches_stdout_and_shows_on_a_terminal(tmp_path):
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cmd = [sys.executable, "-m", "deepict_dask", "pick", str(src), "-o", str(tmp_path / "p.csv"),
            "--workers", "1", "--threads-per-worker", "1"]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=slave, env=env, timeout=120)

@@ -13,15 +13,10 @@ import zarr
 import deepict_dask.cli.convert as convert_cli
 from deepict_dask.cli.main import main
 from deepict_dask.io import open_volume
+from tests.helpers import mrc_file
 
-
-def _mrc(path, data, voxel=(2.0, 2.0, 3.0)):
-    with mrcfile.new(path, overwrite=True) as m:
-        m.set_data(data)
-        m.voxel_size = voxel
-        m.header.label[1] = b"tilt series 7, SIRT"
-        m.header.nlabl = 2
-    return path
+# anisotropic voxels (x, y, z) and a label the converted store must keep
+SOURCE = {"voxel": (2.0, 2.0, 3.0), "label": "tilt series 7, SIRT"}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +26,7 @@ def data():
 
 def test_convert_on_a_two_process_cluster(tmp_path, data):
     """A real LocalCluster with 2 worker processes: the MRC reader must pickle to the workers."""
-    src = _mrc(tmp_path / "tomo_01.mrc", data)
+    src = mrc_file(tmp_path / "tomo_01.mrc", data, **SOURCE)
     rc = main(["convert", str(src), "--out", str(tmp_path / "out"), "--chunks", "16",
                "--workers", "2", "--threads-per-worker", "1", "--no-progress"])
     assert rc == 0
@@ -47,7 +42,7 @@ def test_convert_on_a_two_process_cluster(tmp_path, data):
 
 
 def test_convert_options_and_back_to_mrc(tmp_path, data, no_cluster, capsys):
-    src = _mrc(tmp_path / "a.rec", data)
+    src = mrc_file(tmp_path / "a.rec", data, **SOURCE)
     rc = main(["convert", str(src), "--out", str(tmp_path / "o"), "--chunks", "8,16,16",
                "--levels", "2", "--compressor", "lz4", "--ngff", "0.5"])
     assert rc == 0, capsys.readouterr().err
@@ -69,12 +64,12 @@ def test_convert_options_and_back_to_mrc(tmp_path, data, no_cluster, capsys):
 
 
 def test_bad_inputs_fail_one_by_one(tmp_path, data, no_cluster, capsys):
-    good = _mrc(tmp_path / "good.mrc", data)
-    trunc = _mrc(tmp_path / "trunc.mrc", data)
+    good = mrc_file(tmp_path / "good.mrc", data, **SOURCE)
+    trunc = mrc_file(tmp_path / "trunc.mrc", data, **SOURCE)
     trunc.write_bytes(trunc.read_bytes()[:5000])
     text = tmp_path / "readme.mrc"
     text.write_text("hello\n" * 300)
-    flat = _mrc(tmp_path / "flat.mrc", data[0])
+    flat = mrc_file(tmp_path / "flat.mrc", data[0], **SOURCE)
     out = tmp_path / "out"
     rc = main(["convert", str(tmp_path / "missing.mrc"), str(trunc), str(text), str(flat), str(good),
                "--out", str(out)])
@@ -105,7 +100,7 @@ def test_nan_voxels_warned_with_count(tmp_path, data, no_cluster, capsys):
     d = data.copy()
     d[0, 0, :5] = np.nan
     d[3, 3, 3] = np.inf
-    src = _mrc(tmp_path / "nan.mrc", d)
+    src = mrc_file(tmp_path / "nan.mrc", d, **SOURCE)
     assert main(["convert", str(src), "--out", str(tmp_path / "o")]) == 0
     assert "6 NaN/inf voxels" in capsys.readouterr().err
 
@@ -121,7 +116,7 @@ def test_failure_midway_leaves_no_output(tmp_path, data, no_cluster, monkeypatch
         return zs.da.zeros(zs.level_shape(source.shape), chunks=chunks, dtype=source.dtype).map_blocks(die, dtype=source.dtype)
 
     monkeypatch.setattr(zs, "downsample", broken)
-    src = _mrc(tmp_path / "t.mrc", data)
+    src = mrc_file(tmp_path / "t.mrc", data, **SOURCE)
     assert main(["convert", str(src), "--out", str(tmp_path / "o"), "--chunks", "16"]) == 2
     err = capsys.readouterr().err
     assert "writing level 1 failed" in err and "Input/output error" in err
@@ -131,7 +126,7 @@ def test_failure_midway_leaves_no_output(tmp_path, data, no_cluster, monkeypatch
 def test_duplicate_output_names_and_bad_options(tmp_path, data, no_cluster, capsys):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    x1, x2 = _mrc(tmp_path / "a" / "x.mrc", data), _mrc(tmp_path / "b" / "x.mrc", data)
+    x1, x2 = mrc_file(tmp_path / "a" / "x.mrc", data, **SOURCE), mrc_file(tmp_path / "b" / "x.mrc", data, **SOURCE)
     assert main(["convert", str(x1), str(x2), "--out", str(tmp_path / "o")]) == 2
     assert "same output name: x" in capsys.readouterr().err
     assert main(["convert", str(x1), "--out", str(tmp_path / "o"), "--chunks", "8,8"]) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mrcfile
 import numpy as np
 import zarr
 from scipy import ndimage
@@ -10,25 +9,19 @@ from scipy import ndimage
 from deepict_dask.cli.main import main
 from deepict_dask.io import open_volume
 from deepict_dask.preprocess import read_spectrum
+from tests.helpers import mrc_file
 
 CLUSTER = ["--workers", "1", "--threads-per-worker", "2"]
 
 
-def _mrc(path, data, voxel=10.0):
-    with mrcfile.new(path, overwrite=True) as m:
-        m.set_data(np.asarray(data, dtype=np.float32))
-        m.voxel_size = voxel
-    return str(path)
-
-
 def _tomo(seed=0, shape=(40, 48, 48)):
     rng = np.random.default_rng(seed)
-    return ndimage.gaussian_filter(rng.standard_normal(shape), 1.5) * 8 + rng.standard_normal(shape) + 100
+    return (ndimage.gaussian_filter(rng.standard_normal(shape), 1.5) * 8 + rng.standard_normal(shape) + 100).astype(np.float32)
 
 
 def test_spectrum_then_filter_with_plot(tmp_path, capsys):
-    ref = _mrc(tmp_path / "ref.mrc", _tomo(0))
-    tomo = _mrc(tmp_path / "tomo.mrc", _tomo(1))
+    ref = str(mrc_file(tmp_path / "ref.mrc", _tomo(0)))
+    tomo = str(mrc_file(tmp_path / "tomo.mrc", _tomo(1)))
     tsv = tmp_path / "target.tsv"
     assert main(["spectrum", ref, "-o", str(tsv), "--method", "exact", *CLUSTER]) == 0
     target = read_spectrum(tsv)
@@ -53,8 +46,8 @@ def test_spectrum_then_filter_with_plot(tmp_path, capsys):
 
 
 def test_normalize_only_and_bad_inputs_are_skipped(tmp_path, capsys):
-    good = _mrc(tmp_path / "good.mrc", _tomo(2))
-    flat = _mrc(tmp_path / "flat.mrc", np.full((16, 16, 16), 7.0))
+    good = str(mrc_file(tmp_path / "good.mrc", _tomo(2)))
+    flat = str(mrc_file(tmp_path / "flat.mrc", np.full((16, 16, 16), 7.0, np.float32)))
     out = tmp_path / "out"
     code = main(["filter", good, flat, "--mode", "normalize", "--out", str(out), *CLUSTER])
     err = capsys.readouterr().err
@@ -68,7 +61,7 @@ def test_normalize_only_and_bad_inputs_are_skipped(tmp_path, capsys):
 
 
 def test_bad_target_file_is_named(tmp_path, capsys):
-    tomo = _mrc(tmp_path / "tomo.mrc", _tomo(3, (16, 16, 16)))
+    tomo = str(mrc_file(tmp_path / "tomo.mrc", _tomo(3, (16, 16, 16))))
     bad = tmp_path / "target.tsv"
     bad.write_text("radius\tintensity\n0\t1\n1\t2\n2\t3\n")
     assert main(["filter", tomo, "--target", str(bad), "--out", str(tmp_path / "o")]) == 2

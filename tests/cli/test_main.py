@@ -13,6 +13,7 @@ import pytest
 from deepict_dask import __version__
 from deepict_dask.cli.main import build_parser, main
 from deepict_dask.io.coords import make_table, read_table, write_table
+from tests.helpers import mrc_file
 
 
 def _commands() -> list[str]:
@@ -122,15 +123,12 @@ def test_progress_never_reaches_stdout_and_shows_on_a_terminal(tmp_path):
     import pty
     import threading
 
-    import mrcfile
     import numpy as np
 
     src = tmp_path / "map.mrc"
     vol = np.zeros((24, 24, 32), np.float32)
     vol[3:7, 3:7, 3:7] = 0.9
-    with mrcfile.new(src) as m:
-        m.set_data(vol)
-        m.voxel_size = 10.0
+    mrc_file(src, vol, 10.0)
     master, slave = pty.openpty()
     chunks: list[bytes] = []
 

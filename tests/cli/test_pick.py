@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +14,7 @@ from deepict_dask.io import open_volume, write_ome_zarr
 from deepict_dask.io.coords import read_table
 from deepict_dask.io.volume import make_volume
 from deepict_dask.pick.api import pick
+from tests.helpers import mrc_file
 
 DASK = ["--workers", "1", "--threads-per-worker", "2", "--no-progress"]
 
@@ -38,15 +38,8 @@ def _map() -> np.ndarray:
     return vol
 
 
-def _mrc(path, data, voxel=10.0):
-    with mrcfile.new(str(path)) as m:
-        m.set_data(data)
-        m.voxel_size = voxel
-    return path
-
-
 def test_cli_mrc_to_star_csv_and_labels(tmp_path, capsys):
-    src = _mrc(tmp_path / "tomo1.mrc", _map())
+    src = mrc_file(tmp_path / "tomo1.mrc", _map())
     out = tmp_path / "picks.star"
     code = main(["pick", str(src), "--out", str(out), "--threshold", "0.5", "--min-size", "27", "--max-size", "64",
                  "--labels-out", str(tmp_path / "labels.ome.zarr"), "--summary", str(tmp_path / "s.json"), *DASK])
@@ -65,7 +58,7 @@ def test_cli_mrc_to_star_csv_and_labels(tmp_path, capsys):
 
 
 def test_cli_refuses_existing_outputs_without_overwrite(tmp_path, capsys):
-    src = _mrc(tmp_path / "tomo1.mrc", _map())
+    src = mrc_file(tmp_path / "tomo1.mrc", _map())
     out = tmp_path / "picks.csv"
     out.write_text("keep me\n")
     assert main(["pick", str(src), "-o", str(out), *DASK]) == 2
@@ -98,7 +91,7 @@ def test_cli_prediction_group_class_choice_and_copick(tmp_path):
 
 
 def test_cli_nothing_survives_writes_header_and_exits_0(tmp_path, capsys):
-    src = _mrc(tmp_path / "t.mrc", _map())
+    src = mrc_file(tmp_path / "t.mrc", _map())
     out = tmp_path / "none.csv"
     assert main(["pick", str(src), "--out", str(out), "--min-size", "1000", *DASK]) == 0
     df = pd.read_csv(out)
@@ -108,7 +101,7 @@ def test_cli_nothing_survives_writes_header_and_exits_0(tmp_path, capsys):
 
 def test_cli_bad_map_values_leave_nothing(tmp_path, capsys):
     bad = _map() * 3.0
-    src = _mrc(tmp_path / "bad.mrc", bad)
+    src = mrc_file(tmp_path / "bad.mrc", bad)
     out = tmp_path / "bad.csv"
     assert main(["pick", str(src), "--out", str(out), "--labels-out", str(tmp_path / "l.ome.zarr"), *DASK]) == 2
     assert "must lie in [0, 1]" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mrcfile
 import numpy as np
 import pytest
 import torch
@@ -12,6 +11,7 @@ from deepict_dask.cli.main import main
 from deepict_dask.inference.predict import PredictOptions, make_ref, predict_file
 from deepict_dask.io import open_volume
 from deepict_dask.models import ModelInfo, build_network, save_model
+from tests.helpers import mrc_file
 
 
 def _model(path, name="ribo", seed=0, dim=3, classes=("ribosome",)):
@@ -26,9 +26,7 @@ def _model(path, name="ribo", seed=0, dim=3, classes=("ribosome",)):
 def tomo(tmp_path):
     path = tmp_path / "tomo1.mrc"
     data = np.random.default_rng(0).normal(size=(20, 40, 36)).astype(np.float32)
-    with mrcfile.new(path) as m:
-        m.set_data(data)
-        m.voxel_size = 10.0
+    mrc_file(path, data, 10.0)
     return path
 
 

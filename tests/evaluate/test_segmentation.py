@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import mrcfile
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve
@@ -13,6 +12,7 @@ from deepict_dask.cli.main import main
 from deepict_dask.errors import InputError
 from deepict_dask.evaluate.segmentation import mask_metrics, probability_metrics
 from deepict_dask.io.volume import make_volume
+from tests.helpers import mrc_file
 
 
 def test_mask_metrics_match_numpy_per_label():
@@ -65,18 +65,11 @@ def test_bad_masks():
         mask_metrics(make_volume(np.zeros((8, 8, 8), np.uint8), voxel_size=10), make_volume(np.zeros((8, 8, 8), np.uint8), voxel_size=5))
 
 
-def _mrc(path, data, voxel=10.0):
-    with mrcfile.new(path, overwrite=True) as f:
-        f.set_data(data)
-        f.voxel_size = voxel
-    return str(path)
-
-
 def test_cli_masks(tmp_path, capsys):
     rng = np.random.default_rng(2)
     truth = (rng.random((16, 20, 20)) < 0.3).astype(np.int8)
     prob = np.clip(truth * 0.5 + rng.random(truth.shape) * 0.5, 0, 1).astype(np.float32)
-    tpath, ppath = _mrc(tmp_path / "t.mrc", truth), _mrc(tmp_path / "p.mrc", prob)
+    tpath, ppath = str(mrc_file(tmp_path / "t.mrc", truth)), str(mrc_file(tmp_path / "p.mrc", prob))
     out = tmp_path / "m.json"
     assert main(["evaluate", "masks", "--pred", ppath, "--truth", tpath, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
@@ -84,5 +77,5 @@ def test_cli_masks(tmp_path, capsys):
     assert main(["evaluate", "masks", "--pred", ppath, "--truth", tpath, "--json", str(out)]) == 2
     assert f"{out}: already exists (use --overwrite" in capsys.readouterr().err
     assert main(["evaluate", "masks", "--pred", ppath, "--truth", tpath, "--json", str(out), "--overwrite"]) == 0
-    bad = _mrc(tmp_path / "b.mrc", np.zeros((16, 20, 21), np.int8))
+    bad = str(mrc_file(tmp_path / "b.mrc", np.zeros((16, 20, 21), np.int8)))
     assert main(["evaluate", "masks", "--pred", ppath, "--truth", bad]) == 2

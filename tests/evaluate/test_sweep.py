@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +12,7 @@ from deepict_dask.cli.main import main
 from deepict_dask.errors import InputError
 from deepict_dask.evaluate.sweep import cluster_stats, grid_edges, sweep
 from deepict_dask.io.volume import make_volume
+from tests.helpers import mrc_file
 
 
 def synthetic(shape=(40, 48, 48)):
@@ -50,9 +50,7 @@ def test_sweep_errors_and_cli(tmp_path, capsys):
     with pytest.raises(InputError, match="no truth for tomogram"):
         sweep({"other": vol}, truth, 2.0, thresholds=[0.5], min_sizes=[1])
     mpath = tmp_path / "tomo1.mrc"
-    with mrcfile.new(mpath) as f:
-        f.set_data(prob)
-        f.voxel_size = 10.0
+    mrc_file(mpath, prob, 10.0)
     truth.to_csv(tmp_path / "truth.csv", index=False)
     out = tmp_path / "sweep.json"
     rc = main(["evaluate", "sweep", "--pred", str(mpath), "--truth", str(tmp_path / "truth.csv"), "--tolerance", "20",
@@ -67,9 +65,7 @@ def test_sweep_voxel_only_truth_with_voxel_size(tmp_path, capsys):
     """Truth with x, y, z only: a voxel tolerance needs nothing, an Angstrom one takes --voxel-size."""
     prob, truth = synthetic()
     mpath = tmp_path / "tomo1.mrc"
-    with mrcfile.new(mpath) as f:
-        f.set_data(prob)
-        f.voxel_size = 10.0
+    mrc_file(mpath, prob, 10.0)
     tpath = tmp_path / "truth_vox.csv"
     truth[["tomo", "class", "x", "y", "z"]].to_csv(tpath, index=False)
     base = ["evaluate", "sweep", "--pred", str(mpath), "--truth", str(tpath), "--thresholds", "0.2,0.5,0.95",
@@ -95,9 +91,7 @@ def test_sweep_warns_when_best_sits_on_grid_edge(tmp_path, capsys):
     # a threshold of 1 or a minimum size of 1 cannot be widened: no warning there
     assert grid_edges({"threshold": [0.5, 1.0], "min_size": [1, 50]}, {"threshold": 1.0, "min_size": 1}) == []
     mpath = tmp_path / "tomo1.mrc"
-    with mrcfile.new(mpath) as f:
-        f.set_data(synthetic()[0])
-        f.voxel_size = 10.0
+    mrc_file(mpath, synthetic()[0], 10.0)
     truth.to_csv(tmp_path / "truth.csv", index=False)
     assert main(["evaluate", "sweep", "--pred", str(mpath), "--truth", str(tmp_path / "truth.csv"),
                  "--tolerance", "2", "--thresholds", "0.2,0.5", "--min-sizes", "1,50"]) == 0
@@ -119,9 +113,7 @@ def test_sweep_and_masks_read_the_prediction_of_a_store_not_its_root_tomogram(tm
                  "2", "--thresholds", "0.5,0.6", "--min-sizes", "1,50", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["f1"] == 1.0
     mask = tmp_path / "mask.mrc"
-    with mrcfile.new(mask) as f:
-        f.set_data((prob >= 0.5).astype(np.uint8))
-        f.voxel_size = 10.0
+    mrc_file(mask, (prob >= 0.5).astype(np.uint8), 10.0)
     out = tmp_path / "masks.json"
     assert main(["evaluate", "masks", "--pred", str(store), "--truth", str(mask), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["f1"] == pytest.approx(1.0)

@@ -13,17 +13,17 @@ from deepict_dask.io import write_ome_zarr
 from deepict_dask.io.checksum import file_sha256
 from deepict_dask.io.coords import read_table
 from deepict_dask.io.volume import make_volume
-from deepict_dask.models import ModelInfo, build_network, read_model_info, save_model
-from tests.cli.test_pick import DASK, _threaded_local_cluster  # noqa: F401  (autouse fixture)
+from deepict_dask.models import read_model_info
 from tests.evaluate.test_sweep import synthetic
+from tests.helpers import tiny_model
 
+pytestmark = pytest.mark.usefixtures("threaded_cluster")  # the CLI's cluster, with threads
+DASK = ["--workers", "1", "--threads-per-worker", "2", "--no-progress"]
 GRID = ["--thresholds", "0.2,0.5,0.95", "--min-sizes", "1,50,200"]
 
 
 def _model(tmp_path, name="tiny"):
-    info = ModelInfo(name=name, dim=3, classes=["ribo", "memb"], patch_size=[16] * 3, voxel_size=10.0,
-                     architecture={"kind": "UNet3D", "depth": 1, "initial_filters": 4})
-    return save_model(tmp_path / f"{name}.safetensors", build_network(info), info)
+    return tiny_model(tmp_path / f"{name}.safetensors", name=name, classes=["ribo", "memb"], filters=4)
 
 
 def _store(tmp_path, model, tomo="tomo1"):

@@ -12,21 +12,15 @@ import pytest
 from deepict_dask.errors import InputError
 from deepict_dask.io import count_nonfinite, make_volume, open_volume, read_mrc_header, write_mrc
 from deepict_dask.io.mrc import MrcBlockReader
+from tests.helpers import mrc_file
 
-
-def _mrc(path, data, voxel=(3.0, 2.0, 1.5)):
-    """Write ``data`` (ZYX) with voxel size given as (x, y, z) like mrcfile."""
-    with mrcfile.new(path, overwrite=True) as m:
-        m.set_data(data)
-        m.voxel_size = voxel
-        m.header.origin = (10.0, 20.0, 30.0)
-    return path
+VOXEL, ORIGIN = (3.0, 2.0, 1.5), (10.0, 20.0, 30.0)  # (x, y, z) like mrcfile: anisotropic, off-origin
 
 
 @pytest.fixture(scope="module")
 def tomo(tmp_path_factory):
     data = np.random.default_rng(0).normal(size=(20, 24, 28)).astype(np.float32)
-    return _mrc(tmp_path_factory.mktemp("mrc") / "tomo.mrc", data), data
+    return mrc_file(tmp_path_factory.mktemp("mrc") / "tomo.mrc", data, voxel=VOXEL, origin=ORIGIN), data
 
 
 def test_open_mrc_lazy_chunks_and_metadata(tomo):
@@ -128,7 +122,7 @@ def test_not_an_mrc(tmp_path):
 
 
 def test_truncated_mrc_names_both_sizes(tmp_path):
-    path = _mrc(tmp_path / "t.mrc", np.zeros((10, 20, 30), np.float32))
+    path = mrc_file(tmp_path / "t.mrc", np.zeros((10, 20, 30), np.float32), voxel=VOXEL, origin=ORIGIN)
     raw = path.read_bytes()
     path.write_bytes(raw[:-1000])
     with pytest.raises(InputError, match="truncated") as e:
@@ -138,14 +132,14 @@ def test_truncated_mrc_names_both_sizes(tmp_path):
 
 
 def test_2d_mrc_rejected_unless_allowed(tmp_path):
-    path = _mrc(tmp_path / "img.mrc", np.ones((20, 30), np.float32))
+    path = mrc_file(tmp_path / "img.mrc", np.ones((20, 30), np.float32), voxel=VOXEL, origin=ORIGIN)
     with pytest.raises(InputError, match="2D image"):
         open_volume(path)
     assert open_volume(path, allow_2d=True).shape == (1, 20, 30)
 
 
 def test_unsupported_mode_and_extension(tmp_path):
-    path = _mrc(tmp_path / "m.mrc", np.zeros((2, 3, 4), np.float32))
+    path = mrc_file(tmp_path / "m.mrc", np.zeros((2, 3, 4), np.float32), voxel=VOXEL, origin=ORIGIN)
     raw = bytearray(path.read_bytes())
     raw[12:16] = np.int32(77).tobytes()
     path.write_bytes(bytes(raw))
@@ -159,7 +153,7 @@ def test_unsupported_mode_and_extension(tmp_path):
 
 def test_old_mrc_without_stamp_is_accepted(tmp_path):
     data = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
-    path = _mrc(tmp_path / "old.mrc", data)
+    path = mrc_file(tmp_path / "old.mrc", data, voxel=VOXEL, origin=ORIGIN)
     raw = bytearray(path.read_bytes())
     raw[208:212] = b"\0\0\0\0"
     path.write_bytes(bytes(raw))
@@ -171,7 +165,7 @@ def test_count_nonfinite(tmp_path):
     data[1, 2, 3] = np.nan
     data[4, 4, 4] = np.inf
     data[0, 0, 0] = -np.inf
-    vol = open_volume(_mrc(tmp_path / "n.mrc", data), chunks=3)
+    vol = open_volume(mrc_file(tmp_path / "n.mrc", data, voxel=VOXEL, origin=ORIGIN), chunks=3)
     assert count_nonfinite(vol) == 3
     assert count_nonfinite(make_volume(np.zeros((2, 2, 2), np.int16))) == 0
 
@@ -192,7 +186,7 @@ def test_imod_mode0_unsigned_bytes(tmp_path):
 
 
 def test_voxel_size_is_the_decimal_the_header_means(tmp_path):
-    path = _mrc(tmp_path / "v.mrc", np.zeros((4, 5, 6), np.float32), voxel=(7.89, 7.89, 13.48))
+    path = mrc_file(tmp_path / "v.mrc", np.zeros((4, 5, 6), np.float32), voxel=(7.89, 7.89, 13.48), origin=ORIGIN)
     with mrcfile.open(path) as m:  # the float32 header holds 13.479999542236328, mrcfile shows 13.48
         assert float(m.voxel_size.z) != 13.48 and str(m.voxel_size.z) == "13.48"
     vol = open_volume(path)
@@ -202,7 +196,7 @@ def test_voxel_size_is_the_decimal_the_header_means(tmp_path):
 
 @pytest.mark.parametrize("bad", [0.0, float("nan"), -5.0])
 def test_unset_or_bad_voxel_size_is_refused_unless_given(tmp_path, bad):
-    path = _mrc(tmp_path / "novs.mrc", np.ones((4, 5, 6), np.float32), voxel=(bad, bad, bad))
+    path = mrc_file(tmp_path / "novs.mrc", np.ones((4, 5, 6), np.float32), voxel=(bad, bad, bad), origin=ORIGIN)
     with pytest.raises(InputError, match=r"novs\.mrc: voxel size is (0|nan|-5) Å in the header; pass --voxel-size"):
         open_volume(path)
     assert open_volume(path, voxel_size=13.48).attrs["voxel_size"] == (13.48, 13.48, 13.48)
@@ -215,7 +209,7 @@ def test_unset_voxel_size_message_fits_commands_without_the_option(tmp_path, cap
     """'deepict filter' has no --voxel-size: its error must not tell the user to pass one."""
     from deepict_dask.cli.main import main
 
-    path = _mrc(tmp_path / "novs.mrc", np.ones((4, 5, 6), np.float32), voxel=(0.0, 0.0, 0.0))
+    path = mrc_file(tmp_path / "novs.mrc", np.ones((4, 5, 6), np.float32), voxel=(0.0, 0.0, 0.0), origin=ORIGIN)
     assert main(["filter", str(path), "-o", str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "voxel size is 0" in err and "deepict convert --voxel-size" in err

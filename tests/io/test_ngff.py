@@ -9,15 +9,13 @@ import json
 import dask
 import numpy as np
 import pytest
-import torch
 import zarr
 
 from deepict_dask.cli.main import main
 from deepict_dask.errors import OutputError
 from deepict_dask.inference.predict import PredictOptions, make_ref, predict_file
 from deepict_dask.io import make_volume, open_volume, write_ome_zarr
-from deepict_dask.models import ModelInfo, build_network, save_model
-from tests.cli.test_convert import _mrc
+from tests.helpers import mrc_file, tiny_model
 
 models = pytest.importorskip("ome_zarr_models", reason="ome-zarr-models validates the written metadata")
 reader = pytest.importorskip("ome_zarr.reader", reason="ome-zarr-py is the reference reader")
@@ -48,7 +46,7 @@ def _spec_names(node) -> set[str]:
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_convert_output_validates_and_opens_with_exact_voxel_size(tmp_path, no_cluster, version):
     data = np.random.default_rng(0).normal(size=(12, 20, 18)).astype(np.float32)
-    src = _mrc(tmp_path / "t.mrc", data, (13.48, 13.48, 13.48))
+    src = mrc_file(tmp_path / "t.mrc", data, (13.48, 13.48, 13.48))
     assert main(["convert", str(src), "--out", str(tmp_path / "out"), "--ngff", version, "--levels", "2",
                  "--chunks", "8", "--no-progress"]) == 0
     store = tmp_path / "out" / "t.ome.zarr"
@@ -79,19 +77,14 @@ def test_channel_images_have_windows_and_distinct_colours(tmp_path, dtype, windo
         assert len(set(colours)) == 3
 
 
-def _model(path, classes=("ribosome", "membrane")):
-    torch.manual_seed(0)
-    info = ModelInfo(name="tiny", dim=3, classes=list(classes), patch_size=[16] * 3, voxel_size=10.0,
-                     architecture={"kind": "UNet3D", "depth": 1, "initial_filters": 2, "batch_norm": False})
-    return save_model(path, build_network(info), info)
 
 
 def test_predict_store_is_an_image_with_predictions_and_labels(tmp_path):
     data = np.random.default_rng(2).normal(size=(16, 24, 20)).astype(np.float32)
-    src = _mrc(tmp_path / "tomo.mrc", data, 10.0)
+    src = mrc_file(tmp_path / "tomo.mrc", data, 10.0)
     options = PredictOptions(window=16, margin=2, chunk=32, threshold=0.5)
     with dask.config.set(scheduler="synchronous"):
-        group = predict_file(src, make_ref(_model(tmp_path / "m.safetensors"), options), tmp_path / "out", options)
+        group = predict_file(src, make_ref(tiny_model(tmp_path / "m.safetensors", classes=("ribosome", "membrane")), options), tmp_path / "out", options)
     store = tmp_path / "out" / "tomo.ome.zarr"
     assert group == store / "predictions" / "tiny"
     # the store itself is the tomogram image; its label image points back to it
@@ -111,7 +104,7 @@ def test_predict_store_is_an_image_with_predictions_and_labels(tmp_path):
     assert pnode.metadata["channel_names"] == ["ribosome", "membrane"]
     # a second tomogram of the same name but another shape is not silently mixed in
     (tmp_path / "other").mkdir()
-    _mrc(tmp_path / "other" / "tomo.mrc", data[:8], 10.0)
+    mrc_file(tmp_path / "other" / "tomo.mrc", data[:8], 10.0)
     with pytest.raises(OutputError, match="holds another tomogram"):
         predict_file(tmp_path / "other" / "tomo.mrc", make_ref(tmp_path / "m.safetensors", options),
                      tmp_path / "out", options)
@@ -124,8 +117,8 @@ def test_run_directory_store_validates_and_opens(tmp_path):
     from deepict_dask.pipeline.run import run_workflow
 
     (tmp_path / "tomos").mkdir()
-    _mrc(tmp_path / "tomos" / "t0.mrc", np.random.default_rng(3).normal(size=(16, 24, 24)).astype(np.float32), 10.0)
-    _model(tmp_path / "tiny.safetensors", classes=("ribosome", "membrane"))
+    mrc_file(tmp_path / "tomos" / "t0.mrc", np.random.default_rng(3).normal(size=(16, 24, 24)).astype(np.float32), 10.0)
+    tiny_model(tmp_path / "tiny.safetensors", classes=("ribosome", "membrane"))
     (tmp_path / "run.yaml").write_text(
         "inputs: {paths: [\"tomos/*.mrc\"]}\n"
         "output: {dir: run, chunks: 16, levels: 2}\n"

@@ -6,13 +6,13 @@ import json
 import os
 
 import dask
-import mrcfile
 import numpy as np
 import pytest
 import zarr
 
 from deepict_dask.errors import InputError, OutputError
 from deepict_dask.io import make_volume, open_volume, write_ome_zarr
+from tests.helpers import mrc_file
 
 
 @pytest.fixture(autouse=True)
@@ -44,9 +44,7 @@ def _mean2(a):
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_mrc_to_ome_zarr_round_trip(tmp_path, data, version):
     src = tmp_path / "tomo.mrc"
-    with mrcfile.new(src) as m:
-        m.set_data(data)
-        m.voxel_size = (4.0, 3.0, 2.5)  # x, y, z: anisotropic
+    mrc_file(src, data, (4.0, 3.0, 2.5))  # x, y, z: anisotropic
     out = write_ome_zarr(open_volume(src, chunks=8), tmp_path / "tomo.ome.zarr", chunks=8, ngff_version=version)
     # plain zarr: three levels, data identical at level 0
     root = zarr.open_group(str(out), mode="r")

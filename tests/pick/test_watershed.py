@@ -15,6 +15,7 @@ from deepict_dask.pick import stats as st
 from deepict_dask.pick.label import METHODS, BlockSpec, build_pass, label_image
 from deepict_dask.pick.seeds import find_seeds, parse_length
 from deepict_dask.pick.watershed import split_params, split_volume
+from tests.helpers import mrc_file
 
 
 def touching_spheres(shape=(64, 64, 64), radius=5.0, n=90, spacing=1.8, seed=0):
@@ -199,8 +200,6 @@ def test_pick_api_watershed_same_columns_as_cc(spheres):
 def test_cli_cluster_watershed(spheres, tmp_path, monkeypatch):
     import contextlib
 
-    import mrcfile
-
     import deepict_dask.cluster
     from deepict_dask.cli.main import main
     from deepict_dask.io.coords import read_table
@@ -209,9 +208,7 @@ def test_cli_cluster_watershed(spheres, tmp_path, monkeypatch):
     monkeypatch.setattr(deepict_dask.cluster, "dask_client", lambda *a, **k: contextlib.nullcontext())
     lab, centres = spheres
     path = tmp_path / "mask.mrc"
-    with mrcfile.new(path) as m:
-        m.set_data((lab > 0).astype(np.float32))
-        m.voxel_size = 10.0
+    mrc_file(path, (lab > 0).astype(np.float32), 10.0)
     out = tmp_path / "picks.csv"
     assert main(["pick", str(path), "--out", str(out), "--cluster", "watershed", "--min-distance", "40A",
                  "--no-progress"]) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 import pytest
 
@@ -16,6 +15,7 @@ from deepict_dask.pipeline.config import load_config, parse_config
 from deepict_dask.pipeline.example import example_config
 from deepict_dask.pipeline.inputs import check_output_dir, collect_inputs, expand_inputs
 from deepict_dask.pipeline.manifest import Manifest
+from tests.helpers import mrc_file
 
 BASE = """\
 inputs:
@@ -31,11 +31,7 @@ targets:
 
 
 def write_mrc(path: Path, voxel_size: float = 10.0, shape=(8, 16, 16)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with mrcfile.new(path, overwrite=True) as m:
-        m.set_data(np.random.default_rng(0).random(shape, dtype=np.float32))
-        m.voxel_size = voxel_size
-    return path
+    return mrc_file(path, np.random.default_rng(0).random(shape, dtype=np.float32), voxel_size)
 
 
 def test_example_config_validates_and_has_comments(tmp_path):

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import distributed
 import numpy as np
 import pytest
 import zarr
@@ -21,13 +20,7 @@ from deepict_dask.io.checksum import ZARR_META, check_contents, check_sizes, inv
 from deepict_dask.pipeline.config import load_config
 from deepict_dask.pipeline.manifest import Manifest
 from deepict_dask.pipeline.run import check_run_dir, run_workflow
-from tests.pipeline.test_run import make_project, models  # noqa: F401 (fixture)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as c:
-        yield c
+from tests.pipeline.project import make_project
 
 
 def chunk_files(group: Path) -> list[Path]:
@@ -84,8 +77,8 @@ def test_inventory_lists_the_group_arrays_and_checks_sizes_then_contents(tmp_pat
 # ------------------------------------------------------------------------------------ end-to-end resume
 
 
-def test_deleted_and_garbled_chunks_are_rebuilt_with_identical_data(tmp_path, models, client, caplog):  # noqa: F811
-    config = load_config(make_project(tmp_path, models, n=2, particles=True))
+def test_deleted_and_garbled_chunks_are_rebuilt_with_identical_data(tmp_path, tiny_models, client, caplog):
+    config = load_config(make_project(tmp_path, tiny_models, n=2, particles=True))
     first = run_workflow(config, client=client)
     assert first.exit_code == 0, {n: o.reason for n, o in first.outcomes.items()}
     run = tmp_path / "run"
@@ -117,8 +110,8 @@ def test_deleted_and_garbled_chunks_are_rebuilt_with_identical_data(tmp_path, mo
     assert all(o.ran == [] for o in third.outcomes.values()) and third.repaired == []
 
 
-def test_verify_finds_a_same_size_garble_that_the_cheap_check_cannot(tmp_path, models, client, capsys):  # noqa: F811
-    cfg = make_project(tmp_path, models, n=1)
+def test_verify_finds_a_same_size_garble_that_the_cheap_check_cannot(tmp_path, tiny_models, client, capsys):
+    cfg = make_project(tmp_path, tiny_models, n=1)
     args = ["run", str(cfg), "--scheduler", client.scheduler.address, "--no-progress"]
     assert main(args) == 0
     pred = tmp_path / "run" / "tomograms" / "t0.ome.zarr" / "predictions" / "tiny2d"
@@ -194,8 +187,8 @@ def test_failed_prediction_write_leaves_no_store_skeleton(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_non_empty_folder_that_is_not_a_run_is_refused_unless_overwrite(tmp_path, models, capsys):  # noqa: F811
-    cfg = make_project(tmp_path, models, n=1)
+def test_non_empty_folder_that_is_not_a_run_is_refused_unless_overwrite(tmp_path, tiny_models, capsys):
+    cfg = make_project(tmp_path, tiny_models, n=1)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "particles.csv").write_text("my own picks\n")

@@ -3,97 +3,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import distributed
-import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from deepict_dask.cli.main import main
 from deepict_dask.pipeline.config import load_config
 from deepict_dask.pipeline.manifest import Manifest
 from deepict_dask.pipeline.run import run_workflow
-
-CONFIG = """\
-inputs:
-  paths: ["tomos/*.mrc"]
-  truth: "truth/{{name}}.csv"
-output: {{dir: run, chunks: 32, levels: 2}}
-preprocess: {{normalize: true, filter: {{enabled: {filter}}}}}
-models:
-  - {{name: m2, path: tiny2d.safetensors, overlap: 4}}
-  - {{name: m3, path: tiny3d.safetensors, patch: 16, overlap: 2}}
-targets:
-  - {{name: cytosol, model: m2, kind: segmentation, threshold: {cyto_threshold}}}
-  - {{name: membrane, model: m3, kind: segmentation}}
-{particles}
-evaluation: {{tolerance: 3, unit: vox}}
-execution: {{max_in_flight: 2}}
-"""
-PARTICLES = """\
-  - name: ribosome
-    model: m3
-    threshold: 0.5
-    min_size: 2
-    context: [{target: cytosol, mode: contact}]
-"""
+from tests.helpers import mrc_file
+from tests.pipeline.project import make_project, stages_ran
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from deepict_dask.models import ModelInfo, build_network, save_model
-
-    d = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    i3 = ModelInfo(name="tiny3d", dim=3, classes=["ribosome", "fas", "membrane"], patch_size=[16, 16, 16],
-                   architecture={"kind": "UNet3D", "depth": 1, "initial_filters": 2, "batch_norm": False},
-                   voxel_size=10.0)
-    save_model(d / "tiny3d.safetensors", build_network(i3), i3)
-    i2 = ModelInfo(name="tiny2d", dim=2, classes=["cytosol", "organelle"], patch_size=[32, 32],
-                   architecture={"kind": "UNet2D", "depth": 1, "initial_filters": 2, "batch_norm": False},
-                   voxel_size=10.0)
-    save_model(d / "tiny2d.safetensors", build_network(i2), i2)
-    return d
-
-
-@pytest.fixture(scope="module")
-def client():
-    with distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as c:
-        yield c
-
-
-def make_project(root: Path, models: Path, n: int = 3, *, particles: bool = False, filter: bool = False,
-                 cyto_threshold: float = 0.5) -> Path:
-    rng = np.random.default_rng(1)
-    (root / "tomos").mkdir(parents=True, exist_ok=True)
-    (root / "truth").mkdir(exist_ok=True)
-    for i in range(n):
-        if (root / "tomos" / f"t{i}.mrc").exists():
-            continue  # rewriting would change the inputs' fingerprints
-        with mrcfile.new(root / "tomos" / f"t{i}.mrc", overwrite=True) as m:
-            m.set_data(rng.normal(size=(20, 32, 32)).astype(np.float32))
-            m.voxel_size = 10.0
-        pd.DataFrame({"tomo": f"t{i}", "class": "ribosome", "x": [5.0, 20.0], "y": [5.0, 20.0], "z": [5.0, 12.0],
-                      "x_A": [50.0, 200.0], "y_A": [50.0, 200.0], "z_A": [50.0, 120.0]}).to_csv(
-            root / "truth" / f"t{i}.csv", index=False)
-    for name in ("tiny2d.safetensors", "tiny3d.safetensors"):
-        if not (root / name).exists():
-            (root / name).write_bytes((models / name).read_bytes())
-    cfg = root / "run.yaml"
-    cfg.write_text(CONFIG.format(filter=str(filter).lower(), cyto_threshold=cyto_threshold,
-                                 particles=PARTICLES if particles else ""))
-    return cfg
-
-
-def stages_ran(result) -> dict[str, list[str]]:
-    return {n: sorted(o.ran) for n, o in result.outcomes.items()}
-
-
-def test_workflow_runs_resumes_and_recomputes_only_what_changed(tmp_path, models, client):
-    cfg_path = make_project(tmp_path, models, particles=True)
+def test_workflow_runs_resumes_and_recomputes_only_what_changed(tmp_path, tiny_models, client):
+    cfg_path = make_project(tmp_path, tiny_models, particles=True)
     config = load_config(cfg_path)
     first = run_workflow(config, client=client)
     assert first.exit_code == 0, {n: o.reason for n, o in first.outcomes.items()}
@@ -125,7 +49,7 @@ def test_workflow_runs_resumes_and_recomputes_only_what_changed(tmp_path, models
     assert all(r == [] for r in stages_ran(again).values())
 
     # a changed cytosol threshold recomputes that mask and what uses it, nothing upstream
-    config2 = load_config(make_project(tmp_path, models, particles=True, cyto_threshold=0.6))
+    config2 = load_config(make_project(tmp_path, tiny_models, particles=True, cyto_threshold=0.6))
     third = run_workflow(config2, client=client)
     expected = ["pick:cytosol", "pick:ribosome", "tables"]
     assert stages_ran(third) == {f"t{i}": sorted(expected) for i in range(3)}
@@ -135,12 +59,10 @@ def test_workflow_runs_resumes_and_recomputes_only_what_changed(tmp_path, models
     assert "predict:m3" in forced.outcomes["t2"].ran and "predict:m2" not in forced.outcomes["t2"].ran
 
 
-def test_corrupt_tomogram_is_reported_and_others_finish(tmp_path, models, client, capsys):
-    cfg_path = make_project(tmp_path, models, n=2)
+def test_corrupt_tomogram_is_reported_and_others_finish(tmp_path, tiny_models, client, capsys):
+    cfg_path = make_project(tmp_path, tiny_models, n=2)
     (tmp_path / "tomos" / "t9.mrc").write_bytes(b"\0" * 1024 + b"short")  # header without data
-    with mrcfile.new(tmp_path / "tomos" / "t5.mrc", overwrite=True) as m:  # readable header, NaN data
-        m.set_data(np.full((20, 32, 32), np.nan, np.float32))
-        m.voxel_size = 10.0
+    mrc_file(tmp_path / "tomos" / "t5.mrc", np.full((20, 32, 32), np.nan, np.float32))  # readable header, NaN data
     result = run_workflow(load_config(cfg_path), client=client)
     assert result.exit_code == 1
     status = {n: o.status for n, o in result.outcomes.items()}
@@ -157,8 +79,8 @@ def test_corrupt_tomogram_is_reported_and_others_finish(tmp_path, models, client
     assert "2 tomogram(s) failed" in out and "t9" in out and "t5" in out
 
 
-def test_cli_run_and_rerun_exit_codes(tmp_path, models, client, capsys):
-    cfg_path = make_project(tmp_path, models, n=1)
+def test_cli_run_and_rerun_exit_codes(tmp_path, tiny_models, client, capsys):
+    cfg_path = make_project(tmp_path, tiny_models, n=1)
     args = ["run", str(cfg_path), "--scheduler", client.scheduler.address, "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out

@@ -13,6 +13,7 @@ from deepict_dask.cli.main import main
 from deepict_dask.errors import ConfigError
 from deepict_dask.io.volume import make_volume
 from deepict_dask.train.labels import Template, paint_labels, parse_radius
+from tests.helpers import mrc_file
 
 
 def _table(rows):
@@ -68,18 +69,11 @@ def test_template_orientation_and_masks():
     assert (o[:, :, 0] == 2).all() and o[16, 16, 16] == 1  # particles painted over masks
 
 
-def _mrc(path, data, vs=10.0):
-    with mrcfile.new(str(path), overwrite=True) as m:
-        m.set_data(data)
-        m.voxel_size = vs
-    return str(path)
-
-
 def test_labels_cli(tmp_path, capsys):
-    tomo = _mrc(tmp_path / "tomo.mrc", np.zeros((24, 32, 32), np.float32))
+    tomo = str(mrc_file(tmp_path / "tomo.mrc", np.zeros((24, 32, 32), np.float32)))
     mem = np.zeros((24, 32, 32), np.uint8)
     mem[0] = 1
-    mask = _mrc(tmp_path / "mem.mrc", mem)
+    mask = str(mrc_file(tmp_path / "mem.mrc", mem))
     table = tmp_path / "picks.csv"
     pd.DataFrame({"tomo": ["tomo", "tomo", "other"], "class": ["ribosome", "fas", "ribosome"],
                   "x": [8.0, 20, 5], "y": [8.0, 20, 5], "z": [8.0, 12, 5]}).to_csv(table, index=False)
@@ -109,7 +103,7 @@ def test_labels_cli(tmp_path, capsys):
 
 def test_labels_cli_checks_coordinates_against_the_volume(tmp_path, capsys, caplog):
     """Angstrom in the voxel columns is refused; particles outside are skipped and counted."""
-    tomo = _mrc(tmp_path / "tomo.mrc", np.zeros((24, 32, 32), np.float32))
+    tomo = str(mrc_file(tmp_path / "tomo.mrc", np.zeros((24, 32, 32), np.float32)))
     vox = np.array([[8.0, 8.0, 8.0], [20.0, 20.0, 12.0], [300.0, 5.0, 5.0]])
     base = {"tomo": "tomo", "class": "ribosome"}
     wrong = tmp_path / "wrong.csv"  # x, y, z hold Angstrom (10 A voxels): all outside, and disagreeing

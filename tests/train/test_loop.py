@@ -19,13 +19,7 @@ from deepict_dask.train.config import AugmentConfig, LossTerm
 from deepict_dask.train.data import BatchLoader, PatchSampler, build_dataset
 from deepict_dask.train.loop import learning_rate, load_checkpoint
 from deepict_dask.train.losses import SegmentationLoss, class_index
-
-
-def _mrc(path: Path, data: np.ndarray, vs: float = 10.0) -> str:
-    with mrcfile.new(str(path), overwrite=True) as m:
-        m.set_data(data)
-        m.voxel_size = vs
-    return str(path)
+from tests.helpers import mrc_file
 
 
 def _toy(tmp: Path, seed: int, shape=(32, 40, 40), n=8) -> dict:
@@ -39,8 +33,8 @@ def _toy(tmp: Path, seed: int, shape=(32, 40, 40), n=8) -> dict:
         m = (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= 9
         img[m] += 1.0 if i % 2 == 0 else -1.0
         lab[m] = 1 + i % 2
-    t = _mrc(tmp / f"t{seed}.mrc", img)
-    lb = _mrc(tmp / f"l{seed}.mrc", lab)
+    t = str(mrc_file(tmp / f"t{seed}.mrc", img))
+    lb = str(mrc_file(tmp / f"l{seed}.mrc", lab))
     return {"tomogram": t, "labels": {"a": {"path": lb, "values": [1]}, "b": {"path": lb, "values": [2]}}}
 
 
@@ -140,11 +134,11 @@ def test_loader_deterministic_and_object_sampling(tmp_path, toys):
 
 def test_bad_training_inputs(tmp_path, toys):
     img = mrcfile.read(toys[0]["tomogram"])
-    small = _mrc(tmp_path / "small.mrc", np.zeros((16, 16, 16), np.uint8))
+    small = str(mrc_file(tmp_path / "small.mrc", np.zeros((16, 16, 16), np.uint8)))
     wrong = {"tomogram": toys[0]["tomogram"], "labels": {"a": small, "b": small}}
     with pytest.raises(InputError, match="shape"):
         build_dataset(parse_config(_cfg(tmp_path, [wrong])))
-    empty = _mrc(tmp_path / "empty.mrc", np.zeros(img.shape, np.uint8))
+    empty = str(mrc_file(tmp_path / "empty.mrc", np.zeros(img.shape, np.uint8)))
     with pytest.raises(InputError, match="empty"):
         build_dataset(parse_config(_cfg(tmp_path, [{"tomogram": toys[0]["tomogram"], "labels": {"a": empty, "b": empty}}])))
     absent = dict(toys[0], labels={"a": toys[0]["labels"]["a"], "b": {"path": toys[0]["labels"]["b"]["path"], "values": [9]}})
@@ -154,7 +148,7 @@ def test_bad_training_inputs(tmp_path, toys):
         train(parse_config(_cfg(tmp_path, toys, data={"patch_size": [64, 64, 64]})), progress=False)
     nan = img.copy()
     nan[0, 0, 0] = np.nan
-    bad = dict(toys[0], tomogram=_mrc(tmp_path / "nan.mrc", nan))
+    bad = dict(toys[0], tomogram=str(mrc_file(tmp_path / "nan.mrc", nan)))
     with pytest.raises(InputError, match="NaN"):
         build_dataset(parse_config(_cfg(tmp_path, [bad])))
     with pytest.raises(ConfigError, match="missing"):
@@ -230,7 +224,7 @@ def main_resume(cfg) -> bool:
 def test_train_cli_with_label_volume(tmp_path, toys):
     """`deepict labels` output (class ids inside) used directly as a training label volume; 2D model."""
     lab = mrcfile.read(toys[0]["labels"]["a"]["path"])
-    path = _mrc(tmp_path / "lab.mrc", lab)
+    path = str(mrc_file(tmp_path / "lab.mrc", lab))
     Path(path + ".json").write_text(json.dumps({"class_ids": {"a": 1, "b": 2}}))
     cfg = _cfg(tmp_path, [{"tomogram": toys[0]["tomogram"], "labels": path}], dim=2,
                model={"kind": "UNet2D", "depth": 2, "initial_filters": 4},

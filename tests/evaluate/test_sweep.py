@@ -62,23 +62,24 @@ def test_sweep_errors_and_cli(tmp_path, capsys):
 
 
 def test_sweep_voxel_only_truth_with_voxel_size(tmp_path, capsys):
-    """Truth with x, y, z only: a voxel tolerance needs nothing, an Angstrom one takes --voxel-size."""
+    """Truth with x, y, z only: a voxel tolerance needs nothing, an Angstrom one a voxel size."""
+    from deepict_dask.evaluate._io import load_table
+
     prob, truth = synthetic()
-    mpath = tmp_path / "tomo1.mrc"
-    mrc_file(mpath, prob, 10.0)
     tpath = tmp_path / "truth_vox.csv"
     truth[["tomo", "class", "x", "y", "z"]].to_csv(tpath, index=False)
-    base = ["evaluate", "sweep", "--pred", str(mpath), "--truth", str(tpath), "--thresholds", "0.2,0.5,0.95",
-            "--min-sizes", "1,50,200"]
-    assert main(base + ["--tolerance", "20", "--unit", "A"]) == 2
-    assert "only voxel coordinates" in capsys.readouterr().err
-    out = tmp_path / "a.json"
-    assert main(base + ["--tolerance", "20", "--unit", "A", "--voxel-size", "10", "--json", str(out)]) == 0
-    data = json.loads(out.read_text())
+    maps = {"tomo1": make_volume(prob, voxel_size=10.0)}
+    grid = {"thresholds": [0.2, 0.5, 0.95], "min_sizes": [1, 50, 200]}
+    data = sweep(maps, load_table(tpath, voxel_size=10.0), 20.0, unit="A", **grid)
     assert (data["best_threshold"], data["best_min_size"], data["f1"]) == (0.5, 50, 1.0)
-    assert data["edges"] == [] and "warning" not in capsys.readouterr().out
-    assert main(base + ["--tolerance", "2"]) == 0
-    assert "F1 1.000" in capsys.readouterr().out
+    assert data["edges"] == []
+    assert sweep(maps, load_table(tpath, voxels_only=True), 2.0, **grid)["f1"] == 1.0
+    # the CLI without --voxel-size: one line saying what is missing
+    mpath = mrc_file(tmp_path / "tomo1.mrc", prob, 10.0)
+    assert main(["evaluate", "sweep", "--pred", str(mpath), "--truth", str(tpath), "--thresholds", "0.5",
+                 "--min-sizes", "50", "--tolerance", "20", "--unit", "A"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "only voxel coordinates" in err and len(err.splitlines()) == 1
 
 
 def test_sweep_warns_when_best_sits_on_grid_edge(tmp_path, capsys):

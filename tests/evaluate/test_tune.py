@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from deepict_dask.cli.main import main
+from deepict_dask.evaluate.tune import tune
 from deepict_dask.io import write_ome_zarr
 from deepict_dask.io.checksum import file_sha256
 from deepict_dask.io.coords import read_table
 from deepict_dask.io.volume import make_volume
 from deepict_dask.models import read_model_info
+from deepict_dask.pick.api import open_map, pick, plan_picks, tuned_settings
 from tests.evaluate.test_sweep import synthetic
 from tests.helpers import tiny_model
 
@@ -22,8 +25,8 @@ DASK = ["--workers", "1", "--threads-per-worker", "2", "--no-progress"]
 GRID = ["--thresholds", "0.2,0.5,0.95", "--min-sizes", "1,50,200"]
 
 
-def _model(tmp_path, name="tiny"):
-    return tiny_model(tmp_path / f"{name}.safetensors", name=name, classes=["ribo", "memb"], filters=4)
+def _model(tmp_path, name="tiny", seed=0):
+    return tiny_model(tmp_path / f"{name}.safetensors", name=name, classes=["ribo", "memb"], filters=4, seed=seed)
 
 
 def _store(tmp_path, model, tomo="tomo1"):
@@ -45,50 +48,71 @@ def _weights(path):
     return load_file(str(path))
 
 
-def test_tune_writes_model_metadata_and_pick_uses_it(tmp_path, capsys):
+def test_tune_writes_model_metadata_and_pick_uses_it(tmp_path, caplog):
+    """The Python API: tune() writes the entry, tuned_settings/plan_picks give it to pick, explicit wins."""
     model = _model(tmp_path)
     store = _store(tmp_path, model)
     before = _weights(model)
-    assert main(["evaluate", "sweep", "--pred", str(store), "--truth", str(tmp_path / "truth.csv"), "--class", "ribo",
-                 "--tolerance", "2", *GRID, "--write-model", str(model)]) == 0
-    out = capsys.readouterr().out
-    assert "ribo: threshold 0.5, min size 50 (cc): F1 1.000" in out and "warning" not in out
+    vol = open_map(store)
+    res = tune(model, {"tomo1": vol}, pd.read_csv(tmp_path / "truth.csv"), 2.0, classes=["ribo"],
+               thresholds=[0.2, 0.5, 0.95], min_sizes=[1, 50, 200])
+    assert res["ribo"]["entry"]["min_size"] == 50
     entry = read_model_info(model).picking["ribo"]
     assert {k: entry[k] for k in ("threshold", "min_size", "method", "f1", "tolerance", "validated_on")} == {
         "threshold": 0.5, "min_size": 50, "method": "cc", "f1": 1.0, "tolerance": 2.0, "validated_on": ["tomo1"]}
     after = _weights(model)
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+
+    # pick: the tuned settings by default (the store was predicted before tuning: same weights)
+    tuned, path = tuned_settings(vol)
+    assert path == model and set(tuned) == {"ribo"}
+    [(classes, settings)], notes = plan_picks(["ribo"], tuned, {})
+    assert settings == {"threshold": 0.5, "min_size": 50, "cluster": "cc", "min_distance": None}
+    assert notes == {"ribo": {"threshold": "0.5", "min size": "50", "method": "cc"}}
+    assert len(pick(vol, classes=classes, threshold=0.5, min_size=50).table) == 4
+    # explicit options win
+    [(_, settings)], notes = plan_picks(["ribo"], tuned, {"min_size": 1, "sizes_given": True})
+    assert settings["min_size"] == 1 and "min size" not in notes["ribo"]
+    assert len(pick(vol, classes=["ribo"], min_size=1).table) == 6
+    # all classes: ribo tuned, memb (not tuned, empty map) with the built-in defaults
+    groups, _ = plan_picks(["ribo", "memb"], tuned, {})
+    assert [(c, s["min_size"]) for c, s in groups] == [(["ribo"], 50), (["memb"], None)]
+    assert sum(len(pick(vol, classes=c, threshold=s["threshold"], min_size=s["min_size"]).table)
+               for c, s in groups) == 4
+
+
+def test_cli_pick_says_which_tuned_defaults_it_uses(tmp_path, capsys):
+    """The CLI's own job: --write-model, model-info showing the entry, pick printing the tuned defaults."""
+    model = _model(tmp_path)
+    store = _store(tmp_path, model)
+    assert main(["evaluate", "sweep", "--pred", str(store), "--truth", str(tmp_path / "truth.csv"), "--class", "ribo",
+                 "--tolerance", "2", *GRID, "--write-model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "ribo: threshold 0.5, min size 50 (cc): F1 1.000" in out and "warning" not in out
     assert main(["model-info", str(model), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["picking"]["ribo"]["min_size"] == 50
     assert main(["model-info", str(model)]) == 0
     assert "picking: ribo" in capsys.readouterr().out
-
-    # pick: the tuned settings by default (the store was predicted before tuning: same weights)
-    assert main(["pick", str(store), "--class", "ribo", "--out", str(tmp_path / "a.csv"), *DASK]) == 0
-    assert "ribo: threshold 0.5, min size 50, method cc (defaults tuned for the model" in capsys.readouterr().out
-    assert len(read_table(tmp_path / "a.csv")) == 4
-    # explicit options win
-    assert main(["pick", str(store), "--class", "ribo", "--min-size", "1", "--out", str(tmp_path / "b.csv"), *DASK]) == 0
-    assert "min size 50" not in capsys.readouterr().out
-    assert len(read_table(tmp_path / "b.csv")) == 6
-    # all classes: ribo tuned, memb (not tuned, empty map) with the built-in defaults
     assert main(["pick", str(store), "--out", str(tmp_path / "c.csv"), "--summary", str(tmp_path / "c.json"), *DASK]) == 0
+    assert "ribo: threshold 0.5, min size 50, method cc (defaults tuned for the model" in capsys.readouterr().out
     assert set(json.loads((tmp_path / "c.json").read_text())) == {"ribo", "memb"}
     assert len(read_table(tmp_path / "c.csv")) == 4
 
 
-def test_pick_ignores_settings_of_a_changed_model_file(tmp_path, capsys):
+def test_pick_ignores_settings_of_a_changed_model_file(tmp_path, caplog):
     model = _model(tmp_path)
     store = _store(tmp_path, model)
     from deepict_dask.models.files import set_picking
 
     (tmp_path / "x").mkdir()
-    other = _model(tmp_path / "x")  # freshly initialised: other weights, another hash
+    other = _model(tmp_path / "x", seed=1)  # other weights, another hash
     set_picking(other, {"ribo": {"threshold": 0.5, "min_size": 50, "method": "cc", "validated_sha256": "f" * 64}})
     model.write_bytes(other.read_bytes())  # another network at the recorded path
-    assert main(["pick", str(store), "--class", "ribo", "--out", str(tmp_path / "a.csv"), *DASK]) == 0
-    assert "tuned" not in capsys.readouterr().out
-    assert len(read_table(tmp_path / "a.csv")) == 6
+    vol = open_map(store)
+    with caplog.at_level("WARNING"):
+        assert tuned_settings(vol) == ({}, model)
+    assert "changed since this prediction was made" in caplog.text
+    assert len(pick(vol, classes=["ribo"]).table) == 6  # the built-in defaults
 
 
 def test_tune_watershed_min_distance_and_edge_warning(tmp_path, capsys):

@@ -197,7 +197,7 @@ def test_pick_api_watershed_same_columns_as_cc(spheres):
         pick(vol, cluster="watershed")
 
 
-def test_cli_cluster_watershed(spheres, tmp_path, monkeypatch):
+def test_cli_cluster_watershed(spheres, tmp_path, monkeypatch, capsys):
     import contextlib
 
     import deepict_dask.cluster
@@ -216,13 +216,20 @@ def test_cli_cluster_watershed(spheres, tmp_path, monkeypatch):
     assert recovered(table, centres)["recall"] >= 0.95
     assert main(["pick", str(path), "--out", str(out), "--cluster", "peaks", "--min-distance", "4",
                  "--no-progress", "--overwrite"]) == 2  # a binary mask: says a probability map is needed
-    assert main(["pick", str(path), "--out", str(out), "--cluster", "watershed", "--min-distance", "0",
-                 "--no-progress", "--overwrite"]) == 2
-    assert main(["pick", str(path), "--out", str(out), "--cluster", "watershed", "--min-distance", "40A",
-                 "--coarsen", "0", "--no-progress", "--overwrite"]) == 2
-    assert main(["pick", str(path), "--out", str(out), "--cluster", "watershed", "--min-distance", "40A",
-                 "--coarsen", "2", "--no-progress", "--overwrite"]) == 0  # seeds 2 cells apart: still one pick each
-    assert recovered(read_table(out), centres)["recall"] >= 0.9
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("deepict pick: error:") and "probability map" in err and len(err.splitlines()) == 1
+
+
+def test_pick_api_watershed_coarsen(spheres):
+    from deepict_dask.io.volume import make_volume
+    from deepict_dask.pick.api import pick
+
+    lab, centres = spheres
+    vol = make_volume((lab > 0).astype(np.float32), (10.0, 10.0, 10.0), chunks=32)
+    with pytest.raises(DeepictError, match="coarsen"):
+        pick(vol, cluster="watershed", cluster_params={"min_distance": "40A", "coarsen": 0})
+    coarse = pick(vol, cluster="watershed", cluster_params={"min_distance": "40A", "coarsen": 2}).table
+    assert recovered(coarse, centres)["recall"] >= 0.9  # seeds 2 cells apart: still one pick each
 
 
 @pytest.fixture(scope="module")

@@ -101,27 +101,45 @@ def test_labels_cli(tmp_path, capsys):
                  str(tmp_path / "y.mrc")]) == 2
 
 
-def test_labels_cli_checks_coordinates_against_the_volume(tmp_path, capsys, caplog):
+def test_label_tables_are_checked_against_the_volume(tmp_path, caplog):
     """Angstrom in the voxel columns is refused; particles outside are skipped and counted."""
-    tomo = str(mrc_file(tmp_path / "tomo.mrc", np.zeros((24, 32, 32), np.float32)))
+    from deepict_dask.errors import InputError
+    from deepict_dask.io.coords import read_tables
+    from deepict_dask.io.table_checks import check_table
+
+    shape, vs = (24, 32, 32), (10.0, 10.0, 10.0)
     vox = np.array([[8.0, 8.0, 8.0], [20.0, 20.0, 12.0], [300.0, 5.0, 5.0]])
     base = {"tomo": "tomo", "class": "ribosome"}
     wrong = tmp_path / "wrong.csv"  # x, y, z hold Angstrom (10 A voxels): all outside, and disagreeing
     pd.DataFrame({**base, "x": vox[:, 0] * 10, "y": vox[:, 1] * 10, "z": vox[:, 2] * 10,
                   "x_A": vox[:, 0] * 10, "y_A": vox[:, 1] * 10, "z_A": vox[:, 2] * 10}).to_csv(wrong, index=False)
-    args = ["labels", "--like", tomo, "--radius", "ribosome=3", "--out"]
-    assert main(["labels", "--coords", str(wrong), *args[1:], str(tmp_path / "a.mrc")]) == 2
+    with pytest.raises(InputError, match="disagree by 10.0x"):
+        check_table(read_tables([wrong], voxel_size=vs, shape=shape), voxel_size=vs, shape=shape, path=wrong,
+                    require_inside=True)
+    only_voxels = pd.DataFrame({**base, "x": vox[:, 0] * 10, "y": vox[:, 1] * 10, "z": vox[:, 2] * 10})
+    with pytest.raises(InputError, match="none of the particles is inside"):  # nothing to compare, none inside
+        check_table(only_voxels, voxel_size=vs, shape=shape, require_inside=True)
+    good = pd.DataFrame({**base, "x": vox[:, 0], "y": vox[:, 1], "z": vox[:, 2]})
+    with caplog.at_level("WARNING"):
+        inside = check_table(good, voxel_size=vs, shape=shape, require_inside=True)
+    assert list(inside) == [True, True, False] and "1 of 3 particles lie outside" in caplog.text
+
+
+def test_labels_cli_refuses_angstrom_voxel_columns_and_counts_skipped(tmp_path, capsys):
+    """The CLI's own job: one error line and no output file; the count of skipped particles printed."""
+    tomo = str(mrc_file(tmp_path / "tomo.mrc", np.zeros((24, 32, 32), np.float32)))
+    vox = np.array([[8.0, 8.0, 8.0], [20.0, 20.0, 12.0], [300.0, 5.0, 5.0]])
+    base = {"tomo": "tomo", "class": "ribosome"}
+    wrong = tmp_path / "wrong.csv"
+    pd.DataFrame({**base, "x": vox[:, 0] * 10, "y": vox[:, 1] * 10, "z": vox[:, 2] * 10,
+                  "x_A": vox[:, 0] * 10, "y_A": vox[:, 1] * 10, "z_A": vox[:, 2] * 10}).to_csv(wrong, index=False)
+    args = ["--like", tomo, "--radius", "ribosome=3", "--out"]
+    assert main(["labels", "--coords", str(wrong), *args, str(tmp_path / "a.mrc")]) == 2
     err = capsys.readouterr().err
     assert "disagree by 10.0x" in err and "Traceback" not in err and not (tmp_path / "a.mrc").exists()
-    only_voxels = tmp_path / "only.csv"  # no x_A: nothing to compare, but none lies inside
-    pd.DataFrame({**base, "x": vox[:, 0] * 10, "y": vox[:, 1] * 10, "z": vox[:, 2] * 10}).to_csv(only_voxels, index=False)
-    assert main(["labels", "--coords", str(only_voxels), *args[1:], str(tmp_path / "b.mrc")]) == 2
-    assert "none of the particles is inside" in capsys.readouterr().err
     good = tmp_path / "good.csv"
     pd.DataFrame({**base, "x": vox[:, 0], "y": vox[:, 1], "z": vox[:, 2]}).to_csv(good, index=False)
-    with caplog.at_level("WARNING"):
-        assert main(["labels", "--coords", str(good), *args[1:], str(tmp_path / "c.mrc")]) == 0
+    assert main(["labels", "--coords", str(good), *args, str(tmp_path / "c.mrc")]) == 0
     out = capsys.readouterr().out
     assert "painted 2 particles inside the volume" in out and "skipped 1 outside" in out
-    assert "1 of 3 particles lie outside" in caplog.text
     assert mrcfile.read(str(tmp_path / "c.mrc"))[8, 8, 8] == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import dask
 import numpy as np
 import pytest
 import zarr
@@ -14,11 +13,7 @@ from deepict_dask.errors import InputError, OutputError
 from deepict_dask.io import make_volume, open_volume, write_ome_zarr
 from tests.helpers import mrc_file
 
-
-@pytest.fixture(autouse=True)
-def _sync():
-    with dask.config.set(scheduler="synchronous"):
-        yield
+pytestmark = pytest.mark.usefixtures("sync_scheduler")  # every test here computes synchronously
 
 
 @pytest.fixture(scope="module")

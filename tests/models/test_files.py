@@ -18,6 +18,7 @@ from deepict_dask.models import (
     architecture_from,
     build_network,
     check_voxel_size,
+    describe,
     flops_per_voxel,
     load_model,
     parameter_count,
@@ -134,14 +135,21 @@ def test_check_voxel_size():
     assert check_voxel_size(info, (20.0, 20.0, 20.0), rescale=True) == pytest.approx((2.0, 2.0, 2.0))
 
 
+def test_describe_a_saved_model(tmp_path):
+    info = _info(training={"steps": 7, "scores": {"val_loss": 0.5}})
+    path = save_model(tmp_path / "m.safetensors", build_network(info), info)
+    module, loaded = load_model(path, probabilities=False)
+    d = describe(loaded, module)
+    assert d["dimensionality"] == "3D" and d["classes"] == ["ribosome", "membrane"]
+    assert d["parameters"] == parameter_count(build_network(info)) and d["flops_per_voxel"] > 0
+    assert d["voxel_size_A"] == 13.48 and d["trained"]["steps"] == 7
+
+
 def test_model_info_cli(tmp_path, capsys):
     info = _info(training={"steps": 7, "scores": {"val_loss": 0.5}})
     path = save_model(tmp_path / "m.safetensors", build_network(info), info)
     assert main(["model-info", str(path), "--json"]) == 0
-    d = json.loads(capsys.readouterr().out)
-    assert d["dimensionality"] == "3D" and d["classes"] == ["ribosome", "membrane"]
-    assert d["parameters"] == parameter_count(build_network(info)) and d["flops_per_voxel"] > 0
-    assert d["voxel_size_A"] == 13.48 and d["trained"]["steps"] == 7
+    assert json.loads(capsys.readouterr().out)["classes"] == ["ribosome", "membrane"]
     assert main(["model-info", str(path)]) == 0
     assert "parameters" in capsys.readouterr().out
     assert main(["model-info", str(tmp_path / "nope.safetensors")]) == 2

@@ -20,6 +20,7 @@ import pytest
 from deepict_dask.cli.common import add_cluster_args
 from deepict_dask.cluster import ClusterSpec, dask_client, make_cluster, spec_from_args
 from deepict_dask.errors import ConfigError
+from tests.helpers import mrc_file
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -150,13 +151,10 @@ def test_queued_jobs_that_never_start_time_out(slurm_profile, tmp_path, monkeypa
 def test_cli_failing_submission_is_one_line_and_quick(tmp_path):
     """``deepict convert --cluster slurm`` with an sbatch that refuses: exit 2, one line, no hang."""
     pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is the optional 'jobqueue' extra")
-    import mrcfile
     import numpy as np
 
     src = tmp_path / "tomo.mrc"
-    with mrcfile.new(src) as m:
-        m.set_data(np.zeros((4, 4, 4), np.float32))
-        m.voxel_size = 10.0
+    mrc_file(src, np.zeros((4, 4, 4), np.float32), 10.0)
     path = _fake_tools(tmp_path / "bin", sbatch="echo 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
     env = {**os.environ, "PATH": f"{path}:{os.environ['PATH']}", "PYTHONPATH": str(Path(__file__).parents[1]),
            "DASK_JOBQUEUE__SLURM__CORES": "1", "DASK_JOBQUEUE__SLURM__MEMORY": "1GiB",

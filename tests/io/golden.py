@@ -15,7 +15,7 @@ SHAPES = {"TS1": (40, 200, 210), "TS2": (50, 220, 230)}
 
 def sample_table() -> pd.DataFrame:
     """Two tomograms, two classes, every optional column, numbers that are not round."""
-    from deepict_dask.io.coords import make_table
+    from deepict_dask.io.tables import make_table
 
     rng = np.random.default_rng(7)
     n = 8

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 VS = (13.48, 13.48, 13.48)
 SHAPES = {"TS1": (40, 200, 210), "TS2": (50, 220, 230)}
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from deepict_dask.io.tables import read_table, write_table
-from tests.io.golden import CASES, DATA, VS, sample_table
+from tests.io.tables.golden import CASES, DATA, VS, sample_table
 
 
 def _without_timestamp(text: str) -> str:

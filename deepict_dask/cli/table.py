@@ -6,14 +6,18 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from deepict_dask.io.tables import TableContext
+    from deepict_dask.io.tables import TableContext, TableFormat
+
+
+def formats() -> list[TableFormat]:
+    """The registered table formats (a format module registered before the parser is built is one)."""
+    from deepict_dask.io.tables import format_names, get_format
+
+    return [get_format(name) for name in format_names()]
 
 
 def format_choices() -> list[str]:
-    """The registered table formats (a format module registered before the parser is built is one)."""
-    from deepict_dask.io.tables import format_names
-
-    return list(format_names())
+    return [f.name for f in formats()]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,11 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "table",
         help="convert coordinate tables between formats",
         description=(
-            "Read one or more coordinate tables (.csv project schema or DeePiCt motive list, .star RELION, "
-            ".json copick point file or a copick project directory, .ndjson CryoET Data Portal, .tbl Dynamo) "
-            "and write them as one table in the format of --out (--format copick: a copick project "
-            "directory with any number of classes and tomograms). Coordinates are checked: x/y/z against "
-            "x_A/y_A/z_A given --voxel-size, and against the volume given --shape."
+            "Read one or more coordinate tables and write them as one table in the format of --out "
+            "(its suffix, or --format). Coordinates are checked: x/y/z against x_A/y_A/z_A given "
+            "--voxel-size, and against the volume given --shape. Formats: "
+            + "; ".join(f"{f.name} ({', '.join(f.suffixes) or 'a directory'}): {f.description}" for f in formats())
+            + ". A .csv file whose lines are 20 numbers is read as a motive list."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="TABLE", help="input tables")

@@ -141,8 +141,12 @@ class TargetConfig(_Strict):
 
 class OutputConfig(_Strict):
     dir: str = Field("deepict_out", description="run directory (created)")
-    table_formats: list[str] = Field(default_factory=lambda: ["csv", "star"],
-                                     description="table formats written (any registered: deepict table --help)")
+    table_formats: list[str] = Field(
+        default_factory=lambda: ["csv", "star"],
+        description="table formats written per tomogram (tables/<name>/) and for the whole run (particles.*): any "
+        "registered format (deepict table --help). The run-wide particles.csv is always written; json (one file "
+        "per target), ndjson and motl hold one tomogram and are written per tomogram only; copick is a project "
+        "directory, written for the whole run only (particles_copick/)")
     chunks: int = Field(128, ge=16, description="OME-Zarr chunk edge, voxels")
     levels: int = Field(3, ge=1, le=8, description="pyramid levels of the converted tomogram")
     report: bool = True

@@ -92,6 +92,10 @@ def test_deepict_table_converts_to_a_registered_format(tmp_path, xyz_format, cap
     # and back, with the voxel size the toy format needs
     assert main(["table", str(tmp_path / "out.xyz"), "-o", str(tmp_path / "back.csv"), "--voxel-size", "10"]) == 0
     assert pd.read_csv(tmp_path / "back.csv")["x_A"].tolist() == [15.0, 40.0, 70.0]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["table", "--help"])
+    assert "xyz (.xyz)" in capsys.readouterr().out
 
 
 def test_deepict_table_format_choices_come_from_the_registry(tmp_path, capsys):

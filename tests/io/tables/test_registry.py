@@ -198,3 +198,24 @@ def test_run_with_copick_json_and_motl_formats(project, client):
     # STAR without csv asked for: per tomogram and run-wide, no per-tomogram csv
     assert len(read_table(run / "particles.star")) == len(csv)
     assert (tomo / "t0_particles.star").exists() and not (tomo / "t0_particles.csv").exists()
+
+
+def test_unknown_format_name_is_one_error_listing_the_formats(tmp_path):
+    with pytest.raises(InputError, match=r"unknown table format 'nope'; choose one of \['csv', 'star'"):
+        write_table(_table(), tmp_path / "t.csv", fmt="nope")
+    with pytest.raises(InputError, match="unknown table format 'nope'"):
+        read_table(write_table(_table(), tmp_path / "t.csv"), fmt="nope")
+
+
+def test_a_failing_writer_leaves_no_output(tmp_path):
+    def half_then_fail(df, out, ctx, *, target, overwrite):
+        out.write_text("half a table")
+        raise InputError("cannot store this", target)
+
+    register_format(TableFormat(name="broken", suffixes=(".broken",), read=_read_xyz, write=half_then_fail))
+    try:
+        with pytest.raises(InputError, match="cannot store this"):
+            write_table(_table(), tmp_path / "t.broken")
+    finally:
+        unregister_format("broken")
+    assert list(tmp_path.iterdir()) == []

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-FORMAT_CHOICES = ["csv", "star", "json", "copick", "ndjson", "motl", "tbl"]
+if TYPE_CHECKING:
+    from deepict_dask.io.tables import TableContext, TableFormat
+
+
+def formats() -> list[TableFormat]:
+    """The registered table formats (a format module registered before the parser is built is one)."""
+    from deepict_dask.io.tables import format_names, get_format
+
+    return [get_format(name) for name in format_names()]
+
+
+def format_choices() -> list[str]:
+    return [f.name for f in formats()]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,17 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "table",
         help="convert coordinate tables between formats",
         description=(
-            "Read one or more coordinate tables (.csv project schema or DeePiCt motive list, .star RELION, "
-            ".json copick point file or a copick project directory, .ndjson CryoET Data Portal, .tbl Dynamo) "
-            "and write them as one table in the format of --out (--format copick: a copick project "
-            "directory with any number of classes and tomograms). Coordinates are checked: x/y/z against "
-            "x_A/y_A/z_A given --voxel-size, and against the volume given --shape."
+            "Read one or more coordinate tables and write them as one table in the format of --out "
+            "(its suffix, or --format). Coordinates are checked: x/y/z against x_A/y_A/z_A given "
+            "--voxel-size, and against the volume given --shape. Formats: "
+            + "; ".join(f"{f.name} ({', '.join(f.suffixes) or 'a directory'}): {f.description}" for f in formats())
+            + ". A .csv file whose lines are 20 numbers is read as a motive list."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="TABLE", help="input tables")
     p.add_argument("-o", "--out", required=True, help="output table; the suffix chooses the format (or use --format)")
-    p.add_argument("--format", choices=FORMAT_CHOICES, help="output format (default: from suffix)")
-    p.add_argument("--in-format", choices=FORMAT_CHOICES, help="input format (default: from suffix)")
+    p.add_argument("--format", choices=format_choices(), help="output format (default: from suffix)")
+    p.add_argument("--in-format", choices=format_choices(), help="input format (default: from suffix)")
     p.add_argument("--voxel-size", type=float, nargs="+", metavar="A", help="voxel size in Angstrom (1 value or z y x), for formats that do not record it")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="tomogram shape, for RELION 5 centred coordinates (needed for them in .star output) "
@@ -38,13 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     import pandas as pd
 
     from deepict_dask.errors import ConfigError
-    from deepict_dask.io.coords import empty_table, read_table, validate_table, write_table
     from deepict_dask.io.table_checks import check_table
+    from deepict_dask.io.tables import TableContext, empty_table, read_table, validate_table, write_table
 
     names: dict[int, str] = {}
     for item in args.class_map or []:
@@ -66,23 +76,25 @@ def run(args: argparse.Namespace) -> int:
         check_table(part, voxel_size=vs, shape=args.shape, path=path)
         frames.append(part)
     df = validate_table(pd.concat(frames, ignore_index=True)) if frames else empty_table()
-    if (args.format or table_format_of_new(args.out)) == "star" and args.shape is None:
-        logging.getLogger(__name__).warning(
-            "%s: no --shape, so the STAR file has no rlnCenteredCoordinateX/Y/ZAngst columns, which RELION 5 "
-            "needs (give --shape Z Y X)", args.out)
     ids = {v: k for k, v in names.items()} or None
-    write_table(df, args.out, fmt=args.format, voxel_size=vs, shape=args.shape, class_ids=ids, overwrite=args.overwrite,
-                tilt_series_pixel_size=args.tilt_series_pixel_size)
+    ctx = TableContext(voxel_size=vs, shape=args.shape, class_ids=ids, tilt_series_pixel_size=args.tilt_series_pixel_size)
+    warn_missing_context(args, ctx)
+    write_table(df, args.out, fmt=args.format, overwrite=args.overwrite, context=ctx)
     print(f"wrote {len(df)} particles from {len(args.inputs)} table(s) to {args.out}")
     return 0
 
 
-def table_format_of_new(path: str) -> str | None:
-    """The format an output path's suffix names, or None if it names none (then writing says why)."""
+def warn_missing_context(args: argparse.Namespace, ctx: TableContext) -> None:
+    """Warn when the output format wants an option that was not given (what the output lacks without it)."""
+    import logging
+
     from deepict_dask.errors import InputError
-    from deepict_dask.io.coords import _suffix_format
+    from deepict_dask.io.tables import get_format, suffix_format
 
     try:
-        return _suffix_format(Path(path))
+        fmt = get_format(args.format) if args.format else suffix_format(args.out)
     except InputError:
-        return None
+        return  # writing names the problem
+    for option, loss in fmt.wants.items():
+        if getattr(ctx, option, None) is None:
+            logging.getLogger(__name__).warning("%s: no --%s, so %s", args.out, option.replace("_", "-"), loss)

@@ -25,13 +25,13 @@ UNIT_TOLERANCE = 0.02
 
 def implied_voxel_size(df: pd.DataFrame) -> tuple[float, float, float] | None:
     """The (z, y, x) voxel size the table's own x/x_A columns imply, or None if they cannot say."""
-    from deepict_dask.io.coords import _voxel_size_from_table
+    from deepict_dask.io.tables import voxel_size_from_table
 
     cols = ["x", "y", "z", "x_A", "y_A", "z_A"]
     if not all(c in df.columns for c in cols):
         return None
     rows = df[np.isfinite(df[cols].to_numpy(dtype=np.float64)).all(axis=1)]
-    return _voxel_size_from_table(rows) if len(rows) > 1 else None
+    return voxel_size_from_table(rows) if len(rows) > 1 else None
 
 
 def check_units(df: pd.DataFrame, voxel_size: float | Sequence[float], path: str | os.PathLike | None = None) -> None:

@@ -142,13 +142,28 @@ class TargetConfig(_Strict):
 
 class OutputConfig(_Strict):
     dir: str = Field("deepict_out", description="run directory (created)")
-    table_formats: list[Literal["csv", "star", "json"]] = Field(default_factory=lambda: ["csv", "star"])
+    table_formats: list[str] = Field(
+        default_factory=lambda: ["csv", "star"],
+        description="table formats written per tomogram (tables/<name>/) and for the whole run (particles.*): any "
+        "registered format (deepict table --help). The run-wide particles.csv is always written; json (one file "
+        "per target), ndjson and motl hold one tomogram and are written per tomogram only; copick is a project "
+        "directory, written for the whole run only (particles_copick/)")
     chunks: int = Field(128, ge=16, description="OME-Zarr chunk edge, voxels")
     levels: int = Field(3, ge=1, le=8, description="pyramid levels of the converted tomogram")
     report: bool = True
     tilt_series_pixel_size: float | None = Field(
         None, gt=0, description="Angstrom, for RELION's rlnTomoTiltSeriesPixelSize in STAR tables "
         "(default: the tomogram voxel size is assumed, and the files say so)")
+
+    @field_validator("table_formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        from deepict_dask.io.tables import format_names
+
+        unknown = [f for f in value if f not in format_names()]
+        if unknown:
+            raise ValueError(f"unknown table format(s) {unknown}; the formats are {', '.join(format_names())}")
+        return value
 
 
 class EvaluationConfig(_Strict):

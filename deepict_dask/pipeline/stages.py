@@ -136,20 +136,28 @@ def run_pick(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any
 
 
 def run_tables(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
-    """All particle classes of the tomogram in one table per requested format."""
-    import pandas as pd
+    """All particle classes of the tomogram in one table per requested format.
 
-    from deepict_dask.io.coords import empty_table, read_table, write_table
+    A one-set format (a copick point file) gets one file per target; directory formats (a copick
+    project) are written for the whole run only (:func:`deepict_dask.pipeline.summary.write_run_outputs`).
+    """
+    from deepict_dask.io.tables import TableContext, concat_tables, get_format, read_table, write_table
 
-    frames = [read_table(Path(upstream[f"pick:{t}"]["outputs"][0])) for t in params["targets"]]
-    frames = [f for f in frames if len(f)]
-    df = pd.concat(frames, ignore_index=True) if frames else empty_table()
+    tables = {t: read_table(Path(upstream[f"pick:{t}"]["outputs"][0])) for t in params["targets"]}
+    df = concat_tables(tables.values())
+    ctx = TableContext(voxel_size=params["voxel_size"], shape=params["shape"],
+                       tilt_series_pixel_size=params.get("tilt_series_pixel_size"))
     outputs = []
-    for fmt in params["formats"]:
-        path = job.table_dir / f"{job.name}_particles.{fmt}"
-        kwargs = {"voxel_size": params["voxel_size"], "shape": params["shape"],
-                  "tilt_series_pixel_size": params.get("tilt_series_pixel_size")} if fmt == "star" else {}
-        outputs.append(write_table(df, path, **kwargs))
+    for name in params["formats"]:
+        fmt = get_format(name)
+        if fmt.directory:
+            continue
+        suffix = fmt.suffixes[0]
+        if fmt.one_set:
+            outputs += [write_table(part, job.table_dir / f"{job.name}_{t}{suffix}", fmt=name, context=ctx)
+                        for t, part in tables.items()]
+        else:
+            outputs.append(write_table(df, job.table_dir / f"{job.name}_particles{suffix}", fmt=name, context=ctx))
     counts = {str(k): int(v) for k, v in df["class"].value_counts().items()} if len(df) else {}
     return {"outputs": outputs, "result": {"counts": {t: counts.get(t, 0) for t in params["targets"]}}}
 

@@ -11,7 +11,7 @@ import json
 import platform
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,15 +64,33 @@ def summary_rows(result: RunResult, records: Mapping[str, TomoManifest]) -> list
     return rows
 
 
-def _table_paths(records: Mapping[str, TomoManifest], result: RunResult) -> list[Path]:
+def _table_paths(records: Mapping[str, TomoManifest], result: RunResult, config: RunConfig) -> list[Path]:
+    """The particle tables of the tomograms whose tables stage finished: each target's picks, in the
+    order of the tomograms and targets (whatever formats ``output.table_formats`` asks for)."""
+    targets = [t.name for t in config.targets if t.kind == "particles"]
     paths = []
     for name, out in result.outcomes.items():
         rec = records.get(name)
         if out.status != "done" or rec is None or "tables" not in rec.stages:
             continue
-        csvs = [Path(p) for p in rec.stages["tables"].outputs if p.endswith(".csv")]
-        paths += [p for p in csvs if p.exists()]
+        picks = [Path(rec.stages[f"pick:{t}"].outputs[0]) for t in targets if f"pick:{t}" in rec.stages]
+        paths += [p for p in picks if p.exists()]
     return paths
+
+
+def run_table_paths(run_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
+    """Where the run-wide table goes in each format: ``particles.csv`` always (the evaluation and report
+    read it), then each requested format that records the tomogram of each particle
+    (``particles<suffix>``, a directory format ``particles_<name>/``); one-tomogram formats are left out."""
+    from deepict_dask.io.tables import get_format
+
+    out = {"csv": run_dir / "particles.csv"}
+    for name in formats:
+        fmt = get_format(name)
+        if name in out or not fmt.many_tomograms:
+            continue
+        out[name] = run_dir / (f"particles_{name}" if fmt.directory else f"particles{fmt.suffixes[0]}")
+    return out
 
 
 def write_run_outputs(
@@ -87,7 +105,7 @@ def write_run_outputs(
     """Write everything of the run as a whole into ``result.outputs``."""
     import pandas as pd
 
-    from deepict_dask.io.coords import empty_table, read_table, write_table
+    from deepict_dask.io.tables import TableContext, concat_tables, read_table, write_table
 
     run_dir = result.run_dir
     records = {t.name: manifest.load(t.name) for t in tomos}
@@ -102,20 +120,19 @@ def write_run_outputs(
     outputs["summary"] = summary_csv
 
     # combined tables
-    table_paths = _table_paths(records, result)
+    table_paths = _table_paths(records, result, config)
     fps = [file_fingerprint(p) for p in table_paths]
-    combined = {fmt: run_dir / f"particles.{fmt}" for fmt in ("csv", "star")}
+    combined = run_table_paths(run_dir, config.output.table_formats)
     # each tomogram's shape gives the run-wide STAR the RELION 5 centred columns the per-tomogram ones have
     shapes = {t.name: list(t.header["shape"]) for t in tomos if t.header and t.header.get("shape")}
     ts_pixel = config.output.tilt_series_pixel_size
     key = hash_value({"tables": fps, "formats": list(combined), "shapes": shapes, "ts_pixel": ts_pixel})
     if _stale(run_rec, "combine", key):
-        frames = [read_table(p) for p in table_paths]
-        frames = [f for f in frames if len(f)]
-        df = pd.concat(frames, ignore_index=True) if frames else empty_table()
+        df = concat_tables(read_table(p) for p in table_paths)
         vs = next((t.header.get("voxel_size") for t in tomos if t.header), None)
-        write_table(df, combined["csv"])
-        write_table(df, combined["star"], voxel_size=vs, shapes=shapes, tilt_series_pixel_size=ts_pixel)
+        ctx = TableContext(voxel_size=vs, shapes=shapes, tilt_series_pixel_size=ts_pixel)
+        for name, path in combined.items():
+            write_table(df, path, fmt=name, context=ctx)
         _record(manifest, run_rec, "combine", key, list(combined.values()))
     outputs.update({f"particles_{k}": v for k, v in combined.items()})
 

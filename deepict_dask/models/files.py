@@ -102,7 +102,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", *,
     except RuntimeError as exc:
         first = str(exc).splitlines()[0:2]
         raise InputError(f"weights do not match the declared architecture: {' '.join(first)}", path) from exc
-    module: nn.Module = ProbabilityHead(net, info.activation) if probabilities else net
+    # an autoencoder's output is a reconstruction, not logits: never squashed into probabilities
+    head = probabilities and info.task == "segmentation"
+    module: nn.Module = ProbabilityHead(net, info.activation) if head else net
     return module.to(device).eval(), info
 
 

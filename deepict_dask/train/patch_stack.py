@@ -7,6 +7,12 @@ generator seeded with ``(seed, k)`` (as for tomograms), so batches are the same 
 of loader threads and whatever step a run resumes at. Stacks up to :data:`MAX_IN_MEMORY` bytes are
 read once into memory; larger ones are read per batch, each needed chunk once.
 
+A ``data.patch_size`` smaller than the stack's patches trains on random crops of that size (the
+validation on centre crops). Patches cut around detected centres hold their object in the middle;
+a fully convolutional network trained on them alone can learn "the middle of the window is the
+object" (zero padding tells it where the border is), which then fails on whole tomograms. Random
+crops move the object around the window.
+
 The targets are what the objective compares the output with: for an autoencoder the (augmented)
 input itself (MSE), for segmentation one binary mask per class (the existing losses).
 """
@@ -87,6 +93,7 @@ class PatchStack:
     val_idx: np.ndarray
     voxel_size: float
     labels_path: str | None = None
+    crop: tuple[int, int, int] | None = None  # train on random crops of this size (None: whole patches)
 
     @property
     def patch_shape(self) -> tuple[int, int, int]:
@@ -106,16 +113,20 @@ class PatchStack:
         return (lab[:, None] == ids).astype(np.uint8)
 
     def validation(self, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The first ``limit`` held-out patches as (x, y) batches arrays; None without a split."""
+        """The first ``limit`` held-out patches (centre crops) as (x, y) batch arrays; None without a split."""
         if not len(self.val_idx):
             return None
         img, lab = self.read(self.val_idx[:limit])
+        if self.crop is not None:
+            sl = (slice(None),) + tuple(slice((n - c) // 2, (n - c) // 2 + c) for n, c in zip(img.shape[1:], self.crop))
+            img, lab = img[sl], (None if lab is None else lab[sl])
         return np.ascontiguousarray(img[:, None]), np.ascontiguousarray(self.targets(img, lab))
 
     def summary(self) -> dict[str, Any]:
         return {"patch_stack": {"patches": self.path, "labels": self.labels_path,
                                 "patches_total": int(self.patches.shape[0]), "train": int(len(self.train_idx)),
-                                "validation": int(len(self.val_idx)), "patch_shape": list(self.patch_shape)}}
+                                "validation": int(len(self.val_idx)), "patch_shape": list(self.patch_shape),
+                                "crop": list(self.crop) if self.crop else None}}
 
 
 class StackSampler:
@@ -128,6 +139,8 @@ class StackSampler:
         pool = self.stack.train_idx
         idx = rng.choice(pool, size=n, replace=len(pool) < n)
         img, lab = self.stack.read(idx)
+        if self.stack.crop is not None:
+            img, lab = self._crop(rng, img, lab)
         if aug is None:
             return np.ascontiguousarray(img[:, None]), self.stack.targets(img, lab)
         xs, ys = [], []
@@ -142,9 +155,22 @@ class StackSampler:
             ys.append(y)
         return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys))
 
+    def _crop(self, rng: np.random.Generator, img: np.ndarray,
+              lab: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        crop = self.stack.crop
+        assert crop is not None
+        xs, ls = [], []
+        for i in range(len(img)):
+            o = [int(rng.integers(0, n - c + 1)) for n, c in zip(img.shape[1:], crop)]
+            sl = tuple(slice(a, a + c) for a, c in zip(o, crop))
+            xs.append(img[i][sl])
+            if lab is not None:
+                ls.append(lab[i][sl])
+        return np.stack(xs), (np.stack(ls) if lab is not None else None)
+
 
 def open_patch_stack(cfg: TrainConfig) -> PatchStack:
-    """Open and check ``cfg.data.patch_stack``; sets ``cfg.data.patch_size`` to the stack's patch shape.
+    """Open and check ``cfg.data.patch_stack``; without ``cfg.data.patch_size`` sets it to the stack's patch shape.
 
     Raises
     ------
@@ -152,7 +178,7 @@ def open_patch_stack(cfg: TrainConfig) -> PatchStack:
         A stack that is missing, not a 4D Zarr array, not floating point, labels of another shape,
         label values without a class, labels without a single labelled voxel.
     ConfigError
-        A ``data.patch_size`` other than the stack's patches, too few patches to split, no voxel size.
+        A ``data.patch_size`` larger than the stack's patches, too few patches to split, no voxel size.
     """
     src = cfg.data.patch_stack
     assert src is not None
@@ -160,10 +186,13 @@ def open_patch_stack(cfg: TrainConfig) -> PatchStack:
     if patches.dtype.kind != "f":
         raise InputError(f"patch stack must be floating point (normalised patches), got {patches.dtype}", src.patches)
     n, shape = int(patches.shape[0]), [int(s) for s in patches.shape[1:]]
+    crop = None
     if cfg.data.patch_size is not None and list(cfg.data.patch_size) != shape:
-        raise ConfigError(f"data.patch_size {cfg.data.patch_size} differs from the patch stack's patches {shape}; "
-                          "leave it out", src.patches)
-    cfg.data.patch_size = shape
+        if any(c > s for c, s in zip(cfg.data.patch_size, shape)):
+            raise ConfigError(f"data.patch_size {cfg.data.patch_size} is larger than the patch stack's patches "
+                              f"{shape} (smaller trains on random crops)", src.patches)
+        crop = tuple(int(c) for c in cfg.data.patch_size)
+    cfg.data.patch_size = list(crop or shape)
     train_idx, val_idx = split_indices(n, cfg.data.validation_fraction, cfg.training.seed)
     if not len(train_idx):
         raise ConfigError(f"the patch stack has {n} patch(es): none left to train on after holding out "
@@ -187,7 +216,7 @@ def open_patch_stack(cfg: TrainConfig) -> PatchStack:
     if in_memory:
         patches = np.asarray(patches[...])
         labels = None if labels is None else np.asarray(labels[...])
-    return PatchStack(src.patches, patches, labels, list(cfg.classes), train_idx, val_idx, vs, src.labels)
+    return PatchStack(src.patches, patches, labels, list(cfg.classes), train_idx, val_idx, vs, src.labels, crop)
 
 
 def _max_label(labels: Any) -> int:
@@ -209,7 +238,8 @@ def stack_config(*, name: str, model: dict[str, Any], patches: str | Path, label
                  lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.99), validation_fraction: float = 0.1,
                  validation_patches: int = 512, augment_patches: bool = False, seed: int = 0,
                  device: str = "auto", threads: int | None = None, voxel_size: float | None = None,
-                 max_minutes: float | None = None, activation: str = "softmax") -> TrainConfig:
+                 max_minutes: float | None = None, activation: str = "softmax",
+                 crop: Sequence[int] | None = None) -> TrainConfig:
     """The TrainConfig of the published patch-stack recipe: Adam with a constant rate, one validation per
     epoch (a pass over the training patches), early stopping after ``patience`` epochs without a
     better validation loss, the best model kept."""
@@ -220,7 +250,8 @@ def stack_config(*, name: str, model: dict[str, Any], patches: str | Path, label
     data: dict[str, Any] = {
         "name": name, "dim": 3, "classes": list(classes), "model": model,
         "data": {"patch_stack": {"patches": str(patches), "labels": str(labels) if labels else None},
-                 "batch_size": batch_size, "validation_fraction": validation_fraction, "voxel_size": voxel_size},
+                 "batch_size": batch_size, "validation_fraction": validation_fraction, "voxel_size": voxel_size,
+                 "patch_size": list(crop) if crop else None},
         "augment": {} if augment_patches else {"rotate_180": False, "flip": False, "intensity_scale": 0.0,
                                                 "intensity_shift": 0.0, "noise_std": 0.0},
         "optimizer": {"lr": lr, "betas": list(betas), "schedule": "constant", "warmup_steps": 0},
@@ -247,6 +278,8 @@ class StackTrainOptions(BaseModel):
     betas: tuple[float, float] = (0.9, 0.99)
     validation_fraction: float = Field(0.1, gt=0, lt=1)
     validation_patches: int = Field(512, ge=1, description="held-out patches scored every epoch (at most)")
+    crop: list[int] | None = Field(None, min_length=3, max_length=3, description="train on random crops "
+                                   "(z y x) of the patches, so objects are not always centred (default: whole patches)")
     augment: bool | None = Field(None, description="180° rotations + intensity jitter; default: off for the "
                                  "autoencoder (as published), on for EDSS3D (few weakly labelled patches)")
     model: dict[str, Any] = Field(default_factory=dict, description="architecture arguments over the defaults")
@@ -332,4 +365,4 @@ def _common(opts: StackTrainOptions, augment_default: bool) -> dict[str, Any]:
             "validation_fraction": opts.validation_fraction, "validation_patches": opts.validation_patches,
             "augment_patches": augment_default if opts.augment is None else opts.augment, "seed": opts.seed,
             "device": opts.device, "threads": opts.threads, "voxel_size": opts.voxel_size,
-            "max_minutes": opts.max_minutes}
+            "max_minutes": opts.max_minutes, "crop": opts.crop}

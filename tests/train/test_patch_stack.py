@@ -194,8 +194,8 @@ def test_bad_stacks_are_one_clear_error_naming_the_file(tmp_path, stack):
     flat = write_stack(tmp_path / "flat.zarr", imgs[:, 0])
     assert "must be (N, Z, Y, X)" in err({**seg, "data": {"patch_stack": {"patches": str(flat), "labels": str(labels)}}})
     msg = err({**seg, "data": {"patch_stack": {"patches": str(patches), "labels": str(labels)},
-                               "patch_size": [8, 8, 8]}}, ConfigError)
-    assert "differs from the patch stack's patches [16, 16, 16]" in msg
+                               "patch_size": [20, 16, 16]}}, ConfigError)
+    assert "is larger than the patch stack's patches [16, 16, 16]" in msg
     novs = write_stack(tmp_path / "novs.zarr", imgs, voxel_size=None)
     msg = err({**seg, "data": {"patch_stack": {"patches": str(novs), "labels": str(labels)}}}, ConfigError)
     assert "set data.voxel_size" in msg
@@ -221,3 +221,25 @@ def test_deepict_train_cli_on_a_patch_stack_and_resume(tmp_path, stack, capsys):
     steps = [int(r["step"]) for r in _log(tmp_path / "run" / "log.csv") if r["val_loss"]]
     assert steps == [4, 8, 12]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["patch_size"] == [16, 16, 16]
+
+
+def test_smaller_patch_size_trains_on_random_crops_and_validates_on_centre_crops(tmp_path, stack):
+    patches, labels, imgs, labs = stack
+    d = _cfg_dict(patches, labels, tmp_path)
+    d["data"]["patch_size"] = [8, 10, 16]
+    st = open_patch_stack(parse_config(d))
+    assert st.crop == (8, 10, 16) and st.summary()["patch_stack"]["crop"] == [8, 10, 16]
+    x, y = StackSampler(st).batch(np.random.default_rng(0), 16, None)
+    assert x.shape == (16, 1, 8, 10, 16) and y.shape == (16, 2, 8, 10, 16)
+    offsets = set()
+    for xi, yi in zip(x[:, 0], y):
+        hits = [(i, oz, oy) for i in range(len(imgs)) for oz in range(9) for oy in range(7)
+                if np.array_equal(imgs[i, oz:oz + 8, oy:oy + 10], xi)]
+        assert len(hits) == 1  # a crop of one patch, its labels cropped alike
+        i, oz, oy = hits[0]
+        assert (yi[1] == (labs[i, oz:oz + 8, oy:oy + 10] == 2)).all()
+        offsets.add((oz, oy))
+    assert len(offsets) > 4  # the object is not always in the middle
+    vx, vy = st.validation(100)
+    first = st.val_idx[0]
+    np.testing.assert_array_equal(vx[0, 0], imgs[first, 4:12, 3:13])

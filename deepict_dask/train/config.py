@@ -255,7 +255,8 @@ class TrainConfig(_Strict):
 
 def _check_architecture(model: dict[str, Any], dim: int) -> dict[str, Any]:
     """Resolve presets, default ``kind`` from ``dim`` and make sure the network can be built."""
-    from deepict_dask.models.unet import KINDS, architecture_from
+    from deepict_dask.models.files import KINDS  # every registered network, the autoencoder's included
+    from deepict_dask.models.unet import architecture_from
 
     try:
         arch = architecture_from(model)

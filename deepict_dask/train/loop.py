@@ -175,6 +175,8 @@ def make_info(cfg: TrainConfig, dataset: Dataset | PatchStack | None, voxel_size
     arch = architecture_from(cfg.model)
     arch.setdefault("kind", "UNet3D" if cfg.dim == 3 else "UNet2D")
     auto = cfg.task == "autoencoder"
+    if auto:  # an autoencoder with a fully connected code is built for one patch shape: the training one
+        arch.setdefault("patch_shape", list(cfg.data.patch_size or []))
     return ModelInfo(
         name=cfg.name, dim=cfg.dim, classes=AUTOENCODER_CLASSES if auto else list(cfg.classes),
         activation="sigmoid" if auto else cfg.activation, task=cfg.task, architecture=arch,

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
+import deepict_dask.models.files as model_files
 from deepict_dask.cli.main import main
 from deepict_dask.errors import ConfigError, InputError
 from deepict_dask.inference.predict import PredictOptions, make_ref
 from deepict_dask.io import write_ome_zarr
 from deepict_dask.io.volume import make_volume
 from deepict_dask.models import ModelInfo, load_model, require_segmentation, save_model
-from deepict_dask.models import unet as unet_module
 
 from ..train.test_patch_stack import TinyAE
 
@@ -24,7 +24,7 @@ MESSAGE = "model 'ae' is an autoencoder (task autoencoder), not a segmentation m
 @pytest.fixture
 def autoencoder(tmp_path, monkeypatch):
     """An autoencoder model file; its kind registered as mine's Autoencoder3D will be after the merge."""
-    monkeypatch.setitem(unet_module.KINDS, "Autoencoder3D", TinyAE)
+    monkeypatch.setitem(model_files.KINDS, "Autoencoder3D", TinyAE)
     info = ModelInfo(name="ae", dim=3, classes=["reconstruction"], task="autoencoder",
                      architecture={"kind": "Autoencoder3D"}, patch_size=[16, 16, 16], voxel_size=10.0)
     torch.manual_seed(0)

@@ -11,10 +11,10 @@ import torch
 import yaml
 from torch import nn
 
+import deepict_dask.models.files as model_files
 from deepict_dask.cli.main import main
 from deepict_dask.errors import ConfigError, InputError
 from deepict_dask.models import load_model, read_model_info
-from deepict_dask.models import unet as unet_module
 from deepict_dask.train import parse_config, train, train_autoencoder, train_edss3d
 from deepict_dask.train.loop import load_checkpoint
 from deepict_dask.train.patch_stack import StackSampler, open_patch_stack, split_indices
@@ -27,7 +27,7 @@ FAST = {"batch_size": 8, "threads": 1, "device": "cpu", "model": {"filters": 8}}
 class TinyAE(nn.Module):
     """Any network whose forward returns a reconstruction of its input (the training code must not care)."""
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 4):
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, patch_shape=(16, 16, 16), width: int = 4):
         super().__init__()
         self.enc = nn.Sequential(nn.Conv3d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2))
         self.dec = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv3d(width, out_channels, 3, padding=1))
@@ -44,7 +44,7 @@ def stack(tmp_path):
 
 @pytest.fixture
 def autoencoder_kind(monkeypatch):
-    monkeypatch.setitem(unet_module.KINDS, "Autoencoder3D", TinyAE)
+    monkeypatch.setitem(model_files.KINDS, "Autoencoder3D", TinyAE)
 
 
 def _log(path) -> list[dict]:
@@ -129,7 +129,7 @@ def test_sampler_targets_are_masks_or_the_augmented_input(tmp_path, stack, monke
     # without labels, with augmentation, the target is the augmented input itself
     monkeypatch.setattr("deepict_dask.train.patch_stack.MAX_IN_MEMORY", 0)  # read from Zarr per batch
     d = _cfg_dict(patches, None, tmp_path, kind="Autoencoder3D")
-    monkeypatch.setitem(unet_module.KINDS, "Autoencoder3D", TinyAE)
+    monkeypatch.setitem(model_files.KINDS, "Autoencoder3D", TinyAE)
     ae = parse_config(d)
     st = open_patch_stack(ae)
     assert not isinstance(st.patches, np.ndarray)

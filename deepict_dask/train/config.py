@@ -324,6 +324,9 @@ data:
     - tomogram: tomo_001.mrc
       labels: tomo_001_labels.zarr # or one label volume from 'deepict labels' (class ids inside)
   validation: []                   # empty: hold out validation_fraction of the tomograms
+  # patch_stack: {patches: weak/patches.zarr, labels: weak/labels.zarr}
+  #                                # instead of train: patches from 'deepict mine' (model kind EDSS3D with
+  #                                # labels, Autoencoder3D without); a smaller patch_size = random crops
   validation_fraction: 0.2
   patch_size: [64, 64, 64]
   batch_size: 4

@@ -1,5 +1,9 @@
 """The training loop: Adam + schedule, validation, early stopping, checkpoints, resume, CSV log.
 
+One loop for every network: U-Nets from annotated tomograms (:mod:`.data`), and from patch stacks
+(:mod:`.patch_stack`) EDSS3D on weak labels or an autoencoder, whose objective is the MSE between
+its output and its input (``make_loss``) and whose validation has a loss but no voxel F1.
+
 Run directory layout (``output.dir``)::
 
     config.json            the validated configuration of the run

@@ -105,10 +105,11 @@ def tune(model: str | os.PathLike, maps: Mapping[str, xr.DataArray], truth: pd.D
     entry, the grid-edge warnings and the grid of the best minimum distance.
     """
     from deepict_dask.io.checksum import file_sha256
-    from deepict_dask.models.spec import read_model_info
+    from deepict_dask.models.spec import read_model_info, require_segmentation
 
     model = Path(model)
     info = read_model_info(model)
+    require_segmentation(info, model)
     classes = list(classes or info.classes)
     unknown = [c for c in classes if c not in info.classes]
     if unknown:

@@ -116,9 +116,13 @@ def _cluster_has_gpu_resources() -> bool:
 
 def make_ref(model: str | Path, options: PredictOptions, loader: Callable | None = None) -> PredictorRef:
     """The picklable model reference every task carries (path + sha256 + options)."""
+    from deepict_dask.models.spec import read_model_info, require_segmentation
+
     path = Path(model)
     if loader is None and not path.is_file():
         raise InputError("model file not found", path)
+    if loader is None:
+        require_segmentation(read_model_info(path), path)  # an autoencoder makes no probability maps
     return PredictorRef(
         model_path=str(path.resolve()) if path.exists() else str(path),
         sha256=file_sha256(path) if path.is_file() else "",

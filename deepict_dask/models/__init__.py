@@ -14,10 +14,12 @@ from typing import Any
 
 _WHERE = {
     "DEMO_MODELS": "spec",
+    "EDSS3D": "edss3d",
     "META_KEY": "spec",
     "ModelInfo": "spec",
     "demo_model_path": "spec",
     "read_model_info": "spec",
+    "require_segmentation": "spec",
     "resolve_model_path": "spec",
     "build_network": "files",
     "check_voxel_size": "files",

@@ -102,7 +102,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", *,
     except RuntimeError as exc:
         first = str(exc).splitlines()[0:2]
         raise InputError(f"weights do not match the declared architecture: {' '.join(first)}", path) from exc
-    module: nn.Module = ProbabilityHead(net, info.activation) if probabilities else net
+    wrap = probabilities and info.task == "segmentation"  # an autoencoder's output is an image, not logits
+    module: nn.Module = ProbabilityHead(net, info.activation) if wrap else net
     return module.to(device).eval(), info
 
 

@@ -38,6 +38,9 @@ class ModelInfo(BaseModel):
     dim: Literal[2, 3]
     classes: list[str] = Field(min_length=1)
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    task: Literal["segmentation", "autoencoder"] = Field(
+        "segmentation", description="what the network outputs: class maps, or a reconstruction of its input patch"
+    )
     architecture: dict[str, Any] = Field(
         description="constructor arguments, with 'kind' naming the class (UNet2D, UNet3D, ...)"
     )
@@ -65,6 +68,13 @@ class ModelInfo(BaseModel):
     @property
     def out_channels(self) -> int:
         return len(self.classes) + (1 if self.activation == "softmax" else 0)
+
+
+def require_segmentation(info: ModelInfo, path: str | os.PathLike | None = None) -> None:
+    """Refuse a model that does not segment (an autoencoder) where probability maps are needed."""
+    if info.task != "segmentation":
+        raise InputError(f"model '{info.name}' is an {info.task} (task {info.task}), not a segmentation model; "
+                         "train a segmentation model (e.g. EDSS3D on its weak labels) and use that", path)
 
 
 def demo_model_path(name: str) -> Path:

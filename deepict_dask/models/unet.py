@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepict_dask.models.edss3d import EDSS3D
+
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _UP = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
@@ -35,6 +37,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "deepict_fas": {"kind": "UNet3D", "depth": 2, "initial_filters": 16, "batch_norm": False},
     # DeepFinder: 2 poolings, 32/48/64 filters, softmax with background.
     "deepfinder": {"kind": "UNet3D", "depth": 2, "filters": [32, 48, 64], "batch_norm": False},
+    # EDSS3D (Autoencoder3D workflow): encoder-decoder without skips, 32 filters, softmax with background.
+    "edss3d": {"kind": "EDSS3D", "depth": 2, "filters": 32},
 }
 PRESET_PATCH = {"deepict_2d": [288, 288], "deepfinder": [56, 56, 56]}
 
@@ -152,7 +156,7 @@ class ProbabilityHead(nn.Module):
         return torch.softmax(logits, dim=1) if self.activation == "softmax" else torch.sigmoid(logits)
 
 
-KINDS: dict[str, type[UNet]] = {"UNet2D": UNet2D, "UNet3D": UNet3D}
+KINDS: dict[str, type[nn.Module]] = {"UNet2D": UNet2D, "UNet3D": UNet3D, "EDSS3D": EDSS3D}
 
 
 def architecture_from(preset_or_arch: str | dict[str, Any]) -> dict[str, Any]:

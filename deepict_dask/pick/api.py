@@ -322,17 +322,19 @@ def tuned_settings(vol: xr.DataArray) -> tuple[dict[str, dict[str, Any]], Path |
     the same network (its hash, or the hash it was tuned from, is the prediction's).
     """
     from deepict_dask.io.checksum import file_sha256
-    from deepict_dask.models.spec import read_model_info
+    from deepict_dask.models.spec import read_model_info, require_segmentation
 
     pred = vol.attrs.get("prediction")
     path = Path(pred["model_path"]) if isinstance(pred, dict) and pred.get("model_path") else None
     if path is None or not path.is_file():
         return {}, None
     try:
-        picking = read_model_info(path).picking
+        info = read_model_info(path)
     except InputError as exc:
         log.warning("no tuned settings: %s", exc)
         return {}, None
+    require_segmentation(info, path)  # an autoencoder's output is an image, not probabilities to pick
+    picking = info.picking
     if not picking:
         return {}, path
     sha = {pred.get("model_sha256"), None} - {None}

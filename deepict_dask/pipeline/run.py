@@ -135,6 +135,10 @@ def check_models(config: RunConfig, tomos: list[InputTomogram]) -> dict[str, str
                 raise InputError("model file not found" + (" (shipped demo model missing from the installation)"
                                                            if m.path in SHIPPED_MODELS else ""), files[m.name])
             infos[m.name] = read_model_meta(files[m.name])
+            if infos[m.name].get("task", "segmentation") != "segmentation":
+                from deepict_dask.models.spec import ModelInfo, require_segmentation
+
+                require_segmentation(ModelInfo.model_validate(infos[m.name]), files[m.name])
             hashes[m.name] = file_sha256(files[m.name])
         except (InputError, OSError) as exc:
             problems.append(f"models: {m.name}: {exc}")

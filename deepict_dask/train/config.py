@@ -46,15 +46,30 @@ class TomogramEntry(_Strict):
         return v
 
 
+class PatchStackSource(_Strict):
+    """Training patches cut beforehand (``deepict mine``): a Zarr array (N, Z, Y, X) float32, normalised.
+
+    ``labels``: a Zarr array (N, Z, Y, X) uint8 of the same shape, 0 = background and ``k`` = the
+    k-th class of ``classes`` (segmentation, e.g. EDSS3D on weak labels); none for an autoencoder.
+    """
+
+    patches: str
+    labels: str | None = None
+
+
 class DataConfig(_Strict):
-    train: list[TomogramEntry] = Field(min_length=1)
+    train: list[TomogramEntry] = Field(default_factory=list, description="annotated tomograms (or patch_stack)")
+    patch_stack: PatchStackSource | None = Field(
+        None, description="instead of tomograms: a stack of patches (+ labels); validation_fraction of the "
+        "patches (a seeded random choice) is held out")
     validation: list[TomogramEntry] = Field(default_factory=list)
     validation_fraction: float = Field(
         0.2, ge=0, lt=1,
         description="without a validation list: share of tomograms held out; with one tomogram, the "
         "share of its x range held out",
     )
-    patch_size: list[int] | None = Field(None, description="3D: z y x (default 64 64 64); 2D: y x (default 288 288)")
+    patch_size: list[int] | None = Field(
+        None, description="3D: z y x (default 64 64 64, with patch_stack: its patch shape); 2D: y x (default 288 288)")
     batch_size: int = Field(4, ge=1)
     object_fraction: float = Field(0.5, ge=0, le=1, description="share of patches centred on labelled objects")
     object_jitter: float = Field(0.25, ge=0, le=0.5, description="random shift of object-centred patches, x patch size")
@@ -73,7 +88,7 @@ class AugmentConfig(_Strict):
 
 
 class LossTerm(_Strict):
-    kind: Literal["dice", "generalized_dice", "tversky", "bce", "ce"]
+    kind: Literal["dice", "generalized_dice", "tversky", "bce", "ce", "mse"]
     weight: float = 1.0
     alpha: float = Field(0.5, ge=0, description="Tversky false-positive weight")
     beta: float = Field(0.5, ge=0, description="Tversky false-negative weight")
@@ -81,6 +96,7 @@ class LossTerm(_Strict):
 
 class OptimizerConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's betas (Autoencoder3D/EDSS3D: 0.9 0.99)")
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine", "step"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
@@ -124,10 +140,14 @@ class OutputConfig(_Strict):
     half: bool = Field(False, description="store weights as float16 (half the file size)")
 
 
+# architecture kinds that learn to reconstruct their input (MSE on the image) instead of segmenting
+AUTOENCODER_KINDS = ("Autoencoder3D",)
+
+
 class TrainConfig(_Strict):
     name: str
     dim: Literal[2, 3] = 3
-    classes: list[str] = Field(min_length=1)
+    classes: list[str] = Field(default_factory=list, description="segmentation classes (none for an autoencoder)")
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
     model: dict[str, Any] = Field(
         default_factory=lambda: {"preset": "deepict_ribosome"},
@@ -146,17 +166,64 @@ class TrainConfig(_Strict):
     def _check(self) -> TrainConfig:
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("class names must be unique")
-        if self.data.patch_size is None:
+        stack = self.data.patch_stack
+        if stack is not None and self.data.train:
+            raise ValueError("data: give either train (tomograms) or patch_stack, not both")
+        if stack is None and not self.data.train:
+            raise ValueError("data.train: at least one tomogram is needed (or give data.patch_stack)")
+        if stack is not None and self.dim != 3:
+            raise ValueError("data.patch_stack: patch stacks are 3D; set dim: 3")
+        if self.data.patch_size is None and stack is None:
             self.data.patch_size = [64, 64, 64] if self.dim == 3 else [288, 288]
-        if len(self.data.patch_size) != self.dim:
+        if self.data.patch_size is not None and len(self.data.patch_size) != self.dim:
             raise ValueError(f"data.patch_size needs {self.dim} values for dim={self.dim}")
         self.model = _check_architecture(self.model, self.dim)
+        if self.task == "autoencoder":
+            return self._check_autoencoder()
+        if not self.classes:
+            raise ValueError("classes: at least one class is needed to train a segmentation model")
+        if stack is not None and stack.labels is None:
+            raise ValueError("data.patch_stack.labels: a segmentation model needs a label stack "
+                             "(only an autoencoder, model.kind Autoencoder3D, trains on patches alone)")
         kinds = {t.kind for t in self.loss}
+        if "mse" in kinds:
+            raise ValueError("loss 'mse' is the autoencoder's reconstruction loss; segmentation uses dice, bce, ce, ...")
         if self.activation == "sigmoid" and "ce" in kinds:
             raise ValueError("loss 'ce' (categorical) needs activation: softmax; use 'bce' with sigmoid")
         if self.activation == "softmax" and "bce" in kinds:
             raise ValueError("loss 'bce' needs activation: sigmoid; use 'ce' with softmax")
         return self
+
+    def _check_autoencoder(self) -> TrainConfig:
+        kind = self.kind
+        stack = self.data.patch_stack
+        if stack is None:
+            raise ValueError(f"data.patch_stack: model.kind {kind} trains on a patch stack (deepict mine patches), "
+                             "not on annotated tomograms")
+        if stack.labels is not None:
+            raise ValueError(f"data.patch_stack.labels: model.kind {kind} learns from the patches alone; "
+                             "drop the labels (or train EDSS3D with them)")
+        if self.classes:
+            raise ValueError(f"classes: model.kind {kind} reconstructs its input and has no classes")
+        if "loss" not in self.model_fields_set:
+            self.loss = [LossTerm(kind="mse")]
+        if any(t.kind != "mse" for t in self.loss):
+            raise ValueError(f"loss: model.kind {kind} is trained with 'mse' (reconstruction) only")
+        if self.training.monitor == "f1":
+            raise ValueError(f"training.monitor: f1 needs classes; model.kind {kind} is monitored by loss")
+        return self
+
+    @property
+    def task(self) -> str:
+        """``autoencoder`` (reconstruct the input, MSE) or ``segmentation`` (masks of ``classes``)."""
+        return "autoencoder" if self.kind in AUTOENCODER_KINDS else "segmentation"
+
+    @property
+    def kind(self) -> str:
+        """The architecture kind (``UNet3D``, ``EDSS3D``, ``Autoencoder3D``, ...), presets resolved."""
+        from deepict_dask.models.unet import architecture_from
+
+        return str(architecture_from(self.model).get("kind", "UNet3D" if self.dim == 3 else "UNet2D"))
 
     def resolve_paths(self, base: Path) -> TrainConfig:
         """Make every data/output path absolute relative to ``base`` (the config file's directory)."""
@@ -172,6 +239,10 @@ class TrainConfig(_Strict):
             else:
                 for src in entry.labels.values():
                     src.path = fix(src.path)
+        stack = self.data.patch_stack
+        if stack is not None:
+            stack.patches = fix(stack.patches)
+            stack.labels = fix(stack.labels) if stack.labels else None
         self.output.dir = fix(self.output.dir)
         if self.output.model:
             self.output.model = fix(self.output.model)
@@ -184,7 +255,8 @@ class TrainConfig(_Strict):
 
 def _check_architecture(model: dict[str, Any], dim: int) -> dict[str, Any]:
     """Resolve presets, default ``kind`` from ``dim`` and make sure the network can be built."""
-    from deepict_dask.models.unet import KINDS, architecture_from
+    from deepict_dask.models.files import KINDS  # every registered network, the autoencoder's included
+    from deepict_dask.models.unet import architecture_from
 
     try:
         arch = architecture_from(model)
@@ -252,6 +324,9 @@ data:
     - tomogram: tomo_001.mrc
       labels: tomo_001_labels.zarr # or one label volume from 'deepict labels' (class ids inside)
   validation: []                   # empty: hold out validation_fraction of the tomograms
+  # patch_stack: {patches: weak/patches.zarr, labels: weak/labels.zarr}
+  #                                # instead of train: patches from 'deepict mine' (model kind EDSS3D with
+  #                                # labels, Autoencoder3D without); a smaller patch_size = random crops
   validation_fraction: 0.2
   patch_size: [64, 64, 64]
   batch_size: 4

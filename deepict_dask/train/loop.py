@@ -1,5 +1,9 @@
 """The training loop: Adam + schedule, validation, early stopping, checkpoints, resume, CSV log.
 
+One loop for every network: U-Nets from annotated tomograms (:mod:`.data`), and from patch stacks
+(:mod:`.patch_stack`) EDSS3D on weak labels or an autoencoder, whose objective is the MSE between
+its output and its input (``make_loss``) and whose validation has a loss but no voxel F1.
+
 Run directory layout (``output.dir``)::
 
     config.json            the validated configuration of the run
@@ -37,8 +41,9 @@ from deepict_dask.models.spec import ModelInfo
 from deepict_dask.models.unet import architecture_from
 from deepict_dask.train.config import TrainConfig
 from deepict_dask.train.data import BatchLoader, Dataset, PatchSampler, build_dataset, fixed_patches
-from deepict_dask.train.losses import SegmentationLoss
+from deepict_dask.train.losses import ReconstructionLoss, SegmentationLoss
 from deepict_dask.train.metrics import confusion, f1_scores
+from deepict_dask.train.patch_stack import PatchStack, StackSampler, open_patch_stack
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +172,18 @@ def _identity(cfg: TrainConfig) -> str:
                        "model": architecture_from(cfg.model)}, sort_keys=True)
 
 
-def make_info(cfg: TrainConfig, dataset: Dataset | None, voxel_size: float) -> ModelInfo:
+AUTOENCODER_CLASSES = ["reconstruction"]  # an autoencoder's one output channel: the reconstructed image
+
+
+def make_info(cfg: TrainConfig, dataset: Dataset | PatchStack | None, voxel_size: float) -> ModelInfo:
     arch = architecture_from(cfg.model)
     arch.setdefault("kind", "UNet3D" if cfg.dim == 3 else "UNet2D")
+    auto = cfg.task == "autoencoder"
+    if auto:  # an autoencoder with a fully connected code is built for one patch shape: the training one
+        arch.setdefault("patch_shape", list(cfg.data.patch_size or []))
     return ModelInfo(
-        name=cfg.name, dim=cfg.dim, classes=list(cfg.classes), activation=cfg.activation, architecture=arch,
+        name=cfg.name, dim=cfg.dim, classes=AUTOENCODER_CLASSES if auto else list(cfg.classes),
+        activation="sigmoid" if auto else cfg.activation, task=cfg.task, architecture=arch,
         patch_size=list(cfg.data.patch_size or []), voxel_size=voxel_size,
         voxel_size_tolerance=cfg.voxel_size_tolerance, normalization="zscore",
         preprocessing={"normalization": "zscore with the tomogram's global mean and std", **cfg.preprocessing},
@@ -197,8 +209,16 @@ class _CsvLog:
         self.fh.close()
 
 
-def _evaluate(net: torch.nn.Module, loss_fn: SegmentationLoss, val: tuple[np.ndarray, np.ndarray], batch: int,
-              setup: DeviceSetup, activation: str) -> tuple[float, np.ndarray]:
+def make_loss(cfg: TrainConfig) -> torch.nn.Module:
+    """The objective: MSE reconstruction for an autoencoder, else the segmentation loss terms."""
+    if cfg.task == "autoencoder":
+        return ReconstructionLoss(cfg.loss)
+    return SegmentationLoss(cfg.loss, cfg.activation)
+
+
+def _evaluate(net: torch.nn.Module, loss_fn: torch.nn.Module, val: tuple[np.ndarray, np.ndarray], batch: int,
+              setup: DeviceSetup, activation: str | None) -> tuple[float, np.ndarray]:
+    """Mean validation loss and voxel F1 per class (no classes: ``activation`` None, an empty array)."""
     net.eval()
     total, n = 0.0, 0
     counts = None
@@ -210,10 +230,11 @@ def _evaluate(net: torch.nn.Module, loss_fn: SegmentationLoss, val: tuple[np.nda
                 logits = net(x)
             total += float(loss_fn(logits, y)) * len(x)
             n += len(x)
-            c = confusion(logits.float(), y, activation)
-            counts = c if counts is None else counts + c
+            if activation is not None:
+                c = confusion(logits.float(), y, activation)
+                counts = c if counts is None else counts + c
     net.train()
-    return total / max(n, 1), f1_scores(counts)
+    return total / max(n, 1), (f1_scores(counts) if counts is not None else np.zeros(0))
 
 
 def _autocast(setup: DeviceSetup):
@@ -238,20 +259,30 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
     torch.manual_seed(tr.seed)
     np.random.seed(tr.seed % 2**32)
 
-    dataset = build_dataset(cfg)
-    vs = cfg.data.voxel_size or float(np.mean(voxel_size_of(dataset.train[0].image)))
-    sampler = PatchSampler(dataset.train, cfg.data.patch_size, cfg.dim, cfg.data.object_fraction,
-                           cfg.data.object_jitter)
+    dataset: Dataset | PatchStack
+    sampler: PatchSampler | StackSampler
     val = None
-    if dataset.validation:
-        vsampler = PatchSampler(dataset.validation, cfg.data.patch_size, cfg.dim, cfg.data.object_fraction, 0.25)
-        val = fixed_patches(vsampler, tr.validation_patches, tr.seed)
+    if cfg.data.patch_stack is not None:
+        dataset = open_patch_stack(cfg)
+        vs = dataset.voxel_size
+        sampler = StackSampler(dataset)
+        val = dataset.validation(tr.validation_patches)
+    else:
+        dataset = build_dataset(cfg)
+        vs = cfg.data.voxel_size or float(np.mean(voxel_size_of(dataset.train[0].image)))
+        sampler = PatchSampler(dataset.train, cfg.data.patch_size, cfg.dim, cfg.data.object_fraction,
+                               cfg.data.object_jitter)
+        if dataset.validation:
+            vsampler = PatchSampler(dataset.validation, cfg.data.patch_size, cfg.dim, cfg.data.object_fraction, 0.25)
+            val = fixed_patches(vsampler, tr.validation_patches, tr.seed)
+    scored = None if cfg.task == "autoencoder" else cfg.activation  # voxel F1 only for classes
 
     info = make_info(cfg, dataset, vs)
     net = build_network(info).to(setup.device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.optimizer.lr, betas=cfg.optimizer.betas,
+                           weight_decay=cfg.optimizer.weight_decay)
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaling)
-    loss_fn = SegmentationLoss(cfg.loss, cfg.activation)
+    loss_fn = make_loss(cfg)
 
     step, best_value, bad, best_scores = 0, math.inf, 0, {}
     last_ck, best_ck = out / "checkpoint_last.pt", out / "checkpoint_best.pt"
@@ -330,19 +361,23 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
                 }
                 wait0, t_window, steps_window, run_loss, run_n = loader.wait_time, now, 0, 0.0, 0
                 if validate:
-                    vloss, f1 = _evaluate(net, loss_fn, val, cfg.data.batch_size, setup, cfg.activation)
-                    row.update({"val_loss": f"{vloss:.5f}", "val_f1_mean": f"{f1.mean():.4f}",
-                                **{f"val_f1_{c}": f"{v:.4f}" for c, v in zip(cfg.classes, f1)}})
+                    vloss, f1 = _evaluate(net, loss_fn, val, cfg.data.batch_size, setup, scored)
+                    row["val_loss"] = f"{vloss:.5f}"
+                    if f1.size:
+                        row.update({"val_f1_mean": f"{f1.mean():.4f}",
+                                    **{f"val_f1_{c}": f"{v:.4f}" for c, v in zip(cfg.classes, f1)}})
                     value = vloss if tr.monitor == "loss" else -float(f1.mean())
                     if value < best_value:
                         best_value, bad = value, 0
-                        best_scores = {"step": step, "val_loss": round(vloss, 5),
-                                       "val_voxel_f1": {c: round(float(v), 4) for c, v in zip(cfg.classes, f1)}}
+                        best_scores = {"step": step, "val_loss": round(vloss, 5)}
+                        if f1.size:
+                            best_scores["val_voxel_f1"] = {c: round(float(v), 4) for c, v in zip(cfg.classes, f1)}
                         save_checkpoint(best_ck, state_dict())
                     else:
                         bad += 1
                     if bar:
-                        bar.update(task, description=f"{cfg.name} val_loss {vloss:.3f} f1 {f1.mean():.3f}")
+                        f1_text = f" f1 {f1.mean():.3f}" if f1.size else ""
+                        bar.update(task, description=f"{cfg.name} val_loss {vloss:.3f}{f1_text}")
                     if tr.early_stopping and bad >= tr.early_stopping:
                         stopped = True
                 csv_log.row(**row)

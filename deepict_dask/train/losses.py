@@ -85,3 +85,14 @@ class SegmentationLoss(torch.nn.Module):
                 val = F.cross_entropy(logits, class_index(target))
             total = total + term.weight * val
         return total
+
+
+class ReconstructionLoss(torch.nn.Module):
+    """Weighted sum of ``mse`` terms between an autoencoder's output and its target (the input image)."""
+
+    def __init__(self, terms: Sequence[LossTerm]):
+        super().__init__()
+        self.weight = float(sum(t.weight for t in terms if t.kind == "mse"))
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.weight * F.mse_loss(output.float(), target.float())

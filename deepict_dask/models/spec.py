@@ -38,6 +38,9 @@ class ModelInfo(BaseModel):
     dim: Literal[2, 3]
     classes: list[str] = Field(min_length=1)
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    task: Literal["segmentation", "autoencoder"] = Field(
+        "segmentation", description="what the network outputs: class maps, or a reconstruction of its input patch"
+    )
     architecture: dict[str, Any] = Field(
         description="constructor arguments, with 'kind' naming the class (UNet2D, UNet3D, ...)"
     )

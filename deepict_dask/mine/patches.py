@@ -50,7 +50,7 @@ def fitting_centres(centres: pd.DataFrame, shapes: Mapping[str, tuple[int, int, 
         shape = np.asarray(shapes[name], np.int64)
         if np.any(p > shape):
             raise InputError(f"patch of {list(patch_shape)} voxels (z, y, x) is larger than the tomogram "
-                             f"({list(shape)} voxels)", str(name))
+                             f"({shape.tolist()} voxels)", str(name))
         zyx = np.rint(rows[["z", "y", "x"]].to_numpy(float)).astype(np.int64)
         start = zyx - p // 2
         ok = np.all((start >= 0) & (start + p <= shape), axis=1)

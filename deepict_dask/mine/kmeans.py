@@ -1,7 +1,8 @@
 """k-means on autoencoder codes, in bounded memory, plus helpers to choose k and assign new codes.
 
 :func:`fit_kmeans` feeds scikit-learn's ``MiniBatchKMeans`` slice by slice from the codes array
-(Zarr or NumPy) with ``partial_fit``, in an order shuffled by the seed, so a million codes of 32
+(Zarr or NumPy) with ``partial_fit``, in an order shuffled by the seed, starting from k-means++
+centres of a sample drawn from all slices, so a million codes of 32
 numbers never need to be in memory at once and the result is reproducible. :func:`choose_k` reports
 the Calinski-Harabasz index and the gap statistic for several k; they often disagree on cluster-rich
 data such as tomograms, and neither decides k alone: look at the galleries of a few candidate k.
@@ -45,12 +46,34 @@ def fit_kmeans(codes: Any, opts: ClusterOptions) -> Any:
     parts = _slices(n, step)
     if len(parts) > 1 and parts[-1].stop - parts[-1].start < opts.k:
         parts[-2:] = [slice(parts[-2].start, parts[-1].stop)]  # no short last slice
-    km = MiniBatchKMeans(n_clusters=opts.k, random_state=opts.seed, batch_size=min(step, n), n_init=3)
     rng = np.random.default_rng(opts.seed)
+    init = _initial_centres(codes, parts, opts.k, max(10 * opts.k, step), rng)
+    km = MiniBatchKMeans(n_clusters=opts.k, random_state=opts.seed, batch_size=min(step, n), init=init, n_init=1,
+                         reassignment_ratio=0.0)  # no re-seeding from one (possibly one-tomogram) slice
     for _ in range(opts.epochs):
         for i in rng.permutation(len(parts)):
             km.partial_fit(_read(codes, parts[i]))
     return km
+
+
+def _initial_centres(codes: Any, parts: list[slice], k: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ centres of a random sample drawn from every slice (one pass, ``size`` codes kept).
+
+    Stacks are ordered by tomogram and position, so the first slice alone is no fair sample.
+    """
+    from sklearn.cluster import kmeans_plusplus
+
+    n = int(codes.shape[0])
+    p = min(1.0, size / n)
+    sample = []
+    for sl in parts:
+        x = _read(codes, sl)
+        sample.append(x[rng.random(len(x)) < p])
+    pool = np.concatenate(sample)
+    if len(pool) < k:  # a sparse draw: fall back to the first codes, enough of them
+        pool = _read(codes, slice(0, min(n, 3 * k)))
+    centres, _ = kmeans_plusplus(pool, k, random_state=int(rng.integers(2**31)))
+    return centres
 
 
 def assign(codes: Any, centres: np.ndarray, step: int = 65536) -> np.ndarray:

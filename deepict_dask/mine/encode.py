@@ -23,14 +23,22 @@ from deepict_dask.mine.options import EncodeOptions
 from deepict_dask.mine.patches import open_patch_stack
 
 
-def load_autoencoder(path: str, device: str = "cpu") -> tuple[Any, Any]:
-    """``(network, ModelInfo)`` of an autoencoder model file; any other model is an InputError."""
-    from deepict_dask.models import load_model, read_model_info
+def autoencoder_info_of(path: str | os.PathLike) -> Any:
+    """The ModelInfo of an autoencoder model file (metadata only); any other model is an InputError."""
+    from deepict_dask.models import read_model_info
 
     info = read_model_info(path)
     if info.task != "autoencoder":
         raise InputError(f"model '{info.name}' is a {info.task} model, not an autoencoder "
                          "(train one with the mining workflow)", path)
+    return info
+
+
+def load_autoencoder(path: str, device: str = "cpu") -> tuple[Any, Any]:
+    """``(network, ModelInfo)`` of an autoencoder model file; any other model is an InputError."""
+    from deepict_dask.models import load_model
+
+    autoencoder_info_of(path)
     return load_model(path, device=device, probabilities=False)
 
 
@@ -40,7 +48,7 @@ def encoder_ref(model: str | os.PathLike, opts: EncodeOptions):
     from deepict_dask.inference.worker_cache import PredictorRef
     from deepict_dask.models.spec import network_sha256
 
-    load_autoencoder(str(model))  # one clear error before any task runs
+    autoencoder_info_of(model)  # one clear error before any task runs
     return PredictorRef(str(Path(model).resolve()), sha256=network_sha256(model), device=choose_device(opts.device),
                         batch_size=opts.batch_size, precision=opts.precision, fold_bn=False, loader=load_autoencoder)
 
@@ -99,10 +107,9 @@ def write_codes(stack: str | os.PathLike, model: str | os.PathLike, out: str | o
     import zarr
 
     from deepict_dask.io.zarr_store import _compressor
-    from deepict_dask.models import read_model_info
 
     arr = open_patch_stack(stack)
-    info = read_model_info(model)
+    info = autoencoder_info_of(model)
     ref = encoder_ref(model, opts)
     if list(arr.shape[1:]) != list(info.patch_size):
         raise InputError(f"patches of {list(arr.shape[1:])} voxels do not fit the autoencoder '{info.name}', "

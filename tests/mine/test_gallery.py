@@ -12,7 +12,14 @@ import zarr
 
 from deepict_dask.errors import InputError
 from deepict_dask.io.coords import make_table
-from deepict_dask.mine import ClusterOptions, GalleryOptions, MineLayout, PatchOptions, extract_patches, write_gallery
+from deepict_dask.mine import (
+    ClusterOptions,
+    GalleryOptions,
+    MineLayout,
+    PatchOptions,
+    extract_patches,
+    write_gallery,
+)
 from deepict_dask.mine import api as mine_api
 from deepict_dask.mine.gallery import cluster_means, montage, overlay
 from deepict_dask.models import save_model

@@ -8,7 +8,15 @@ import zarr
 from sklearn.metrics import adjusted_rand_score
 
 from deepict_dask.errors import ConfigError
-from deepict_dask.mine import ChooseKOptions, ClusterOptions, MineLayout, assign, choose_k, cluster_codes, score_k
+from deepict_dask.mine import (
+    ChooseKOptions,
+    ClusterOptions,
+    MineLayout,
+    assign,
+    choose_k,
+    cluster_codes,
+    score_k,
+)
 from deepict_dask.mine.kmeans import fit_kmeans, read_centres
 
 

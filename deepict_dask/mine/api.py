@@ -104,20 +104,18 @@ def extract_patches(tomograms: Paths, centres: pd.DataFrame | str | os.PathLike,
 
 
 def encode_patches(out: str | os.PathLike | MineLayout, model: str | os.PathLike | None = None,
-                   options: EncodeOptions = EncodeOptions()) -> np.ndarray:
+                   options: EncodeOptions = EncodeOptions()):
     """Encode ``patches.zarr`` into ``codes.zarr`` with the autoencoder (default ``models/ae.safetensors``).
 
     Returns
     -------
-    The codes ``(N, code_dim)`` (read back from the written array).
+    The written codes array ``(N, code_dim)``, opened read-only (Zarr: read slices of it as needed).
     """
-    import zarr
-
     from deepict_dask.mine.encode import write_codes
 
     layout = _as_layout(out)
     write_codes(layout.patches, model or layout.autoencoder, layout.codes, options)
-    return np.asarray(zarr.open_array(str(layout.codes), mode="r")[:])
+    return _codes(layout)
 
 
 def _codes(layout: MineLayout):

@@ -40,7 +40,7 @@ def test_codes_equal_a_direct_forward_pass_and_the_model_loads_once(stack, monke
     worker_cache.clear_cache()
     before = worker_cache.LOADS["count"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # device auto falls back to the CPU
-    codes = encode_patches(stack, options=EncodeOptions(device="auto", batch_size=3))
+    codes = encode_patches(stack, options=EncodeOptions(device="auto", batch_size=3))[:]
     assert worker_cache.LOADS["count"] - before == 1  # 4 chunks, one model load in this process
     patches = torch.from_numpy(zarr.open_array(str(stack.patches), mode="r")[:][:, None])
     with torch.no_grad():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deepict_dask.errors import ConfigError
-from deepict_dask.models import demo_model_path, load_model, read_model_info, save_model
+from deepict_dask.models import demo_model_path, describe, load_model, read_model_info, save_model
 from deepict_dask.models.autoencoder import Autoencoder3D, autoencoder_info
 
 
@@ -50,6 +50,8 @@ def test_model_file_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded.encode(x), net.eval().encode(x), atol=1e-6)
         assert torch.allclose(loaded(x), net(x), atol=1e-6)
+    summary = describe(meta)  # what `deepict model-info` prints
+    assert summary["architecture"]["kind"] == "Autoencoder3D" and summary["parameters"] > 0
 
 
 def test_segmentation_models_default_to_segmentation_task():

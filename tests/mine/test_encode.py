@@ -64,3 +64,14 @@ def test_segmentation_model_and_wrong_patch_shape_are_refused(stack, tmp_path):
     with pytest.raises(InputError, match=r"patches of \[16, 16, 16\] voxels do not fit the autoencoder 'ae32'"):
         encode_patches(stack, other, EncodeOptions(device="cpu"))
     assert not stack.codes.exists()
+
+
+def test_encoding_on_a_distributed_cluster_gives_the_same_codes(stack):
+    from distributed import Client, LocalCluster
+
+    _model(stack.autoencoder)
+    sync = encode_patches(stack, options=EncodeOptions(device="cpu"))[:]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster):
+        dist = encode_patches(stack, options=EncodeOptions(device="cpu"))[:]
+    np.testing.assert_allclose(dist, sync, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Networks (2D/3D U-Nets) and self-describing model files.
+"""Networks (2D/3D U-Nets, the 3D autoencoder) and self-describing model files.
 
 ``load_model(path)`` returns ``(module, ModelInfo)``; ``module(x)`` gives probabilities with one
 channel per class (sigmoid) or background + classes (softmax).
@@ -34,6 +34,7 @@ _WHERE = {
     "UNet2D": "unet",
     "UNet3D": "unet",
     "architecture_from": "unet",
+    "Autoencoder3D": "autoencoder",
 }
 
 __all__ = sorted(_WHERE)

@@ -20,6 +20,7 @@ from torch import nn
 from deepict_dask import __version__
 from deepict_dask.errors import DeepictError, InputError
 from deepict_dask.io.atomic import atomic_path
+from deepict_dask.models.autoencoder import Autoencoder3D
 from deepict_dask.models.spec import (  # noqa: F401  (re-exported)
     DEMO_MODELS,
     META_KEY,
@@ -28,7 +29,10 @@ from deepict_dask.models.spec import (  # noqa: F401  (re-exported)
     read_model_info,
     resolve_model_path,
 )
-from deepict_dask.models.unet import KINDS, ProbabilityHead, architecture_from
+from deepict_dask.models.unet import KINDS as UNET_KINDS
+from deepict_dask.models.unet import ProbabilityHead, architecture_from
+
+KINDS: dict[str, type[nn.Module]] = {**UNET_KINDS, "Autoencoder3D": Autoencoder3D}
 
 
 def build_network(info: ModelInfo) -> nn.Module:

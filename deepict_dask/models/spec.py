@@ -129,6 +129,8 @@ def _network_sha256(path: str, size: int, mtime_ns: int) -> str:
     import hashlib
 
     info = read_model_info(path).model_dump(exclude={"picking"})
+    if info.get("task") == "segmentation":
+        del info["task"]  # the default: hashes of models written before the field existed stay the same
     digest = hashlib.sha256(json.dumps(info, sort_keys=True).encode())
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))

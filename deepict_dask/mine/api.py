@@ -1,0 +1,168 @@
+"""The mining workflow as Python functions, one per step, each taking its options model.
+
+``find_centres`` -> ``extract_patches`` -> (train the autoencoder) -> ``encode_patches`` ->
+``cluster_codes`` -> ``write_gallery``. Every step reads and writes the files that
+:class:`~deepict_dask.mine.layout.MineLayout` names under one directory, so steps can run
+separately (the CLI) or in one go. Runs on the active Dask scheduler (a ``distributed`` client
+when one exists).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from deepict_dask.errors import InputError
+from deepict_dask.mine.layout import MineLayout
+from deepict_dask.mine.options import (
+    CentreOptions,
+    ChooseKOptions,
+    ClusterOptions,
+    EncodeOptions,
+    GalleryOptions,
+    PatchOptions,
+)
+
+Paths = Sequence[str | os.PathLike]
+
+
+def _as_layout(out: str | os.PathLike | MineLayout) -> MineLayout:
+    return out if isinstance(out, MineLayout) else MineLayout.at(out)
+
+
+def _volumes(tomograms: Paths) -> dict:
+    from deepict_dask.io import open_volume, tomogram_name
+
+    volumes = {}
+    for path in tomograms:
+        name = tomogram_name(path)
+        if name in volumes:
+            raise InputError(f"two input tomograms are both named {name!r}; tables could not tell them apart", path)
+        volumes[name] = open_volume(path)
+    if not volumes:
+        raise InputError("no tomogram given")
+    return volumes
+
+
+def find_centres(tomograms: Paths, options: CentreOptions = CentreOptions(), *,
+                 patch_shape: Sequence[int] = (32, 32, 32), out: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Patch centres of every tomogram (DoG peaks or a grid), optionally written as a table.
+
+    Parameters
+    ----------
+    tomograms
+        MRC or (OME-)Zarr paths.
+    options
+        :class:`CentreOptions`.
+    patch_shape
+        Used by the grid method, so that grid patches fit the tomogram.
+    out
+        Table path to write (CSV), or ``None``.
+
+    Returns
+    -------
+    The coordinate table (``tomo``, ``class`` = method, voxels and Angstrom, ``score`` = DoG response).
+    """
+    from deepict_dask.io.coords import write_table
+    from deepict_dask.mine.centres import volume_centres
+
+    tables = [volume_centres(v, name, options, patch_shape) for name, v in _volumes(tomograms).items()]
+    table = pd.concat(tables, ignore_index=True)
+    if out is not None:
+        write_table(table, out)
+    return table
+
+
+def extract_patches(tomograms: Paths, centres: pd.DataFrame | str | os.PathLike,
+                    out: str | os.PathLike | MineLayout, options: PatchOptions = PatchOptions()) -> pd.DataFrame:
+    """Patch stack ``patches.zarr`` and its table ``patches.csv`` under ``out`` from the centres.
+
+    Parameters
+    ----------
+    tomograms
+        The tomograms the centres' ``tomo`` column names (by file name).
+    centres
+        A coordinate table or its path.
+    out
+        The mining directory (or its layout).
+    options
+        :class:`PatchOptions`.
+
+    Returns
+    -------
+    The patches table.
+    """
+    from deepict_dask.io.coords import read_table
+    from deepict_dask.mine.patches import write_patch_stack
+
+    layout = _as_layout(out)
+    table = centres if isinstance(centres, pd.DataFrame) else read_table(centres)
+    return write_patch_stack(_volumes(tomograms), table, layout.patches, layout.patches_table, options)
+
+
+def encode_patches(out: str | os.PathLike | MineLayout, model: str | os.PathLike | None = None,
+                   options: EncodeOptions = EncodeOptions()):
+    """Encode ``patches.zarr`` into ``codes.zarr`` with the autoencoder (default ``models/ae.safetensors``).
+
+    Returns
+    -------
+    The written codes array ``(N, code_dim)``, opened read-only (Zarr: read slices of it as needed).
+    """
+    from deepict_dask.mine.encode import write_codes
+
+    layout = _as_layout(out)
+    write_codes(layout.patches, model or layout.autoencoder, layout.codes, options)
+    return _codes(layout)
+
+
+def _codes(layout: MineLayout):
+    import zarr
+
+    if not layout.codes.exists():
+        raise InputError("no codes yet: encode the patches first", layout.codes)
+    return zarr.open_array(str(layout.codes), mode="r")
+
+
+def cluster_codes(out: str | os.PathLike | MineLayout, options: ClusterOptions = ClusterOptions()) -> np.ndarray:
+    """k-means of ``codes.zarr``: ``clusters/labels.zarr`` and ``clusters/centres.json``; returns the labels."""
+    from deepict_dask.mine.kmeans import write_clusters
+
+    layout = _as_layout(out)
+    labels, _centres = write_clusters(_codes(layout), options, layout.labels, layout.cluster_centres)
+    return labels
+
+
+def score_k(out: str | os.PathLike | MineLayout, options: ChooseKOptions = ChooseKOptions()) -> pd.DataFrame:
+    """Calinski-Harabasz and gap statistic per k (``clusters/choose_k.csv`` and ``.png``); neither decides alone."""
+    from deepict_dask.mine.kmeans import write_choose_k
+
+    layout = _as_layout(out)
+    return write_choose_k(_codes(layout), options, layout.choose_k_table, layout.choose_k_plot)
+
+
+def write_gallery(out: str | os.PathLike | MineLayout, tomograms: Paths = (), model: str | os.PathLike | None = None,
+                  options: GalleryOptions = GalleryOptions(), device: str = "auto") -> pd.DataFrame:
+    """``gallery.html`` and ``clusters/clusters.csv`` from the clusters, patches and the autoencoder.
+
+    ``tomograms`` (optional) give the orthoslice overlays. Returns the clusters table.
+    """
+    import zarr
+
+    from deepict_dask.io.coords import read_table
+    from deepict_dask.mine import gallery
+    from deepict_dask.mine.encode import decode_codes
+    from deepict_dask.mine.kmeans import read_centres
+    from deepict_dask.mine.patches import open_patch_stack
+
+    layout = _as_layout(out)
+    if not layout.labels.exists():
+        raise InputError("no clusters yet: cluster the codes first", layout.labels)
+    labels = np.asarray(zarr.open_array(str(layout.labels), mode="r")[:])
+    decoded = decode_codes(model or layout.autoencoder, read_centres(layout.cluster_centres), device)
+    return gallery.write_gallery(layout.gallery, layout.clusters_table, decoded=decoded,
+                                 stack=open_patch_stack(layout.patches), labels=labels,
+                                 patches=read_table(layout.patches_table),
+                                 volumes=_volumes(tomograms) if tomograms else {}, opts=options)

@@ -1,0 +1,141 @@
+"""Encoding patch stacks with an Autoencoder3D model file, and decoding codes back to images.
+
+Encoding runs as one Dask task per chunk of the patch stack on the inference engine's machinery:
+every task carries a small :class:`~deepict_dask.inference.worker_cache.PredictorRef` (model path,
+device, batch size, precision) and gets the process's cached network from it, so each worker loads
+the model once; the device is chosen like ``deepict predict`` does (``auto``: the GPU when one is
+visible, else the CPU), batches shrink on out-of-memory errors. Codes go to a Zarr array
+(N x code_dim, float32) written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+
+from deepict_dask.errors import InputError
+from deepict_dask.io.atomic import atomic_path
+from deepict_dask.mine.options import EncodeOptions
+from deepict_dask.mine.patches import open_patch_stack
+
+
+def autoencoder_info_of(path: str | os.PathLike) -> Any:
+    """The ModelInfo of an autoencoder model file (metadata only); any other model is an InputError."""
+    from deepict_dask.models import read_model_info
+
+    info = read_model_info(path)
+    if info.task != "autoencoder":
+        raise InputError(f"model '{info.name}' is a {info.task} model, not an autoencoder "
+                         "(train one with the mining workflow)", path)
+    return info
+
+
+def load_autoencoder(path: str, device: str = "cpu") -> tuple[Any, Any]:
+    """``(network, ModelInfo)`` of an autoencoder model file; any other model is an InputError."""
+    from deepict_dask.models import load_model
+
+    autoencoder_info_of(path)
+    return load_model(path, device=device, probabilities=False)
+
+
+def encoder_ref(model: str | os.PathLike, opts: EncodeOptions):
+    """The picklable reference every encoding task carries (the device resolved once, here)."""
+    from deepict_dask.inference.devices import choose_device
+    from deepict_dask.inference.worker_cache import PredictorRef
+    from deepict_dask.models.spec import network_sha256
+
+    autoencoder_info_of(model)  # one clear error before any task runs
+    return PredictorRef(str(Path(model).resolve()), sha256=network_sha256(model), device=choose_device(opts.device),
+                        batch_size=opts.batch_size, precision=opts.precision, fold_bn=False, loader=load_autoencoder)
+
+
+def encode_array(ref, patches: np.ndarray) -> np.ndarray:
+    """Codes ``(N, code_dim)`` float32 of patches ``(N, D, H, W)`` with the worker's cached network."""
+    import torch
+
+    from deepict_dask.inference.devices import autocast, inference_mode, set_torch_threads, worker_threads
+
+    pred = ref()
+    net = getattr(pred.module, "_orig_mod", pred.module)
+    set_torch_threads(worker_threads(pred.threads))
+    runner = pred.runner(tuple(patches.shape[1:]))
+
+    def run(batch) -> list[np.ndarray]:
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(batch)[:, None], dtype=np.float32)).to(pred.device)
+        if pred.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with inference_mode(), autocast(pred.device, pred.precision):
+            z = net.encode(x)
+        return list(z.float().cpu().numpy())
+
+    with pred.lock:
+        codes = runner.run(run, list(patches))
+    return np.asarray(codes, dtype=np.float32).reshape(len(patches), -1)
+
+
+def _encode_chunk(ref, stack_path: str, codes_path: str, i0: int, i1: int) -> int:
+    import zarr
+
+    patches = np.asarray(zarr.open_array(stack_path, mode="r")[i0:i1], dtype=np.float32)
+    zarr.open_array(codes_path, mode="r+")[i0:i1] = encode_array(ref, patches)
+    return i1 - i0
+
+
+def write_codes(stack: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
+                opts: EncodeOptions = EncodeOptions()) -> Path:
+    """Encode the patch stack ``stack`` with the autoencoder ``model`` into the codes array ``out``.
+
+    Parameters
+    ----------
+    stack
+        Patch stack written by :func:`deepict_dask.mine.patches.write_patch_stack`.
+    model
+        Autoencoder model file (``task = "autoencoder"``) whose patch shape matches the stack's.
+    out
+        Codes Zarr array (N x code_dim), written atomically.
+    opts
+        Device, batch size, precision, patches per task.
+
+    Returns
+    -------
+    ``out``.
+    """
+    import zarr
+
+    from deepict_dask.io.zarr_store import _compressor
+
+    arr = open_patch_stack(stack)
+    info = autoencoder_info_of(model)
+    ref = encoder_ref(model, opts)
+    if list(arr.shape[1:]) != list(info.patch_size):
+        raise InputError(f"patches of {list(arr.shape[1:])} voxels do not fit the autoencoder '{info.name}', "
+                         f"trained on {list(info.patch_size)}", stack)
+    n = int(arr.shape[0])
+    step = opts.chunk or int(arr.chunks[0])
+    code_dim = int(info.architecture.get("code_dim", 32))
+    with atomic_path(out) as tmp:
+        codes = zarr.create_array(str(tmp), shape=(n, code_dim), chunks=(step, code_dim), dtype="float32",
+                                  fill_value=0, compressors=_compressor("zstd", 3), zarr_format=3)
+        codes.attrs.update({"model": info.name, "model_sha256": ref.sha256, "deepict": "codes"})
+        tasks = [dask.delayed(_encode_chunk)(ref, str(stack), str(tmp), i0, min(n, i0 + step))
+                 for i0 in range(0, n, step)]
+        dask.compute(*tasks)
+    return Path(out)
+
+
+def decode_codes(model: str | os.PathLike, codes: np.ndarray, device: str = "auto") -> np.ndarray:
+    """Images ``(N, D, H, W)`` float32 that the autoencoder's decoder makes of ``codes`` ``(N, code_dim)``."""
+    import torch
+
+    from deepict_dask.inference.devices import choose_device, inference_mode
+
+    dev = choose_device(device)
+    net, _info = load_autoencoder(str(model), dev)
+    z = torch.from_numpy(np.ascontiguousarray(codes, dtype=np.float32)).to(dev)
+    with inference_mode():
+        images = net.decode(z)
+    return images[:, 0].float().cpu().numpy()

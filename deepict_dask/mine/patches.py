@@ -1,0 +1,151 @@
+"""Patch stacks: small sub-volumes around patch centres, in one chunked Zarr array (N x D x H x W).
+
+Each chunk of the stack (``chunk`` patches) is one Dask task that reads its patches straight from
+the tomograms (:class:`~deepict_dask.mine.regions.RegionReader`) and writes its own chunk, so tasks
+share no data. The stack is written under a temporary name and renamed when complete; beside it a
+coordinate table (``tomo``, ``x, y, z`` voxels, ``x_A, y_A, z_A`` Angstrom, ``patch`` = row of the
+stack) says where every patch comes from. Centres whose patch does not fit entirely inside the
+tomogram are dropped (no padding: a mirrored border would invent structure the autoencoder would
+then learn); the patch spans ``centre - shape // 2`` to ``centre - shape // 2 + shape``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from deepict_dask.errors import InputError
+from deepict_dask.io.atomic import atomic_path
+from deepict_dask.io.coords import write_table
+from deepict_dask.io.volume import spatial_shape
+from deepict_dask.mine.options import PatchOptions
+from deepict_dask.mine.regions import RegionReader
+
+log = logging.getLogger(__name__)
+
+
+def _data(volume: xr.DataArray):
+    return volume.data if volume.ndim == 3 else volume.data[0]
+
+
+def fitting_centres(centres: pd.DataFrame, shapes: Mapping[str, tuple[int, int, int]],
+                    patch_shape: tuple[int, int, int]) -> pd.DataFrame:
+    """Rows of ``centres`` whose whole patch lies inside their tomogram (``start`` columns added).
+
+    Raises :class:`InputError` naming the tomogram when a patch is larger than it, or when no
+    centre is left at all.
+    """
+    p = np.asarray(patch_shape, np.int64)
+    kept = []
+    for name, rows in centres.groupby("tomo", sort=False):
+        if name not in shapes:
+            raise InputError(f"centre table names tomogram {name!r}, which is not among the inputs")
+        shape = np.asarray(shapes[name], np.int64)
+        if np.any(p > shape):
+            raise InputError(f"patch of {list(patch_shape)} voxels (z, y, x) is larger than the tomogram "
+                             f"({shape.tolist()} voxels)", str(name))
+        zyx = np.rint(rows[["z", "y", "x"]].to_numpy(float)).astype(np.int64)
+        start = zyx - p // 2
+        ok = np.all((start >= 0) & (start + p <= shape), axis=1)
+        if (~ok).any():
+            log.info("%s: %d of %d centres dropped (patch would cross the border)", name, int((~ok).sum()), len(ok))
+        sub = rows[ok].copy()
+        sub[["z0", "y0", "x0"]] = start[ok]
+        kept.append(sub)
+    table = pd.concat(kept, ignore_index=True) if kept else centres.iloc[:0].copy()
+    if table.empty:
+        raise InputError(f"no patch centre lies at least half a patch ({list(patch_shape)} voxels) inside its tomogram")
+    return table
+
+
+def _norm_stats(volume: xr.DataArray, mode: str, name: str) -> tuple[float, float]:
+    if mode != "tomogram":
+        return 0.0, 1.0
+    from deepict_dask.preprocess.normalize import checked_stats
+
+    return checked_stats(volume, source=name)
+
+
+def _write_chunk(path: str, i0: int, starts: np.ndarray, tomo_index: np.ndarray, readers: tuple[RegionReader, ...],
+                 stats: tuple[tuple[float, float], ...], patch_shape: tuple[int, int, int], mode: str) -> int:
+    """Read patches ``i0 .. i0+len(starts)`` and store them in the stack's chunk (its own region)."""
+    import zarr
+
+    out = np.empty((len(starts), *patch_shape), np.float32)
+    for j, (start, t) in enumerate(zip(starts, tomo_index)):
+        sl = tuple(slice(int(s), int(s) + p) for s, p in zip(start, patch_shape))
+        patch = readers[t](sl)
+        if mode == "patch":
+            mean, std = float(patch.mean()), float(patch.std())
+        else:
+            mean, std = stats[t]
+        out[j] = (patch - np.float32(mean)) / np.float32(std if std > 0 else 1.0)
+    zarr.open_array(path, mode="r+")[i0 : i0 + len(starts)] = out
+    return len(starts)
+
+
+def write_patch_stack(volumes: Mapping[str, xr.DataArray], centres: pd.DataFrame, out: str | os.PathLike,
+                      table_path: str | os.PathLike, opts: PatchOptions) -> pd.DataFrame:
+    """Extract patches around ``centres`` from ``volumes`` (by tomogram name) into a Zarr stack.
+
+    Parameters
+    ----------
+    volumes
+        Tomogram name -> lazy volume (:func:`deepict_dask.io.open_volume`).
+    centres
+        Coordinate table; its ``tomo`` column names the volume, ``x, y, z`` the centre in voxels.
+    out, table_path
+        The patch stack (``.zarr``) and its coordinate table (``.csv``), both written atomically.
+    opts
+        Patch shape, normalisation, patches per chunk.
+
+    Returns
+    -------
+    The table of the stored patches (column ``patch`` = index in the stack).
+    """
+    import zarr
+
+    from deepict_dask.io.zarr_store import _compressor
+
+    shapes = {name: spatial_shape(v) for name, v in volumes.items()}
+    table = fitting_centres(centres, shapes, opts.patch_shape)
+    names = list(volumes)
+    readers = tuple(RegionReader.of(_data(volumes[n])) for n in names)
+    stats = tuple(_norm_stats(volumes[n], opts.normalization, n) for n in names)
+    tomo_index = table["tomo"].map({n: i for i, n in enumerate(names)}).to_numpy(np.int64)
+    starts = table[["z0", "y0", "x0"]].to_numpy(np.int64)
+    n = len(table)
+    attrs: dict[str, Any] = {"patch_shape": list(opts.patch_shape), "normalization": opts.normalization,
+                             "tomograms": names, "deepict": "patch stack"}
+    with atomic_path(out) as tmp:
+        arr = zarr.create_array(str(tmp), shape=(n, *opts.patch_shape), chunks=(opts.chunk, *opts.patch_shape),
+                                dtype="float32", fill_value=0, compressors=_compressor("zstd", 3), zarr_format=3)
+        arr.attrs.update(attrs)
+        tasks = [dask.delayed(_write_chunk)(str(tmp), i0, starts[i0 : i0 + opts.chunk], tomo_index[i0 : i0 + opts.chunk],
+                                            readers, stats, opts.patch_shape, opts.normalization)
+                 for i0 in range(0, n, opts.chunk)]
+        dask.compute(*tasks)
+    table = table.drop(columns=["z0", "y0", "x0"]).reset_index(drop=True)
+    table["patch"] = np.arange(n, dtype=np.int64)
+    write_table(table, table_path)
+    return table
+
+
+def open_patch_stack(path: str | os.PathLike) -> Any:
+    """The patch stack at ``path`` (a 4D Zarr array), or one :class:`InputError` saying why not."""
+    import zarr
+
+    try:
+        arr = zarr.open_array(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for a missing or foreign store
+        raise InputError(f"not a patch stack (a 4D Zarr array): {exc}", path) from exc
+    if arr.ndim != 4:
+        raise InputError(f"not a patch stack: expected a 4D array (N, D, H, W), found {arr.ndim}D", path)
+    return arr

@@ -1,0 +1,77 @@
+"""Encoding patch stacks: codes equal a direct forward pass, one model load per worker, CPU fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from deepict_dask.errors import InputError
+from deepict_dask.inference import worker_cache
+from deepict_dask.io.coords import make_table
+from deepict_dask.mine import EncodeOptions, MineLayout, PatchOptions, encode_patches, extract_patches
+from deepict_dask.mine.encode import decode_codes
+from deepict_dask.models import demo_model_path, save_model
+from deepict_dask.models.autoencoder import Autoencoder3D, autoencoder_info
+
+PATCH = (16, 16, 16)
+
+
+def _model(path, seed=0):
+    torch.manual_seed(seed)
+    net = Autoencoder3D(patch_shape=PATCH, code_dim=6, filters=4)
+    save_model(path, net, autoencoder_info("ae-test", patch_shape=PATCH, code_dim=6, filters=4, voxel_size=10.0))
+    return net.eval()
+
+
+@pytest.fixture
+def stack(blob_mrc, tmp_path):
+    path = blob_mrc("tomoA")
+    zyx = [(z, y, x) for z in (12, 30, 48) for y in (12, 30, 48) for x in (20, 40)]  # 18 patches
+    layout = MineLayout.at(tmp_path / "mine")
+    extract_patches([path], make_table("tomoA", "grid", zyx=np.asarray(zyx), voxel_size=10.0), layout,
+                    PatchOptions(patch_shape=PATCH, chunk=5))
+    return layout
+
+
+def test_codes_equal_a_direct_forward_pass_and_the_model_loads_once(stack, monkeypatch):
+    net = _model(stack.autoencoder)
+    worker_cache.clear_cache()
+    before = worker_cache.LOADS["count"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # device auto falls back to the CPU
+    codes = encode_patches(stack, options=EncodeOptions(device="auto", batch_size=3))[:]
+    assert worker_cache.LOADS["count"] - before == 1  # 4 chunks, one model load in this process
+    patches = torch.from_numpy(zarr.open_array(str(stack.patches), mode="r")[:][:, None])
+    with torch.no_grad():
+        direct = net.encode(patches).numpy()
+    assert codes.shape == (18, 6)
+    np.testing.assert_allclose(codes, direct, rtol=1e-4, atol=1e-5)
+    stored = zarr.open_array(str(stack.codes), mode="r")
+    assert stored.chunks == (5, 6) and stored.attrs["model"] == "ae-test"
+    with torch.no_grad():
+        expect = net.decode(torch.from_numpy(codes[:2])).numpy()[:, 0]
+    np.testing.assert_allclose(decode_codes(stack.autoencoder, codes[:2], "cpu"), expect, rtol=1e-4, atol=1e-5)
+
+
+def test_segmentation_model_and_wrong_patch_shape_are_refused(stack, tmp_path):
+    with pytest.raises(InputError, match="is a segmentation model, not an autoencoder"):
+        encode_patches(stack, demo_model_path("demo3d"), EncodeOptions(device="cpu"))
+    torch.manual_seed(0)
+    other = tmp_path / "ae32.safetensors"
+    save_model(other, Autoencoder3D(patch_shape=(32, 32, 32), code_dim=4, filters=2),
+               autoencoder_info("ae32", code_dim=4, filters=2))
+    with pytest.raises(InputError, match=r"patches of \[16, 16, 16\] voxels do not fit the autoencoder 'ae32'"):
+        encode_patches(stack, other, EncodeOptions(device="cpu"))
+    assert not stack.codes.exists()
+
+
+def test_encoding_on_a_distributed_cluster_gives_the_same_codes(stack):
+    from distributed import Client, LocalCluster
+
+    _model(stack.autoencoder)
+    sync = encode_patches(stack, options=EncodeOptions(device="cpu"))[:]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster):
+        dist = encode_patches(stack, options=EncodeOptions(device="cpu"))[:]
+    np.testing.assert_allclose(dist, sync, rtol=1e-5, atol=1e-6)

@@ -64,7 +64,7 @@ import torch  # noqa: E402
 
 from benchmarks.memory import peak_rss_mb  # noqa: E402
 from benchmarks.targets import targets_report  # noqa: E402
-from deepict_dask.inference.engine import Predictor, predict_whole  # noqa: E402
+from deepict_dask.inference.blockwise import Predictor, predict_whole  # noqa: E402
 from deepict_dask.inference.predict import DEFAULT_WINDOW_3D, PredictOptions, make_ref, predict_file  # noqa: E402
 from deepict_dask.inference.predict3d import DEFAULT_MARGIN_3D, grids_3d  # noqa: E402
 from deepict_dask.models import ModelInfo, build_network, flops_per_voxel, save_model  # noqa: E402

@@ -15,7 +15,7 @@ from deepict_dask.errors import ConfigError, InputError
 from deepict_dask.inference import worker_cache
 from deepict_dask.inference.blend import BlockAccumulator
 from deepict_dask.inference.devices import BatchRunner, choose_device
-from deepict_dask.inference.engine import (
+from deepict_dask.inference.blockwise import (
     Predictor,
     blockwise_predict,
     fold_batchnorm,
@@ -189,7 +189,7 @@ def test_batch_runner_halves_on_out_of_memory():
 def test_block_too_large_for_the_gpu_is_blended_on_the_host(vol, monkeypatch):
     """Through the CPU fallback: the device's accumulator raises CUDA's out-of-memory error once;
     the block is then blended on the host, windows still going through the predictor, same values."""
-    from deepict_dask.inference import engine
+    from deepict_dask.inference import blockwise as engine
 
     pred = Predictor(tiny_net(), tiny_info(), batch_size=4)
     grids = grids_3d(vol.shape, 16, 3, "gaussian")

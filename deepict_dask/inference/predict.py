@@ -27,7 +27,7 @@ import xarray as xr
 from deepict_dask import __version__
 from deepict_dask.errors import ConfigError, DeepictError, InputError, OutputError
 from deepict_dask.inference.devices import choose_device, is_cuda
-from deepict_dask.inference.engine import OUT_DTYPES, quantize
+from deepict_dask.inference.blockwise import OUT_DTYPES, quantize
 from deepict_dask.inference.predict2d import (
     DEFAULT_MARGIN_2D,
     DEFAULT_SIGMA_Z,

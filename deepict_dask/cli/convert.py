@@ -15,9 +15,10 @@ from deepict_dask.cli.common import (
     add_overwrite_arg,
     add_progress_arg,
     progress_wanted,
+    spec_from_args,
     unique_names,
 )
-from deepict_dask.cluster import dask_client, spec_from_args
+from deepict_dask.cluster import dask_client
 from deepict_dask.errors import ConfigError, DeepictError
 
 if TYPE_CHECKING:

@@ -13,7 +13,16 @@ from deepict_dask.cli.common import (
     add_overwrite_arg,
     add_progress_arg,
     progress_wanted,
+    spec_from_args,
 )
+
+FLAGS = {
+    "window": "--patch", "margin": "--overlap", "blend": "--blend", "chunk": "--chunks",
+    "batch_size": "--batch-size", "dtype": "--dtype", "tta": "--tta", "device": "--device",
+    "precision": "--precision", "rescale": "--no-rescale", "threshold": "--threshold", "sigma_z": "--sigma-z",
+    "channels_last": "--no-channels-last", "max_in_flight": "--max-in-flight", "voxel_size": "--voxel-size",
+}
+"""Option field -> the flag that sets it, so an error names both."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,18 +70,19 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from deepict_dask.cluster import dask_client, spec_from_args
+    from deepict_dask.cluster import dask_client
     from deepict_dask.errors import DeepictError, InputError
-    from deepict_dask.inference.predict import PredictOptions, make_ref, predict_many
+    from deepict_dask.inference.options import PredictOptions
+    from deepict_dask.inference.predict import make_ref, predict_many
     from deepict_dask.models import load_model, resolve_model_path
+    from deepict_dask.options import build
 
-    options = PredictOptions(
-        window=args.patch, margin=args.overlap, blend=args.blend, chunk=args.chunks, batch_size=args.batch_size,
-        dtype=args.dtype, tta=args.tta, device=args.device, precision=args.precision,
-        rescale=not args.no_rescale, threshold=args.threshold, sigma_z=args.sigma_z,
-        channels_last=False if args.no_channels_last else None,
-    )
-    options.check()
+    options = build(PredictOptions, {
+        "window": args.patch, "margin": args.overlap, "blend": args.blend, "chunk": args.chunks,
+        "batch_size": args.batch_size, "dtype": args.dtype, "tta": args.tta, "device": args.device,
+        "precision": args.precision, "rescale": not args.no_rescale, "threshold": args.threshold,
+        "sigma_z": args.sigma_z, "channels_last": False if args.no_channels_last else None,
+    }, flags=FLAGS)
     missing = [t for t in args.tomograms if not os.path.exists(t)]
     if missing:
         raise InputError("no such file or directory", missing[0])

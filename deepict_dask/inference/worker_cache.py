@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deepict_dask.inference.devices import process_gpu
 from deepict_dask.inference.blockwise import Predictor
+from deepict_dask.inference.devices import process_gpu
 
 _CACHE: OrderedDict[PredictorRef, Predictor] = OrderedDict()
 _LOCK = threading.Lock()

@@ -50,7 +50,8 @@ preprocess:
 models:
   - name: demo2d
     path: demo2d
-    overlap: 16          # 2D tiles keep 128 of 160 pixels (DeePiCt crops 48: 4x the tiles, same masks here)
+    predict:
+      margin: 16         # 2D tiles keep 128 of 160 pixels (DeePiCt crops 48: 4x the tiles, same masks here)
   - name: demo3d
     path: demo3d
 targets:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deepict_dask.io.checksum import file_sha256
+from deepict_dask.io.convert import ConvertOptions
 from deepict_dask.models.spec import network_sha256
 from deepict_dask.pipeline.config import RunConfig, TargetConfig
 from deepict_dask.pipeline.engine import Stage, TomoJob
@@ -35,11 +36,12 @@ def _store_group(job: TomoJob, group: str | None = None) -> Path:
 
 def run_convert(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
     """Input tomogram (MRC/Zarr/OME-Zarr) -> the run's OME-Zarr store with a pyramid."""
-    from deepict_dask.io import open_volume, spatial_shape, voxel_size_of, write_ome_zarr
+    from deepict_dask.io import spatial_shape, voxel_size_of
+    from deepict_dask.io.convert import ConvertOptions, open_source, write_converted
 
-    vol = open_volume(job.source, chunks=params["chunks"], voxel_size=params.get("voxel_size"))
-    out = write_ome_zarr(vol, job.store, levels=params["levels"], chunks=params["chunks"],
-                         attrs={"tomogram": job.name})
+    options = ConvertOptions.model_validate(params["convert"])
+    vol = open_source(job.source, options)
+    out = write_converted(vol, job.store, options, attrs={"tomogram": job.name}, overwrite=True)
     return {
         "outputs": [out],
         "result": {"shape": list(spatial_shape(vol)), "voxel_size": list(voxel_size_of(vol))},
@@ -203,10 +205,11 @@ def build_stages(config: RunConfig, job: TomoJob) -> list[Stage]:
     pre = config.preprocess
     filter_params = pre.filter.model_dump(mode="json")
     target_sha256 = file_sha256(pre.filter.target) if pre.filter.enabled and pre.filter.target_path else None
-    convert = {"chunks": chunks, "levels": config.output.levels}
-    if job.header.get("voxel_size_given"):  # the header has none: the config's, as the input check took it
-        convert["voxel_size"] = job.header["voxel_size"]
-    stages: list[Stage] = [Stage("convert", run_convert, convert, version=VERSIONS["convert"])]
+    convert = ConvertOptions(chunks=chunks, levels=config.output.levels,
+                             # the header has none: the config's, as the input check took it
+                             voxel_size=job.header["voxel_size"] if job.header.get("voxel_size_given") else None)
+    stages: list[Stage] = [Stage("convert", run_convert, {"convert": convert.model_dump(mode="json")},
+                                 version=VERSIONS["convert"])]
     image_stage = "convert"
     image_group = None
     if pre.normalize or pre.filter.enabled:

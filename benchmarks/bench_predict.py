@@ -49,7 +49,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import mrcfile
@@ -331,7 +330,7 @@ def run(quick: bool, e2e_shape: tuple[int, int, int] | None = None) -> dict:
         window = opts.window or DEFAULT_WINDOW_3D["cpu"]
         if quick:
             window = 64
-            opts = replace(opts, window=window, chunk=80)  # 2 cores per block: batches of 2
+            opts = opts.model_copy(update={"window": window, "chunk": 80})  # 2 cores per block: batches of 2
         e2e_shape = e2e_shape or (_e2e_shape(window, DEFAULT_MARGIN_3D) if quick else ISSUE_E2E_SHAPE)
         res["e2e_shape"] = "x".join(map(str, e2e_shape))
         res["e2e_window"] = window

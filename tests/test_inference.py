@@ -14,7 +14,6 @@ from scipy.ndimage import gaussian_filter1d
 from deepict_dask.errors import ConfigError, InputError
 from deepict_dask.inference import worker_cache
 from deepict_dask.inference.blend import BlockAccumulator
-from deepict_dask.inference.devices import BatchRunner, choose_device
 from deepict_dask.inference.blockwise import (
     Predictor,
     blockwise_predict,
@@ -22,6 +21,7 @@ from deepict_dask.inference.blockwise import (
     predict_whole,
     quantize,
 )
+from deepict_dask.inference.devices import BatchRunner, choose_device
 from deepict_dask.inference.predict import PredictOptions, predict_volume
 from deepict_dask.inference.predict2d import grids_2d, predict2d
 from deepict_dask.inference.predict3d import grids_3d, predict3d
@@ -338,8 +338,10 @@ def test_bad_inputs_are_clear_errors(vol):
         predict_volume(make_volume(vol, 20.0), ref, PredictOptions(rescale=False))
     with pytest.raises(InputError, match="channel"):
         predict_volume(make_volume(np.stack([vol, vol]), 10.0), ref)
-    with pytest.raises(ConfigError):
-        predict_volume(make_volume(vol, 10.0), ref, PredictOptions(window=6, margin=3))
+    with pytest.raises(ValueError, match="window 6 leaves nothing after cropping margin 3"):
+        PredictOptions(window=6, margin=3)  # both given: refused when the options are built
+    with pytest.raises(ConfigError, match="window 6 leaves nothing after cropping margin 12"):
+        predict_volume(make_volume(vol, 10.0), ref, PredictOptions(window=6))  # the 3D default margin
     with pytest.raises(ConfigError, match="input channels"):
         Predictor(tiny_net(), tiny_info(in_channels=2))
     if not torch.cuda.is_available():

@@ -138,7 +138,7 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
     try:
         factors = check_voxel_size(info, vs, rescale=opts.rescale)
     except DeepictError as exc:
-        raise InputError(exc.problem.replace("(--rescale)", "(drop --no-rescale)"), source) from exc
+        raise InputError(exc.problem, source) from exc
     mean, std = checked_stats(volume, source=source)  # also refuses NaNs and constant input
     if info.normalization == "none":
         mean, std = 0.0, 1.0
@@ -394,7 +394,7 @@ def predict_many(
     :class:`DeepictError` is reported and the others go on; other errors stop the run.
     """
     if max_in_flight < 1:
-        raise ConfigError(f"--max-in-flight must be >= 1, got {max_in_flight}")
+        raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
     results: dict[str, Path | BaseException] = {}
     pending: dict[Future, str] = {}
     todo = list(tomos)

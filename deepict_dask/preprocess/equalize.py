@@ -115,7 +115,7 @@ def check_target_coverage(
             f"target spectrum reaches only {freqs[-1]:.4g} 1/A (Nyquist of {1 / (2 * freqs[-1]):.3g} A voxels) "
             f"but the pass band of {volume_source or 'the tomogram'} reaches {band:.4g} 1/A: the voxel sizes "
             f"differ too much to resample. Make the target from a tomogram with voxels of at most "
-            f"{1 / (2 * band):.3g} A, or lower --lowpass-cutoff to {freqs[-1] / nyquist:.3g} or less",
+            f"{1 / (2 * band):.3g} A, or lower lowpass_cutoff to {freqs[-1] / nyquist:.3g} or less",
             where,
         )
     if np.count_nonzero(freqs <= band) < 4:

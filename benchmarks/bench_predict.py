@@ -49,7 +49,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import mrcfile
@@ -64,7 +63,7 @@ import torch  # noqa: E402
 
 from benchmarks.memory import peak_rss_mb  # noqa: E402
 from benchmarks.targets import targets_report  # noqa: E402
-from deepict_dask.inference.engine import Predictor, predict_whole  # noqa: E402
+from deepict_dask.inference.blockwise import Predictor, predict_whole  # noqa: E402
 from deepict_dask.inference.predict import DEFAULT_WINDOW_3D, PredictOptions, make_ref, predict_file  # noqa: E402
 from deepict_dask.inference.predict3d import DEFAULT_MARGIN_3D, grids_3d  # noqa: E402
 from deepict_dask.models import ModelInfo, build_network, flops_per_voxel, save_model  # noqa: E402
@@ -331,7 +330,7 @@ def run(quick: bool, e2e_shape: tuple[int, int, int] | None = None) -> dict:
         window = opts.window or DEFAULT_WINDOW_3D["cpu"]
         if quick:
             window = 64
-            opts = replace(opts, window=window, chunk=80)  # 2 cores per block: batches of 2
+            opts = opts.model_copy(update={"window": window, "chunk": 80})  # 2 cores per block: batches of 2
         e2e_shape = e2e_shape or (_e2e_shape(window, DEFAULT_MARGIN_3D) if quick else ISSUE_E2E_SHAPE)
         res["e2e_shape"] = "x".join(map(str, e2e_shape))
         res["e2e_window"] = window

@@ -50,7 +50,7 @@ import deepict_dask  # noqa: E402,F401
 import torch  # noqa: E402
 
 from benchmarks.bench_predict import ribosome_net, tomogram, write_mrc  # noqa: E402
-from deepict_dask.inference.engine import Predictor, predict_whole  # noqa: E402
+from deepict_dask.inference.blockwise import Predictor, predict_whole  # noqa: E402
 from deepict_dask.inference.predict import DEFAULT_WINDOW_3D, PredictOptions, make_ref, predict_file  # noqa: E402
 from deepict_dask.inference.predict3d import DEFAULT_MARGIN_3D, grids_3d  # noqa: E402
 from deepict_dask.inference.windows import block_windows, window_starts  # noqa: E402

@@ -112,7 +112,7 @@ def make_jobqueue_cluster(spec: ClusterSpec) -> tuple[Any, list[str]]:
         import dask_jobqueue
     except ImportError as exc:
         raise ConfigError(
-            f"--cluster {spec.kind} needs dask-jobqueue: pip install 'deepict-dask[jobqueue]'"
+            f"cluster kind {spec.kind!r} needs dask-jobqueue: pip install 'deepict-dask[jobqueue]'"
         ) from exc
     cls = getattr(dask_jobqueue, JOBQUEUE_KINDS[spec.kind])
     failures: list[str] = []
@@ -178,10 +178,10 @@ def wait_for_first_worker(client: Any, kind: str, failures: list[str], seconds: 
     deadline = time.monotonic() + seconds
     while True:
         if failures:
-            raise ConfigError(f"--cluster {kind}: submitting a worker job: {failures[0]}")
+            raise ConfigError(f"cluster kind {kind!r}: submitting a worker job: {failures[0]}")
         left = deadline - time.monotonic()
         if left <= 0:
-            raise ConfigError(f"--cluster {kind}: no workers arrived in {seconds:g} s (jobs still queued? "
+            raise ConfigError(f"cluster kind {kind!r}: no workers arrived in {seconds:g} s (jobs still queued? "
                               "see the queue and the job logs; cluster.worker_wait sets the wait)")
         try:
             client.wait_for_workers(1, timeout=min(0.5, left))
@@ -270,18 +270,3 @@ def quiet_dask_logs(level: int = logging.WARNING) -> None:
             logger = logging.getLogger(name)
             logger.setLevel(max(logger.level, level))  # never louder than an earlier, stricter call
     logging.getLogger("bokeh").setLevel(logging.ERROR)  # a wildcard-host notice on every start
-
-
-def spec_from_args(args: Any) -> ClusterSpec:
-    """Build a :class:`ClusterSpec` from the common CLI options (see ``cli.common.add_cluster_args``)."""
-    scheduler = getattr(args, "scheduler", None)
-    kind = getattr(args, "cluster", None) or ("scheduler" if scheduler else "local")
-    return ClusterSpec(
-        kind=kind,
-        scheduler=scheduler,
-        n_workers=getattr(args, "workers", None),
-        threads_per_worker=getattr(args, "threads_per_worker", None),
-        memory_limit=getattr(args, "memory_limit", None),
-        jobs=getattr(args, "jobs", None) or 1,
-        dashboard_address=getattr(args, "dashboard_address", None),
-    )

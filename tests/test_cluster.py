@@ -17,8 +17,8 @@ from pathlib import Path
 import dask.array as da
 import pytest
 
-from deepict_dask.cli.common import add_cluster_args
-from deepict_dask.cluster import ClusterSpec, dask_client, make_cluster, spec_from_args
+from deepict_dask.cli.common import add_cluster_args, spec_from_args
+from deepict_dask.cluster import ClusterSpec, dask_client, make_cluster
 from deepict_dask.errors import ConfigError
 from tests.helpers import mrc_file
 
@@ -127,7 +127,7 @@ def test_jobqueue_dashboard_listens_on_loopback_only(slurm_profile):
 def test_missing_submit_command_fails_at_once(slurm_profile, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("PATH", _fake_tools(tmp_path / "bin"))  # no sbatch
     t0 = time.monotonic()
-    with pytest.raises(ConfigError, match="--cluster slurm: .*sbatch not found"):
+    with pytest.raises(ConfigError, match="cluster kind 'slurm': .*sbatch not found"):
         with dask_client(ClusterSpec(kind="slurm", worker_wait=60), quiet=True):
             pass
     assert time.monotonic() - t0 < 20
@@ -168,7 +168,7 @@ def test_cli_failing_submission_is_one_line_and_quick(tmp_path):
     assert time.monotonic() - t0 < 60
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "deepict convert: error: --cluster slurm: submitting a worker job: "
+        "deepict convert: error: cluster kind 'slurm': submitting a worker job: "
         "sbatch failed: sbatch: error: invalid partition specified: gpu"
     ]
 

@@ -27,6 +27,23 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
                         "login; use an SSH tunnel). ':8787' opens it to the network")
 
 
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~deepict_dask.cluster.ClusterSpec` chosen by :func:`add_cluster_args`' options."""
+    from deepict_dask.cluster import ClusterSpec
+
+    scheduler = getattr(args, "scheduler", None)
+    kind = getattr(args, "cluster", None) or ("scheduler" if scheduler else "local")
+    return ClusterSpec(
+        kind=kind,
+        scheduler=scheduler,
+        n_workers=getattr(args, "workers", None),
+        threads_per_worker=getattr(args, "threads_per_worker", None),
+        memory_limit=getattr(args, "memory_limit", None),
+        jobs=getattr(args, "jobs", None) or 1,
+        dashboard_address=getattr(args, "dashboard_address", None),
+    )
+
+
 def unique_names(sources: list) -> list[str]:
     """Tomogram names of ``sources``; two inputs that would write the same output are an error."""
     from deepict_dask.errors import ConfigError

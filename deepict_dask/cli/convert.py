@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from deepict_dask.cli.common import (
     InputFailures,
@@ -15,15 +13,15 @@ from deepict_dask.cli.common import (
     add_overwrite_arg,
     add_progress_arg,
     progress_wanted,
+    spec_from_args,
     unique_names,
 )
-from deepict_dask.cluster import dask_client, spec_from_args
-from deepict_dask.errors import ConfigError, DeepictError
+from deepict_dask.cluster import dask_client
+from deepict_dask.errors import DeepictError
+from deepict_dask.io.convert import ConvertOptions
+from deepict_dask.options import build
 
-if TYPE_CHECKING:
-    import xarray as xr
-
-log = logging.getLogger(__name__)
+_DEFAULT = {name: field.default for name, field in ConvertOptions.model_fields.items()}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,78 +38,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="tomograms: .mrc/.mrcs/.rec/.map/.st/.ali files or (OME-)Zarr directories")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory (created if missing)")
-    p.add_argument("--format", choices=["ome-zarr", "mrc"], default="ome-zarr", help="output format (default: ome-zarr)")
-    p.add_argument("--chunks", default="128", metavar="N[,N,N]",
+    p.add_argument("--format", choices=["ome-zarr", "mrc"], default=_DEFAULT["format"], help="output format (default: %(default)s)")
+    p.add_argument("--chunks", default=str(_DEFAULT["chunks"]), metavar="N[,N,N]",
                    help="chunk edge in voxels, one value or three comma-separated (z,y,x) (default: 128: as fast to write "
                         "as 64 with 8x fewer files, and 5x faster than 256 for reading small regions)")
-    p.add_argument("--levels", type=int, default=3, metavar="N", help="pyramid levels including full resolution (default: 3)")
-    p.add_argument("--compressor", choices=["zstd", "lz4", "none"], default="zstd",
+    p.add_argument("--levels", type=int, default=_DEFAULT["levels"], metavar="N",
+                   help="pyramid levels including full resolution (default: %(default)s)")
+    p.add_argument("--compressor", choices=["zstd", "lz4", "none"], default=_DEFAULT["compressor"],
                    help="Blosc compressor for the chunks (default: zstd; lz4 is faster and compresses less)")
-    p.add_argument("--ngff", choices=["0.4", "0.5"], default="0.4",
+    p.add_argument("--ngff", choices=["0.4", "0.5"], default=_DEFAULT["ngff"],
                    help="OME-NGFF version: 0.4 writes Zarr v2 (widest reader support, default), 0.5 writes Zarr v3")
     p.add_argument("--voxel-size", type=float, metavar="A",
                    help="voxel size in Angstrom, replacing the inputs' (required for headers without one)")
     p.add_argument("--group", metavar="PATH", help="for OME-Zarr inputs: the image group to read, e.g. predictions/unet")
-    p.add_argument("--level", type=int, default=0, metavar="N", help="for OME-Zarr inputs: the pyramid level to read (default 0)")
+    p.add_argument("--level", type=int, default=_DEFAULT["level"], metavar="N", help="for OME-Zarr inputs: the pyramid level to read (default 0)")
     add_overwrite_arg(p)
     add_progress_arg(p)
     add_cluster_args(p)
     p.set_defaults(func=run)
 
 
-def open_input(src: Path, args: argparse.Namespace) -> xr.DataArray:
-    """Open (and so check) one input lazily; raises DeepictError on bad input."""
-    from deepict_dask.io import is_zarr_path, open_volume
-
-    # MRC is read in the output chunks (aligned, no rechunking); Zarr in its stored chunks.
-    read_chunks = None if is_zarr_path(src) else _chunks(args)
-    return open_volume(src, read_chunks, level=args.level, group=args.group, voxel_size=args.voxel_size)
+FLAGS = {
+    "format": "--format", "chunks": "--chunks", "levels": "--levels", "compressor": "--compressor", "ngff": "--ngff",
+    "voxel_size": "--voxel-size", "group": "--group", "level": "--level",
+}
+"""ConvertOptions field -> the flag that sets it, so an error names both."""
 
 
-def _chunks(args: argparse.Namespace) -> int | tuple[int, ...]:
-    """``--chunks 128`` or ``--chunks 64,128,128``."""
-    try:
-        values = [int(v) for v in str(args.chunks).split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 3) or min(values) < 1:
-        raise ConfigError(f"--chunks takes one positive integer or three separated by commas (z,y,x), got {args.chunks!r}")
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def convert_one(src: Path, volume: xr.DataArray, out_dir: Path, args: argparse.Namespace) -> Path:
-    """Write one opened input; returns the output path."""
-    from deepict_dask import __version__
-    from deepict_dask.io import tomogram_name, write_mrc, write_ome_zarr
-
-    name = tomogram_name(src)
-    if args.format == "mrc":
-        return write_mrc(volume, out_dir / f"{name}.mrc", overwrite=args.overwrite)
-    attrs = {"source_file": src.name, "converted_by": f"deepict-dask {__version__}"}
-    target = write_ome_zarr(volume, out_dir / f"{name}.ome.zarr", levels=args.levels, chunks=_chunks(args),
-                            compressor=args.compressor, overwrite=args.overwrite, attrs=attrs,
-                            ngff_version=args.ngff)
-    _warn_nonfinite(target)
-    return target
-
-
-def _warn_nonfinite(target: Path) -> None:
-    """Report NaN/inf voxels found while writing (counted in the same pass, stored in the attributes)."""
-    import zarr
-
-    attrs = zarr.open_group(str(target), mode="r").attrs.asdict()
-    n = int((attrs.get("deepict", {}).get("stats", {}) or {}).get("nonfinite", 0) or 0)
-    if n:
-        print(f"deepict convert: warning: {target}: {n} NaN/inf voxels in the input "
-              "(kept as they are; filter or mask them before training or inference)", file=sys.stderr)
+def options_from_args(args: argparse.Namespace) -> ConvertOptions:
+    """The :class:`ConvertOptions` the command line asks for (one ConfigError naming flag and field)."""
+    return build(ConvertOptions, {field: getattr(args, field) for field in FLAGS if getattr(args, field) is not None},
+                 flags=FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepict_dask.io import show_progress
+    from deepict_dask import __version__
+    from deepict_dask.io import show_progress, tomogram_name
+    from deepict_dask.io.convert import nonfinite_count, open_source, write_converted
 
-    _chunks(args)
-    if args.levels < 1:
-        raise ConfigError("--levels must be at least 1")
+    options = options_from_args(args)
     sources = [Path(p) for p in args.inputs]
     unique_names(sources)
     out_dir = Path(args.out)
@@ -119,17 +84,24 @@ def run(args: argparse.Namespace) -> int:
     opened = []
     for src in sources:  # check every header first: a bad input fails fast, before any cluster starts
         try:
-            opened.append((src, open_input(src, args)))
+            opened.append((src, open_source(src, options)))
         except DeepictError as exc:
             failures.report(exc)
+    suffix = ".mrc" if options.format == "mrc" else ".ome.zarr"
     if opened:
         with dask_client(spec_from_args(args)), show_progress(progress_wanted(args)):
             for src, volume in opened:
                 t0 = time.perf_counter()
+                attrs = {"source_file": src.name, "converted_by": f"deepict-dask {__version__}"}
                 try:
-                    target = convert_one(src, volume, out_dir, args)
+                    target = write_converted(volume, out_dir / f"{tomogram_name(src)}{suffix}", options,
+                                             attrs=attrs, overwrite=args.overwrite)
                 except DeepictError as exc:
                     failures.report(exc)
                     continue
+                n = nonfinite_count(target) if options.format == "ome-zarr" else 0
+                if n:
+                    print(f"deepict convert: warning: {target}: {n} NaN/inf voxels in the input "
+                          "(kept as they are; filter or mask them before training or inference)", file=sys.stderr)
                 print(f"{src} -> {target} ({time.perf_counter() - t0:.1f} s)")
     return failures.exit_code()

@@ -123,7 +123,8 @@ def _cluster_params(args: argparse.Namespace, method: str, min_distance: Any) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepict_dask.cluster import dask_client, spec_from_args
+    from deepict_dask.cli.common import spec_from_args
+    from deepict_dask.cluster import dask_client
     from deepict_dask.io import show_progress
     from deepict_dask.pick.api import (
         explicit_settings,

@@ -13,7 +13,18 @@ from deepict_dask.cli.common import (
     add_overwrite_arg,
     add_progress_arg,
     progress_wanted,
+    spec_from_args,
 )
+from deepict_dask.inference.options import PredictOptions
+
+FLAGS = {
+    "window": "--patch", "margin": "--overlap", "blend": "--blend", "chunk": "--chunks",
+    "batch_size": "--batch-size", "dtype": "--dtype", "tta": "--tta", "device": "--device",
+    "precision": "--precision", "rescale": "--no-rescale", "threshold": "--threshold", "sigma_z": "--sigma-z",
+    "channels_last": "--no-channels-last",
+}
+"""Option field -> the flag that sets it, so an error names both."""
+_DEFAULT = {name: field.default for name, field in PredictOptions.model_fields.items()}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,23 +38,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("tomograms", nargs="+", metavar="TOMO", help="tomograms (MRC, Zarr or OME-Zarr)")
     p.add_argument("--model", required=True, help="model file (.safetensors) or a demo model name (demo3d, demo2d)")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--chunks", type=int, default=256, metavar="N",
-                   help="output block edge in voxels (rounded to whole window cores; default 256)")
+    p.add_argument("--chunks", type=int, default=_DEFAULT["chunk"], metavar="N",
+                   help="output block edge in voxels (rounded to whole window cores; default %(default)s)")
     add_deprecated_alias(p, "--chunk", "--chunks", dest="chunks", type=int)
     p.add_argument("--patch", type=int, help="window edge: 3D cube (default 160 on CPU, 128 on GPU) or 2D tile (default: the model's, 288)")
     p.add_argument("--overlap", type=int, help="margin cropped from each window side (default 12 for 3D, 48 for 2D)")
-    p.add_argument("--blend", choices=["crop", "gaussian"], default="crop", help="crop window margins (DeePiCt, default) or Gaussian weighting (nnU-Net)")
+    p.add_argument("--blend", choices=["crop", "gaussian"], default=_DEFAULT["blend"], help="crop window margins (DeePiCt, default) or Gaussian weighting (nnU-Net)")
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default: 2 on CPU, from free memory on GPU)")
-    p.add_argument("--dtype", choices=["uint8", "float16", "float32"], default="uint8", help="stored probability type (uint8: value/255; default)")
-    p.add_argument("--tta", choices=["none", "rotations", "mirrors"], default="none",
+    p.add_argument("--dtype", choices=["uint8", "float16", "float32"], default=_DEFAULT["dtype"], help="stored probability type (uint8: value/255; default)")
+    p.add_argument("--tta", choices=["none", "rotations", "mirrors"], default=_DEFAULT["tta"],
                    help="test-time augmentation keeping the missing wedge: 180-degree rotations (4 passes) or all flips incl. mirror images (8); writes a variance map")
     p.add_argument("--threshold", type=float, help="also write a mask of voxels at or above this probability (2D default 0.75)")
-    p.add_argument("--sigma-z", type=float, default=5.0, help="2D models: Gaussian smoothing along z in slices (default 5; 0 = off)")
+    p.add_argument("--sigma-z", type=float, default=_DEFAULT["sigma_z"],
+                   help="2D models: Gaussian smoothing along z in slices (default %(default)g; 0 = off)")
     p.add_argument("--voxel-size", type=float, metavar="A",
                    help="voxel size in Angstrom, replacing the files' (required for headers without one)")
     p.add_argument("--no-rescale", action="store_true", help="refuse tomograms whose voxel size differs from the model's instead of rescaling")
-    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+    p.add_argument("--device", default=_DEFAULT["device"], help="auto (GPU if present), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default=_DEFAULT["precision"],
                    help="autocast precision (auto: fp16 on GPU, fp32 on CPU). On CPU, bf16 measured 1.1-1.9x faster "
                    "but changed the shipped demo3d model's probabilities by up to 0.07 (0.5%% of voxels crossed "
                    "0.5), so it is not the default")
@@ -61,18 +73,18 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from deepict_dask.cluster import dask_client, spec_from_args
+    from deepict_dask.cluster import dask_client
     from deepict_dask.errors import DeepictError, InputError
-    from deepict_dask.inference.predict import PredictOptions, make_ref, predict_many
+    from deepict_dask.inference.predict import make_ref, predict_many
     from deepict_dask.models import load_model, resolve_model_path
+    from deepict_dask.options import build
 
-    options = PredictOptions(
-        window=args.patch, margin=args.overlap, blend=args.blend, chunk=args.chunks, batch_size=args.batch_size,
-        dtype=args.dtype, tta=args.tta, device=args.device, precision=args.precision,
-        rescale=not args.no_rescale, threshold=args.threshold, sigma_z=args.sigma_z,
-        channels_last=False if args.no_channels_last else None,
-    )
-    options.check()
+    options = build(PredictOptions, {
+        "window": args.patch, "margin": args.overlap, "blend": args.blend, "chunk": args.chunks,
+        "batch_size": args.batch_size, "dtype": args.dtype, "tta": args.tta, "device": args.device,
+        "precision": args.precision, "rescale": not args.no_rescale, "threshold": args.threshold,
+        "sigma_z": args.sigma_z, "channels_last": False if args.no_channels_last else None,
+    }, flags=FLAGS)
     missing = [t for t in args.tomograms if not os.path.exists(t)]
     if missing:
         raise InputError("no such file or directory", missing[0])

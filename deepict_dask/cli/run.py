@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from deepict_dask.cluster import spec_from_args
+    from deepict_dask.cli.common import spec_from_args
     from deepict_dask.pipeline.config import load_config
     from deepict_dask.pipeline.progress import LineProgress, RichProgress, print_outcome
     from deepict_dask.pipeline.run import dry_run, run_workflow

@@ -11,8 +11,9 @@ from deepict_dask.cli.common import (
     add_progress_arg,
     progress_wanted,
     refuse_existing,
+    spec_from_args,
 )
-from deepict_dask.cluster import dask_client, spec_from_args
+from deepict_dask.cluster import dask_client
 from deepict_dask.errors import ConfigError
 
 

@@ -132,7 +132,7 @@ def _tomogram_check(pred: pd.DataFrame, truth: pd.DataFrame, policy: str) -> tup
     if policy == "truth" and only_p:
         raise InputError(
             f"predictions for tomograms that have no truth: {_names(only_p)} (truth has {_names(t)}); "
-            "use --tomograms common to evaluate only the tomograms present in both"
+            "use tomograms='common' (--tomograms common) to evaluate only the tomograms present in both"
         )
     if policy == "common":
         if only_p or only_t:
@@ -157,7 +157,7 @@ def _class_mode(pred: pd.DataFrame, truth: pd.DataFrame, by_class: bool | None) 
         if not by_class and len(pred) and len(tc) > 1 and pc:
             raise InputError(
                 f"no predicted class occurs in the truth (predictions: {sorted(pc)}, truth: {sorted(tc)}); "
-                "choose the classes to compare with --pred-class and --truth-class"
+                "choose the classes to compare with pred_class and truth_class (--pred-class, --truth-class)"
             )
     return by_class
 

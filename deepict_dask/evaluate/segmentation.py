@@ -40,7 +40,7 @@ def _spatial(vol: Any, channel: str | int | None, path: Any, what: str) -> da.Ar
             if arr.shape[0] == 1:
                 return arr[0]
             names = list(vol["c"].values) if isinstance(vol, xr.DataArray) and "c" in vol.coords else []
-            raise InputError(f"the {what} has {arr.shape[0]} channels {names}; choose one with --class", path)
+            raise InputError(f"the {what} has {arr.shape[0]} channels {names}; choose one with channel (--class)", path)
         if isinstance(vol, xr.DataArray) and "c" in vol.coords and not isinstance(channel, int):
             names = [str(c) for c in vol["c"].values]
             if str(channel) not in names:

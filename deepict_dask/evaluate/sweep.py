@@ -131,7 +131,8 @@ def robust_best(grid: Sequence[Mapping[str, Any]], thresholds: Sequence[float],
 
 # the values beyond which no setting exists: a best setting there is not on an open edge
 _LIMITS = {"threshold": (0.0, 1.0), "min_size": (1, None), "min_distance_A": (0.0, None)}
-_OPTIONS = {"threshold": "--thresholds", "min_size": "--min-sizes", "min_distance_A": "--min-distances"}
+_OPTIONS = {"threshold": "thresholds (--thresholds)", "min_size": "min_sizes (--min-sizes)",
+            "min_distance_A": "min_distances (--min-distances)"}
 
 
 def grid_edges(axes: Mapping[str, Sequence[float]], best: Mapping[str, Any]) -> list[str]:

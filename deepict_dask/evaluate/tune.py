@@ -24,11 +24,11 @@ SPLIT_METHODS = ("watershed", "peaks")
 def _check_grid(thresholds: Sequence[float], min_sizes: Sequence[int], method: str,
                 min_distances: Sequence[float] | None) -> None:
     """A one-value axis cannot show whether the best lies beyond it: tuning needs two or more."""
-    axes = {"--thresholds": thresholds, "--min-sizes": min_sizes}
+    axes = {"thresholds (--thresholds)": thresholds, "min_sizes (--min-sizes)": min_sizes}
     if method in SPLIT_METHODS:
-        axes["--min-distances"] = min_distances or []
+        axes["min_distances (--min-distances)"] = min_distances or []
     elif min_distances:
-        raise ConfigError(f"--min-distances applies to --method {' or '.join(SPLIT_METHODS)}, not {method}")
+        raise ConfigError(f"min_distances (--min-distances) applies to method {' or '.join(SPLIT_METHODS)}, not {method}")
     for option, values in axes.items():
         if len(set(values)) < 2:
             raise ConfigError(f"{option} needs at least two values to tune over, got {list(values)}")

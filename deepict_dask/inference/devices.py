@@ -26,11 +26,11 @@ def choose_device(requested: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {requested}: no CUDA GPU is visible to torch")
+            raise ConfigError(f"device {requested}: no CUDA GPU is visible to torch")
         return requested
     if requested == "cpu":
         return "cpu"
-    raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {requested!r}")
+    raise ConfigError(f"device must be auto, cpu or cuda[:N], got {requested!r}")
 
 
 def is_cuda(device: str) -> bool:

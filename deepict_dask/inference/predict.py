@@ -15,7 +15,7 @@ import re
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,16 @@ import xarray as xr
 
 from deepict_dask import __version__
 from deepict_dask.errors import ConfigError, DeepictError, InputError, OutputError
+from deepict_dask.inference.blockwise import quantize
 from deepict_dask.inference.devices import choose_device, is_cuda
-from deepict_dask.inference.engine import OUT_DTYPES, quantize
+from deepict_dask.inference.options import PredictOptions
 from deepict_dask.inference.predict2d import (
     DEFAULT_MARGIN_2D,
-    DEFAULT_SIGMA_Z,
     DEFAULT_THRESHOLD_2D,
     predict2d,
 )
 from deepict_dask.inference.predict3d import DEFAULT_MARGIN_3D, predict3d
 from deepict_dask.inference.rescale import needs_rescale, to_model_grid, to_tomogram_grid
-from deepict_dask.inference.windows import BLENDS
 from deepict_dask.inference.worker_cache import PredictorRef, get_predictor
 from deepict_dask.io import tomogram_name
 from deepict_dask.io.checksum import file_sha256
@@ -50,41 +49,6 @@ log = logging.getLogger(__name__)
 # pass (core / window); benchmarks/bench_predict.py measures the trade-off per device. On CPU, windows
 # of 144+ also keep every convolution of the DeePiCt networks on oneDNN even with one window per pass.
 DEFAULT_WINDOW_3D = {"cpu": 160, "cuda": 128}
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """How to run a model over tomograms (defaults follow DeePiCt where it defines them)."""
-
-    window: int | None = None  # 3D: cube edge; 2D: tile edge (default: the model's patch size)
-    margin: int | None = None  # discarded (crop) border per side: 12 (3D) / 48 (2D)
-    blend: str = "crop"
-    chunk: int = 256
-    batch_size: int | None = None
-    dtype: str = "uint8"
-    tta: str = "none"
-    device: str = "auto"
-    precision: str = "auto"
-    rescale: bool = True
-    threshold: float | None = None  # 2D default 0.75; 3D: no mask unless given
-    sigma_z: float = DEFAULT_SIGMA_Z
-    channels_last: bool | None = None  # None: on for 3D models on CPU (measured faster), off on GPU
-    fold_bn: bool = True
-    compile: bool = False
-    levels: int = 3
-    threads: int | None = None
-
-    def check(self) -> None:
-        if self.blend not in BLENDS:
-            raise ConfigError(f"--blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
-        if self.dtype not in OUT_DTYPES:
-            raise ConfigError(f"--dtype must be one of {', '.join(OUT_DTYPES)}, got {self.dtype!r}")
-        if self.chunk < 1 or (self.window is not None and self.window < 1):
-            raise ConfigError("--chunks and --patch must be positive")
-        if self.margin is not None and self.margin < 0:
-            raise ConfigError("--overlap must be >= 0")
-        if self.threshold is not None and not 0 < self.threshold < 1:
-            raise ConfigError(f"--threshold must be between 0 and 1, got {self.threshold}")
 
 
 @dataclass
@@ -146,11 +110,11 @@ def _resolved(options: PredictOptions, info: ModelInfo, device: str) -> PredictO
         window = options.window or int(info.patch_size[-1])
         margin = DEFAULT_MARGIN_2D if options.margin is None else options.margin
     if window - 2 * margin < 1:
-        raise ConfigError(f"--patch {window} leaves nothing after cropping --overlap {margin} per side")
+        raise ConfigError(f"window {window} leaves nothing after cropping margin {margin} per side")
     threshold = options.threshold
     if threshold is None and info.dim == 2:
         threshold = DEFAULT_THRESHOLD_2D
-    return replace(options, window=window, margin=margin, threshold=threshold)
+    return options.model_copy(update={"window": window, "margin": margin, "threshold": threshold})
 
 
 def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOptions = PredictOptions(), *,
@@ -166,7 +130,6 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
     """
     from deepict_dask.models import check_voxel_size
 
-    options.check()
     source = volume.attrs.get("source")
     if volume.ndim != 3:
         raise InputError(f"expected a single-channel 3D tomogram (z, y, x), got dims {volume.dims}", source)
@@ -179,7 +142,7 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
     try:
         factors = check_voxel_size(info, vs, rescale=opts.rescale)
     except DeepictError as exc:
-        raise InputError(exc.problem.replace("(--rescale)", "(drop --no-rescale)"), source) from exc
+        raise InputError(exc.problem, source) from exc
     mean, std = checked_stats(volume, source=source)  # also refuses NaNs and constant input
     if info.normalization == "none":
         mean, std = 0.0, 1.0
@@ -435,7 +398,7 @@ def predict_many(
     :class:`DeepictError` is reported and the others go on; other errors stop the run.
     """
     if max_in_flight < 1:
-        raise ConfigError(f"--max-in-flight must be >= 1, got {max_in_flight}")
+        raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
     results: dict[str, Path | BaseException] = {}
     pending: dict[Future, str] = {}
     todo = list(tomos)

@@ -14,7 +14,7 @@ import dask.array as da
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from deepict_dask.inference.engine import Predictor, blockwise_predict
+from deepict_dask.inference.blockwise import Predictor, blockwise_predict
 from deepict_dask.inference.windows import axis_grid
 
 DEFAULT_MARGIN_2D = 48

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import dask.array as da
 
-from deepict_dask.inference.engine import Predictor, blockwise_predict
+from deepict_dask.inference.blockwise import Predictor, blockwise_predict
 from deepict_dask.inference.windows import aligned_chunks, axis_grid
 
 DEFAULT_MARGIN_3D = 12  # DeePiCt: 64^3 boxes with 12 voxels of overlap per side

@@ -25,7 +25,7 @@ TTA_MODES = ("none", "rotations", "mirrors")
 def tta_flips(dim: int, mode: str) -> list[tuple[int, ...]]:
     """Spatial axes to flip for each augmentation (axes of a ``z, y, x`` or ``y, x`` window)."""
     if mode not in TTA_MODES:
-        raise ConfigError(f"--tta must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+        raise ConfigError(f"tta must be one of {', '.join(TTA_MODES)}, got {mode!r}")
     if mode == "none":
         return [()]
     axes = tuple(range(dim))

@@ -2,7 +2,7 @@
 
 A :class:`PredictorRef` names the model file (and its sha256) plus the inference options. It is
 what goes into every task; calling it inside a task returns the process's cached
-:class:`~deepict_dask.inference.engine.Predictor`, loading the model on first use only.
+:class:`~deepict_dask.inference.blockwise.Predictor`, loading the model on first use only.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from deepict_dask.inference.blockwise import Predictor
 from deepict_dask.inference.devices import process_gpu
-from deepict_dask.inference.engine import Predictor
 
 _CACHE: OrderedDict[PredictorRef, Predictor] = OrderedDict()
 _LOCK = threading.Lock()

@@ -47,7 +47,7 @@ def checked_voxel_size(
         return vs
     bad = [v for v in voxel if not (np.isfinite(v) and v > 0)]
     if bad:
-        raise VoxelSizeUnset(f"voxel size is {bad[0]:g} Å in {found_in}; pass --voxel-size (convert, predict; "
+        raise VoxelSizeUnset(f"voxel size is {bad[0]:g} Å in {found_in}; give voxel_size (on the command line --voxel-size: convert, predict; "
                              "for other commands write a copy that records it: deepict convert --voxel-size A)", where)
     return voxel
 

@@ -128,7 +128,7 @@ def check_voxel_size(info: ModelInfo, voxel_size: float | Sequence[float], resca
         raise DeepictError(
             f"model '{info.name}' was trained at {info.voxel_size:g} Å/voxel but the tomogram has "
             f"{'x'.join(f'{v:g}' for v in vs)} Å/voxel ({100 * max(rel):.0f}% off, tolerance "
-            f"{100 * info.voxel_size_tolerance:.0f}%): rescale the tomogram (--rescale) or use a matching model"
+            f"{100 * info.voxel_size_tolerance:.0f}%): rescale the tomogram (rescale; deepict predict without --no-rescale) or use a matching model"
         )
     return tuple(v / info.voxel_size for v in vs)
 

@@ -7,6 +7,7 @@ Relative paths in the file are resolved against the directory holding the file.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -16,8 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from deepict_dask.cluster import DEFAULT_WORKER_WAIT
 from deepict_dask.errors import ConfigError
+from deepict_dask.inference.options import PredictOptions
 from deepict_dask.models.spec import DEMO_MODELS as SHIPPED_MODELS
 from deepict_dask.options import format_loc, validation_problems
+from deepict_dask.preprocess.options import FilterOptions
+
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 
@@ -48,34 +53,45 @@ class InputsConfig(_Strict):
         return self
 
 
-class FilterConfig(_Strict):
-    """DeePiCt's amplitude-spectrum equalization filter."""
-
-    enabled: bool = True
-    target: str = Field("default", description="target spectrum file (.tsv) or 'default' (shipped)")
-    lowpass_cutoff: float = Field(0.5, gt=0, le=1, description="sigmoid low-pass cutoff, fraction of Nyquist")
-    lowpass_width: float = Field(0.05, gt=0, le=1, description="sigmoid low-pass width, fraction of Nyquist")
-    mode: Literal["auto", "exact", "blockwise"] = "auto"
-
-
 class PreprocessConfig(_Strict):
     normalize: bool = True
-    filter: FilterConfig = Field(default_factory=FilterConfig)
+    filter: FilterOptions = Field(default_factory=FilterOptions)
+
+
+FLAT_PREDICT_KEYS = {"patch": "window", "overlap": "margin", "blend": "blend", "batch_size": "batch_size",
+                     "dtype": "dtype", "device": "device"}
+"""Schema 1 kept these settings flat on a model; schema 2 has them under ``predict:`` (new names)."""
 
 
 class ModelConfig(_Strict):
-    """A trained network to run on every tomogram."""
+    """A trained network to run on every tomogram, with the settings it runs with."""
 
     name: str
     path: str = Field(description="model file (.safetensors) or a shipped model: demo3d, demo2d")
-    batch_size: int | None = Field(None, gt=0)
-    patch: int | None = Field(None, gt=0, description="3D window size in voxels (default: the model's)")
-    overlap: int | None = Field(None, ge=0, description="voxels cropped per side of each window")
-    blend: Literal["crop", "gaussian"] | None = None
-    dtype: Literal["uint8", "float16", "float32"] = "uint8"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    predict: PredictOptions = Field(default_factory=PredictOptions, description="how to run it (window, margin, ...)")
 
     _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_keys(cls, data: Any) -> Any:
+        """Move schema-1 keys (``patch: 96`` on the model) under ``predict:``, warning once with the new spelling."""
+        if not isinstance(data, dict):
+            return data
+        flat = [k for k in FLAT_PREDICT_KEYS if k in data]
+        if not flat:
+            return data
+        data = dict(data)
+        predict = dict(data.get("predict") or {})
+        for key in flat:
+            value = data.pop(key)
+            if value is not None:
+                predict.setdefault(FLAT_PREDICT_KEYS[key], value)
+        data["predict"] = predict
+        spelled = ", ".join(f"predict.{FLAT_PREDICT_KEYS[k]}" for k in flat)
+        log.warning("models[%s]: %s on a model is the old spelling (schema 1); write %s",
+                    data.get("name", "?"), ", ".join(flat), spelled)
+        return data
 
 
 class ContextRule(_Strict):
@@ -212,6 +228,8 @@ class ClusterConfig(_Strict):
 class RunConfig(_Strict):
     """The whole ``deepict run`` configuration."""
 
+    schema_version: Literal[1, 2] = Field(2, description="2: model settings under models[].predict "
+                                          "(1: flat; still read, with a warning)")
     inputs: InputsConfig
     output: OutputConfig = Field(default_factory=OutputConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)

@@ -50,7 +50,8 @@ preprocess:
 models:
   - name: demo2d
     path: demo2d
-    overlap: 16          # 2D tiles keep 128 of 160 pixels (DeePiCt crops 48: 4x the tiles, same masks here)
+    predict:
+      margin: 16         # 2D tiles keep 128 of 160 pixels (DeePiCt crops 48: 4x the tiles, same masks here)
   - name: demo3d
     path: demo3d
 targets:
@@ -147,9 +148,9 @@ def run_demo(
 ) -> RunResult:
     """Simulate ``n`` tomograms, run the workflow with the shipped models, evaluate, report."""
     if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
+        raise ConfigError(f"n (--n) must be at least 1, got {n}")
     if len(shape) != 3 or min(shape) < 32:
-        raise ConfigError(f"--shape needs three sizes of at least 32 voxels, got {list(shape)}")
+        raise ConfigError(f"shape (--shape) needs three sizes of at least 32 voxels, got {list(shape)}")
     out = Path(out).resolve()
     check_output_dir(out)
     voxel_size = demo_voxel_size()

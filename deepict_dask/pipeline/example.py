@@ -8,6 +8,7 @@ from __future__ import annotations
 EXAMPLE = """\
 # deepict run configuration. Validate and run with:  deepict run {config_name}
 # Relative paths are taken from the directory holding this file.
+schema_version: 2                 # 2: model settings under models[].predict
 
 inputs:
   # Tomograms: files or glob patterns (.mrc .rec .mrcs .st .ali, Zarr or OME-Zarr directories).
@@ -41,12 +42,13 @@ models:                           # networks run on every tomogram (predictions/
     path: demo2d                  # a .safetensors model file, or a shipped model: demo2d, demo3d
   - name: particles3d
     path: demo3d
-    dtype: uint8                  # stored probability precision: uint8 | float16 | float32
-    # batch_size: 4               # windows per forward pass (default: adapted to the device)
-    # patch: 96                   # window edge in voxels (default: the model's)
-    # overlap: 12                 # voxels cropped per window side
-    # blend: crop                 # crop (DeePiCt) | gaussian (nnU-Net)
-    # device: auto                # auto | cpu | cuda
+    predict:                      # how to run it (the same settings as deepict predict)
+      dtype: uint8                # stored probability precision: uint8 | float16 | float32
+      # batch_size: 4             # windows per forward pass (default: adapted to the device)
+      # window: 96                # window edge in voxels (default: 160 on CPU, 128 on GPU; 2D: the model's)
+      # margin: 12                # voxels cropped per window side (deepict predict --overlap)
+      # blend: crop               # crop (DeePiCt) | gaussian (nnU-Net)
+      # device: auto              # auto | cpu | cuda | cuda:N
 
 targets:                          # what to find: a class of a model -> particles or a segmentation
   - name: cytosol                 # a segmentation (binary mask in labels/cytosol) used as context

@@ -105,7 +105,7 @@ def check_run_dir(run_dir: Path, *, overwrite: bool = False) -> None:
         if next(it, None) is None:
             return
     raise OutputError("output.dir is not empty and is not a deepict run directory (its files could be "
-                      "replaced); choose a new or empty folder, or pass --overwrite", run_dir)
+                      "replaced); choose a new or empty folder, or pass overwrite (--overwrite)", run_dir)
 
 
 def plan_jobs(jobs: Sequence[TomoJob], stages_for: Any, records: dict[str, TomoManifest], force: list[str],
@@ -188,7 +188,7 @@ def check_force(force: Iterable[str], config: RunConfig) -> list[str]:
         f"pick:{t.name}" for t in config.targets}
     bad = [f for f in force if f not in valid]
     if bad:
-        raise ConfigError(f"--force {', '.join(bad)}: unknown stage; use one of {sorted(valid)}")
+        raise ConfigError(f"force (--force) {', '.join(bad)}: unknown stage; use one of {sorted(valid)}")
     return list(force)
 
 

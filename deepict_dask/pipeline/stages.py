@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deepict_dask.io.checksum import file_sha256
+from deepict_dask.io.convert import ConvertOptions
 from deepict_dask.models.spec import network_sha256
 from deepict_dask.pipeline.config import RunConfig, TargetConfig
 from deepict_dask.pipeline.engine import Stage, TomoJob
@@ -35,11 +36,12 @@ def _store_group(job: TomoJob, group: str | None = None) -> Path:
 
 def run_convert(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
     """Input tomogram (MRC/Zarr/OME-Zarr) -> the run's OME-Zarr store with a pyramid."""
-    from deepict_dask.io import open_volume, spatial_shape, voxel_size_of, write_ome_zarr
+    from deepict_dask.io import spatial_shape, voxel_size_of
+    from deepict_dask.io.convert import ConvertOptions, open_source, write_converted
 
-    vol = open_volume(job.source, chunks=params["chunks"], voxel_size=params.get("voxel_size"))
-    out = write_ome_zarr(vol, job.store, levels=params["levels"], chunks=params["chunks"],
-                         attrs={"tomogram": job.name})
+    options = ConvertOptions.model_validate(params["convert"])
+    vol = open_source(job.source, options)
+    out = write_converted(vol, job.store, options, attrs={"tomogram": job.name}, overwrite=True)
     return {
         "outputs": [out],
         "result": {"shape": list(spatial_shape(vol)), "voxel_size": list(voxel_size_of(vol))},
@@ -49,16 +51,10 @@ def run_convert(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, 
 def run_preprocess(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
     """Normalize and (optionally) equalize the amplitude spectrum -> ``filtered`` image."""
     from deepict_dask.io import open_volume, write_ome_zarr
-    from deepict_dask.preprocess import apply_filter, normalize
+    from deepict_dask.preprocess import FilterOptions, apply_filter
 
     vol = open_volume(job.store, chunks=params["chunks"])
-    flt = params["filter"]
-    if flt["enabled"]:
-        target = None if flt["target"] == "default" else flt["target"]
-        out = apply_filter(vol, target, mode=flt["mode"], lowpass_cutoff=flt["lowpass_cutoff"],
-                           lowpass_width=flt["lowpass_width"])
-    else:
-        out = normalize(vol)
+    out = apply_filter(vol, FilterOptions.model_validate(params["filter"]))
     attrs = {k: out.attrs[k] for k in ("normalization", "equalization") if k in out.attrs}
     path = write_ome_zarr(out, job.store, group=FILTERED, levels=1, chunks=params["chunks"], attrs=attrs)
     return {"outputs": [path]}
@@ -66,14 +62,11 @@ def run_preprocess(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[st
 
 def run_predict(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
     """Probability maps of one model -> ``predictions/<model>`` (GPU when the worker has one)."""
-    from deepict_dask.inference.predict import PredictOptions, make_ref, predict_volume, write_prediction
+    from deepict_dask.inference.options import PredictOptions
+    from deepict_dask.inference.predict import make_ref, predict_volume, write_prediction
     from deepict_dask.io import open_volume
 
-    o = params["options"]
-    options = PredictOptions(
-        window=o["patch"], margin=o["overlap"], blend=o["blend"] or "crop", batch_size=o["batch_size"],
-        dtype=o["dtype"], device=o["device"], chunk=max(o["chunk"], 64),
-    )
+    options = PredictOptions.model_validate(params["predict"])
     volume = open_volume(job.store, group=params["image"])
     pred = predict_volume(volume, make_ref(params["model_path"], options), options, as_stored=True)
     path = write_prediction(pred, job.store, options, overwrite=True)
@@ -208,30 +201,38 @@ def _target_params(t: TargetConfig, chunks: int, tuned: Mapping[str, Any] | None
     }
 
 
+def predict_chunk(store_chunks: int) -> int:
+    """The prediction block edge a run uses unless ``predict.chunk`` is set: twice the store's chunk
+    edge (each task writes whole chunks, and few tasks per tomogram), at least 64 voxels."""
+    return max(2 * store_chunks, 64)
+
+
 def build_stages(config: RunConfig, job: TomoJob) -> list[Stage]:
     """The ordered stage list of one tomogram for ``config`` (a context target comes before its users)."""
     chunks = config.output.chunks
     pre = config.preprocess
-    filter_params = pre.filter.model_dump()
-    if pre.filter.enabled and pre.filter.target != "default":
-        filter_params["target_sha256"] = file_sha256(pre.filter.target)
-    convert = {"chunks": chunks, "levels": config.output.levels}
-    if job.header.get("voxel_size_given"):  # the header has none: the config's, as the input check took it
-        convert["voxel_size"] = job.header["voxel_size"]
-    stages: list[Stage] = [Stage("convert", run_convert, convert, version=VERSIONS["convert"])]
+    filter_params = pre.filter.model_dump(mode="json")
+    target_sha256 = file_sha256(pre.filter.target) if pre.filter.enabled and pre.filter.target_path else None
+    convert = ConvertOptions(chunks=chunks, levels=config.output.levels,
+                             # the header has none: the config's, as the input check took it
+                             voxel_size=job.header["voxel_size"] if job.header.get("voxel_size_given") else None)
+    stages: list[Stage] = [Stage("convert", run_convert, {"convert": convert.model_dump(mode="json")},
+                                 version=VERSIONS["convert"])]
     image_stage = "convert"
     image_group = None
     if pre.normalize or pre.filter.enabled:
-        stages.append(Stage("preprocess", run_preprocess, {"filter": filter_params, "chunks": chunks},
+        stages.append(Stage("preprocess", run_preprocess, {"filter": filter_params, "chunks": chunks,
+                                                            "target_sha256": target_sha256},
                             deps=("convert",), version=VERSIONS["preprocess"]))
         image_stage, image_group = "preprocess", FILTERED
     files = model_files(config)
     for m in config.models:
-        options = {"batch_size": m.batch_size, "patch": m.patch, "overlap": m.overlap, "blend": m.blend,
-                   "dtype": m.dtype, "device": m.device, "chunk": 2 * chunks}
+        predict = m.predict
+        if "chunk" not in predict.model_fields_set:  # whole store chunks per task: see predict_chunk
+            predict = predict.model_copy(update={"chunk": predict_chunk(chunks)})
         # keyed on the network, not the file: tuning rewrites only the picking settings in the file
         params = {"model": m.name, "model_path": str(files[m.name]), "network_sha256": network_sha256(files[m.name]),
-                  "image": image_group, "options": options}
+                  "image": image_group, "predict": predict.model_dump(mode="json")}
         stages.append(Stage(f"predict:{m.name}", run_predict, params, deps=(image_stage,), gpu=True,
                             version=VERSIONS["predict"]))
     picking = {m.name: read_model_meta(files[m.name]).get("picking", {}) for m in config.models}

@@ -71,16 +71,19 @@ from deepict_dask.preprocess.kernels import (
 )
 from deepict_dask.preprocess.memory import fits_in_worker
 from deepict_dask.preprocess.normalize import check_tomogram, normalize, source_of
+from deepict_dask.preprocess.options import (
+    BLOCK_SIZE,
+    HALO_ENERGY,
+    LOWPASS_CUTOFF,
+    LOWPASS_WIDTH,
+    MAX_HALO,
+    FilterOptions,
+)
 from deepict_dask.preprocess.spectrum import default_target, radial_spectrum, read_spectrum, validate_spectrum
 from deepict_dask.preprocess.stored import StoredInput, block_bounds
 
 log = logging.getLogger(__name__)
 
-LOWPASS_CUTOFF = 0.5
-LOWPASS_WIDTH = 0.05
-HALO_ENERGY = 0.99999
-MAX_HALO = 48
-BLOCK_SIZE = 128
 MODES = ("auto", "exact", "blockwise")
 
 
@@ -112,7 +115,7 @@ def check_target_coverage(
             f"target spectrum reaches only {freqs[-1]:.4g} 1/A (Nyquist of {1 / (2 * freqs[-1]):.3g} A voxels) "
             f"but the pass band of {volume_source or 'the tomogram'} reaches {band:.4g} 1/A: the voxel sizes "
             f"differ too much to resample. Make the target from a tomogram with voxels of at most "
-            f"{1 / (2 * band):.3g} A, or lower --lowpass-cutoff to {freqs[-1] / nyquist:.3g} or less",
+            f"{1 / (2 * band):.3g} A, or lower lowpass_cutoff to {freqs[-1] / nyquist:.3g} or less",
             where,
         )
     if np.count_nonzero(freqs <= band) < 4:
@@ -389,28 +392,51 @@ def choose_mode(shape: tuple[int, ...], mode: str = "auto", memory_limit: int | 
 
 def apply_filter(
     volume: xr.DataArray,
-    target: pd.DataFrame | str | os.PathLike | None = None,
+    options: FilterOptions | None = None,
     *,
-    mode: str = "auto",
-    lowpass_cutoff: float | None = LOWPASS_CUTOFF,
-    lowpass_width: float = LOWPASS_WIDTH,
-    halo: int | None = None,
-    halo_energy: float = HALO_ENERGY,
-    max_halo: int = MAX_HALO,
-    block_size: int = BLOCK_SIZE,
+    target: pd.DataFrame | str | os.PathLike | None = None,
     input_spectrum: pd.DataFrame | None = None,
-    spectrum_method: str = "auto",
     backend: str = "auto",
     memory_limit: int | None = None,
+    **settings: Any,
 ) -> xr.DataArray:
-    """Normalize ``volume`` and equalize its amplitude spectrum to ``target``; returns a lazy float32 volume.
+    """Normalize ``volume`` and equalize its amplitude spectrum; returns a lazy float32 volume.
 
-    ``target``: spectrum table, TSV path, or ``None`` for :func:`default_target`. ``mode``: see the
-    module docstring. ``input_spectrum`` overrides the measured spectrum of the normalized input;
-    ``spectrum_method`` is how blockwise mode measures it (``auto`` means Welch: bounded memory).
-    The normalization statistics are computed now (one pass); in blockwise mode so is the input
-    spectrum. The result's ``attrs["equalization"]`` records every parameter and the target spectrum.
+    Parameters
+    ----------
+    volume
+        The tomogram (``z, y, x``, from ``open_volume``).
+    options
+        The filter's settings (:class:`FilterOptions`; default: its defaults). With
+        ``enabled=False`` the volume is only normalized.
+    target
+        A spectrum table or TSV path replacing ``options.target`` (so a caller filtering many
+        tomograms reads the file once).
+    input_spectrum
+        Overrides the measured spectrum of the normalized input.
+    backend, memory_limit
+        FFT backend (``auto``: torch on CUDA, else scipy) and the memory ``auto`` mode plans for.
+    **settings
+        Fields of :class:`FilterOptions` given one by one (``mode="exact"``), checked by its rules.
+
+    Returns
+    -------
+    xarray.DataArray
+        The filtered volume; ``attrs["equalization"]`` records every parameter and the target
+        spectrum. The normalization statistics are computed now (one pass); in blockwise mode so is
+        the input spectrum.
     """
+    if options is None or settings:
+        from deepict_dask.options import build
+
+        options = build(FilterOptions, {**(options.model_dump(exclude_unset=True) if options else {}), **settings})
+    if not options.enabled:
+        return normalize(volume)
+    mode, lowpass_cutoff, lowpass_width = options.mode, options.lowpass_cutoff, options.lowpass_width
+    halo, halo_energy, max_halo = options.halo, options.halo_energy, options.max_halo
+    block_size, spectrum_method = options.block_size, options.spectrum_method
+    if target is None:
+        target = options.target_path
     check_tomogram(volume)
     vs = voxel_size_of(volume)
     src = source_of(volume)
@@ -418,8 +444,6 @@ def apply_filter(
     target_df = _as_target(target)
     nyquist = 1.0 / (2.0 * max(vs))
     check_target_coverage(target_df, nyquist, lowpass_cutoff, volume_source=src)
-    if lowpass_width < 0:
-        raise ValueError(f"low-pass width must be >= 0, got {lowpass_width}")
     mode = choose_mode(shape, mode, memory_limit)
     norm = normalize(volume)
     info: dict[str, Any] = {

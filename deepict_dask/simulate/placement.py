@@ -386,7 +386,7 @@ def _add_particles(scene: Scene, rng) -> None:
                 raise InputError(
                     f"a {'x'.join(map(str, scene.shape))} volume at {scene.voxel_size:g} A/voxel cannot hold {n} "
                     f"{k} particles in its {where}: only {placed} fit without overlap "
-                    f"(use a larger --shape, fewer particles or a lower crowding)"
+                    f"(use a larger shape, fewer particles or a lower crowding)"
                 )
     cols = ["class", "x_A", "y_A", "z_A", "phi", "theta", "psi", "membrane_bound", "compartment"]
     df = pd.DataFrame(rows, columns=cols)

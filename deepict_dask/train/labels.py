@@ -148,7 +148,7 @@ def paint_labels(
     if len(table):
         unknown = sorted(set(table["class"].astype(str)) - set(radii))
         if unknown:
-            raise ConfigError(f"classes {unknown} in the table have no --radius (given: {sorted(radii)})")
+            raise ConfigError(f"classes {unknown} in the table have no radius (given: {sorted(radii)}; on the command line --radius)")
     base = da.zeros(shape, dtype=dtype, chunks=chunks)
     for name, vol in masks.items():
         if spatial_shape(vol) != shape:

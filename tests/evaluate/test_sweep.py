@@ -87,7 +87,7 @@ def test_sweep_warns_when_best_sits_on_grid_edge(tmp_path, capsys):
     vol = make_volume(prob, voxel_size=10.0, chunks=16)
     res = sweep({"tomo1": vol}, truth, 2.0, thresholds=[0.2, 0.5], min_sizes=[1, 50])
     assert len(res["edges"]) == 2
-    assert "threshold 0.5 is the largest" in res["edges"][0] and "--thresholds" in res["edges"][0]
+    assert "threshold 0.5 is the largest" in res["edges"][0] and "thresholds (--thresholds)" in res["edges"][0]
     assert "min_size 50 is the largest" in res["edges"][1]
     # a threshold of 1 or a minimum size of 1 cannot be widened: no warning there
     assert grid_edges({"threshold": [0.5, 1.0], "min_size": [1, 50]}, {"threshold": 1.0, "min_size": 1}) == []

@@ -161,8 +161,8 @@ targets:
 @pytest.mark.parametrize("extra, message", [
     (["--class", "nucleus"], "model 'tiny' has no class 'nucleus' (it has ribo, memb)"),
     (["--class", "memb"], "no rows of class 'memb'"),
-    (["--class", "ribo", "--thresholds", "0.5"], "--thresholds needs at least two values"),
-    (["--class", "ribo", "--min-distances", "30,60"], "--min-distances applies to --method watershed or peaks"),
+    (["--class", "ribo", "--thresholds", "0.5"], "thresholds (--thresholds) needs at least two values"),
+    (["--class", "ribo", "--min-distances", "30,60"], "min_distances (--min-distances) applies to method watershed or peaks"),
 ])
 def test_tune_bad_input_is_one_line_and_leaves_the_model(tmp_path, capsys, extra, message):
     model = _model(tmp_path)

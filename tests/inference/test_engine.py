@@ -14,14 +14,14 @@ from scipy.ndimage import gaussian_filter1d
 from deepict_dask.errors import ConfigError, InputError
 from deepict_dask.inference import worker_cache
 from deepict_dask.inference.blend import BlockAccumulator
-from deepict_dask.inference.devices import BatchRunner, choose_device
-from deepict_dask.inference.engine import (
+from deepict_dask.inference.blockwise import (
     Predictor,
     blockwise_predict,
     fold_batchnorm,
     predict_whole,
     quantize,
 )
+from deepict_dask.inference.devices import BatchRunner, choose_device
 from deepict_dask.inference.predict import PredictOptions, predict_volume
 from deepict_dask.inference.predict2d import grids_2d, predict2d
 from deepict_dask.inference.predict3d import grids_3d, predict3d
@@ -189,7 +189,7 @@ def test_batch_runner_halves_on_out_of_memory():
 def test_block_too_large_for_the_gpu_is_blended_on_the_host(vol, monkeypatch):
     """Through the CPU fallback: the device's accumulator raises CUDA's out-of-memory error once;
     the block is then blended on the host, windows still going through the predictor, same values."""
-    from deepict_dask.inference import engine
+    from deepict_dask.inference import blockwise as engine
 
     pred = Predictor(tiny_net(), tiny_info(), batch_size=4)
     grids = grids_3d(vol.shape, 16, 3, "gaussian")
@@ -338,8 +338,10 @@ def test_bad_inputs_are_clear_errors(vol):
         predict_volume(make_volume(vol, 20.0), ref, PredictOptions(rescale=False))
     with pytest.raises(InputError, match="channel"):
         predict_volume(make_volume(np.stack([vol, vol]), 10.0), ref)
-    with pytest.raises(ConfigError):
-        predict_volume(make_volume(vol, 10.0), ref, PredictOptions(window=6, margin=3))
+    with pytest.raises(ValueError, match="window 6 leaves nothing after cropping margin 3"):
+        PredictOptions(window=6, margin=3)  # both given: refused when the options are built
+    with pytest.raises(ConfigError, match="window 6 leaves nothing after cropping margin 12"):
+        predict_volume(make_volume(vol, 10.0), ref, PredictOptions(window=6))  # the 3D default margin
     with pytest.raises(ConfigError, match="input channels"):
         Predictor(tiny_net(), tiny_info(in_channels=2))
     if not torch.cuda.is_available():

@@ -197,7 +197,7 @@ def test_voxel_size_is_the_decimal_the_header_means(tmp_path):
 @pytest.mark.parametrize("bad", [0.0, float("nan"), -5.0])
 def test_unset_or_bad_voxel_size_is_refused_unless_given(tmp_path, bad):
     path = mrc_file(tmp_path / "novs.mrc", np.ones((4, 5, 6), np.float32), voxel=(bad, bad, bad), origin=ORIGIN)
-    with pytest.raises(InputError, match=r"novs\.mrc: voxel size is (0|nan|-5) Å in the header; pass --voxel-size"):
+    with pytest.raises(InputError, match=r"novs\.mrc: voxel size is (0|nan|-5) Å in the header; give voxel_size \(on the command line --voxel-size"):
         open_volume(path)
     assert open_volume(path, voxel_size=13.48).attrs["voxel_size"] == (13.48, 13.48, 13.48)
     assert open_volume(path, voxel_size=(2.0, 3.0, 4.0)).attrs["voxel_size"] == (2.0, 3.0, 4.0)

@@ -184,7 +184,7 @@ def test_unknown_force_stage_and_unknown_class(tmp_path, capsys):
     write_mrc(tmp_path / "tomos" / "a.mrc", 13.48)
     (tmp_path / "run.yaml").write_text(BASE)
     assert main(["run", str(tmp_path / "run.yaml"), "--force", "predcit", "--dry-run"]) == 2
-    assert "--force predcit: unknown stage" in capsys.readouterr().err
+    assert "force (--force) predcit: unknown stage" in capsys.readouterr().err
     from deepict_dask.models import ModelInfo, build_network, save_model
 
     info = ModelInfo(name="t", dim=3, classes=["ribosome"], patch_size=[16, 16, 16], voxel_size=13.48,

@@ -51,7 +51,7 @@ def test_demo_end_to_end_small(tmp_path, client):
 
 
 def test_demo_bad_arguments(tmp_path):
-    with pytest.raises(ConfigError, match="--n must be at least 1"):
+    with pytest.raises(ConfigError, match=r"n \(--n\) must be at least 1"):
         run_demo(tmp_path / "d", n=0)
     with pytest.raises(ConfigError, match="--shape"):
         run_demo(tmp_path / "d", shape=(8, 8, 8))

@@ -45,8 +45,8 @@ def test_blockwise_equals_exact_away_from_border():
     # A smooth filter: the gain from a Welch spectrum (no shell-to-shell noise), same for both modes.
     spec = radial_spectrum(normalize(vol), method="welch", window=24)
     target = _smooth_target()
-    exact = apply_filter(vol, target, mode="exact", input_spectrum=spec)
-    block = apply_filter(vol, target, mode="blockwise", block_size=24, input_spectrum=spec, halo_energy=0.9999)
+    exact = apply_filter(vol, target=target, mode="exact", input_spectrum=spec)
+    block = apply_filter(vol, target=target, mode="blockwise", block_size=24, input_spectrum=spec, halo_energy=0.9999)
     info = block.attrs["equalization"]
     assert exact.attrs["equalization"]["mode"] == "exact" and info["mode"] == "blockwise"
     halo = info["halo"]
@@ -62,7 +62,7 @@ def test_blockwise_equals_exact_away_from_border():
 def test_output_spectrum_follows_target_in_pass_band():
     vol = _tomo(shape=(64, 64, 64), seed=1, chunks=32)
     target = default_target()
-    out = apply_filter(vol, target, mode="exact", lowpass_cutoff=0.5, lowpass_width=0.05)
+    out = apply_filter(vol, target=target, mode="exact", lowpass_cutoff=0.5, lowpass_width=0.05)
     spec = radial_spectrum(out, method="exact")
     f = spec.freq_inv_A.to_numpy()
     tgt = np.interp(f, target.freq_inv_A[1:], target.amplitude[1:])
@@ -82,7 +82,7 @@ def test_output_spectrum_follows_target_in_pass_band():
 def test_blockwise_with_welch_spectrum_also_matches_target():
     vol = _tomo(shape=(64, 64, 64), seed=2, chunks=32)
     target = default_target()
-    out = apply_filter(vol, target, mode="blockwise", spectrum_method="welch", block_size=32)
+    out = apply_filter(vol, target=target, mode="blockwise", spectrum_method="welch", block_size=32)
     assert out.attrs["equalization"]["input_spectrum_method"] == "welch"
     spec = radial_spectrum(out, method="welch", window=32)
     f = spec.freq_inv_A.to_numpy()
@@ -119,7 +119,7 @@ def test_voxel_size_mismatch_beyond_resampling_names_target(tmp_path):
                           tmp_path / "coarse.tsv")
     vol = _tomo(shape=(32, 32, 32), voxel=4.0)  # pass band reaches 0.0625 1/A
     with pytest.raises(InputError, match="voxel sizes differ too much") as exc:
-        apply_filter(vol, path)
+        apply_filter(vol, target=path)
     assert "coarse.tsv" in str(exc.value)
 
 
@@ -193,7 +193,7 @@ def test_stored_blockwise_reads_its_own_region_and_matches_chunked(tmp_path):
 def test_blockwise_measures_the_spectrum_with_welch_by_default():
     """Blockwise mode never transforms the whole volume for its spectrum unless told to (memory)."""
     vol = _tomo(shape=(40, 40, 40), chunks=20)
-    out = apply_filter(vol, _smooth_target(), mode="blockwise", block_size=20)
+    out = apply_filter(vol, target=_smooth_target(), mode="blockwise", block_size=20)
     assert out.attrs["equalization"]["input_spectrum_method"] == "welch"
-    exact = apply_filter(vol, _smooth_target(), mode="blockwise", block_size=20, spectrum_method="exact")
+    exact = apply_filter(vol, target=_smooth_target(), mode="blockwise", block_size=20, spectrum_method="exact")
     assert exact.attrs["equalization"]["input_spectrum_method"] == "exact"

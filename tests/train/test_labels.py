@@ -45,7 +45,7 @@ def test_spheres_chunk_independent_and_overlap_rule():
     # order of the table does not matter
     rev, _ = paint_labels(t.iloc[::-1], (32, 32, 32), 1.0, radii, chunks=16)
     assert np.array_equal(rev.compute(), a)
-    with pytest.raises(ConfigError, match="no --radius"):
+    with pytest.raises(ConfigError, match="have no radius"):
         paint_labels(t, (32, 32, 32), 1.0, {"a": 5.0})
 
 

@@ -248,7 +248,7 @@ def predict_block(
             free_device_cache()
             window = "x".join(str(g.window) for g in grids if g.window > 1)
             raise ConfigError(f"a single {window} window does not fit in the free memory of {where}: "
-                              "choose a smaller --patch, or --device cpu") from None
+                              "choose a smaller window (deepict predict --patch), or device cpu") from None
 
 
 def _blend_windows(

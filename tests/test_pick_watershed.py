@@ -238,9 +238,8 @@ def big_spheres():
 
 
 def test_coarse_factor_auto_and_checked():
-    from deepict_dask.pick.methods.watershed import coarse_factor
-
     from deepict_dask.errors import ConfigError
+    from deepict_dask.pick.methods.watershed import coarse_factor
 
     assert coarse_factor(None, (8.2, 8.2, 8.2)) == 2
     assert coarse_factor("auto", (5.0, 5.0, 5.0)) == 1

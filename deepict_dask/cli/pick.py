@@ -121,7 +121,7 @@ def _add_method_flags(p: argparse.ArgumentParser) -> None:
     """One flag per parameter of the registered methods (``min_distance`` -> ``--min-distance``)."""
     g = p.add_argument_group("method parameters (each applies to the methods named)")
     for key, uses in _method_fields().items():
-        info = uses[0][1]
+        info = next((i for _, i in uses if i.description), uses[0][1])
         if f"--{key.replace('_', '-')}" in p._option_string_actions:
             continue  # a pick option's flag wins; the parameter stays reachable through --param
         g.add_argument(f"--{key.replace('_', '-')}", dest=f"param_{key}", action="append", metavar="VALUE",
@@ -152,7 +152,7 @@ def _method_values(args: argparse.Namespace) -> dict[str, Any] | None:
         value = getattr(args, f"param_{key}", None)
         if value is not None:
             values = [value] if isinstance(value, str) else list(value)
-            if _is_length(uses[0][1]):
+            if any(_is_length(i) for _, i in uses):
                 values = [_voxels(v) for v in values]
             given[key] = values[0] if len(values) == 1 else values
     for item in args.param or []:

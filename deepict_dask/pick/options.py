@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SerializeAsAny, WrapValidator, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, WrapValidator, field_serializer, field_validator, model_validator
 
 from deepict_dask.options import Options
 from deepict_dask.pick.methods import METHODS, MethodParams, available_methods
@@ -96,6 +96,10 @@ class PickOptions(Options):
         if not value.value > 0:
             raise ValueError(f"must be positive, got {value}")
         return value
+
+    @field_serializer("duplicate_radius")
+    def _radius_as_json(self, value: Any) -> str | list[float] | None:
+        return None if value is None else str(value) if isinstance(value, Length) else [float(v) for v in value]
 
     @field_validator("duplicate_radius")
     @classmethod

@@ -80,3 +80,12 @@ def test_cli_lengths_without_unit_are_voxels(tmp_path, monkeypatch):
     args = build_parser().parse_args(["pick", "m.mrc", "-o", "o.csv", "--min-distance", "40A"])
     options, loose = options_from_args(args)
     assert "method" not in options.model_fields_set and loose == {"min_distance": "40A"}
+
+
+def test_lengths_serialise_as_plain_json():
+    o = build(PickOptions, {"method": {"name": "meanshift", "bandwidth": ["ribosome=60A", "fas=5vx"]},
+                            "duplicate_radius": [10, 20, 30], "radius": 40})
+    dumped = o.model_dump(mode="json")
+    assert dumped["method"]["bandwidth"] == {"ribosome": "60A", "fas": "5vx"}
+    assert dumped["duplicate_radius"] == [10.0, 20.0, 30.0] and dumped["radius"] == "40A"
+    assert PickOptions.model_validate(dumped) == o

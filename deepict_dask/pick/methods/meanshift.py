@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import dask
 import numpy as np
-from pydantic import field_validator
+from pydantic import Field, field_serializer, field_validator
 
 from deepict_dask.errors import InputError
 from deepict_dask.pick.label import BlockContext, ClusterMethod, block_grid, with_halo
@@ -32,7 +32,8 @@ class MeanShiftParams(MethodParams):
     on the command line ``ribosome=60A``, repeated)."""
 
     name: Literal["meanshift"] = "meanshift"
-    bandwidth: LengthField | dict[str, LengthField]
+    bandwidth: LengthField | dict[str, LengthField] = Field(
+        description="kernel radius, one length or one per class (CLASS=LEN, repeated)")
 
     @field_validator("bandwidth", mode="before")
     @classmethod
@@ -48,6 +49,10 @@ class MeanShiftParams(MethodParams):
         if isinstance(items, (list, tuple)) and len(items) == 1:
             return items[0]
         return value
+
+    @field_serializer("bandwidth")
+    def _as_text(self, value: Any) -> str | dict[str, str]:
+        return {k: str(v) for k, v in value.items()} if isinstance(value, dict) else str(value)
 
     @field_validator("bandwidth")
     @classmethod

@@ -184,7 +184,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | N
     if args.exclude:
         context["invert"] = True
     if context and "target" not in context:
-        raise ConfigError(f"{', '.join(CONTEXT_FLAGS[k] for k in context)} need a context mask (--context)")
+        raise ConfigError(f"{', '.join(CONTEXT_FLAGS[k] for k in context)}: needs a context mask (--context)")
     if context:
         values["context"] = {k: _voxels(v) if k in ("distance", "reach") else v for k, v in context.items()}
     method = _method_values(args)
@@ -193,24 +193,13 @@ def options_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | N
         values["method"] = method
     elif method:
         loose = method
-    flags = {**FLAGS, **{f"method.{k}": f"--{k.replace('_', '-')}" for k in _method_fields()}}
-    try:
-        return build(PickOptions, values, flags=FLAGS), loose
-    except ConfigError as exc:
-        raise ConfigError(_name_flags(str(exc), flags)) from None
+    return build(PickOptions, values, flags=_flags()), loose
 
 
-def _name_flags(message: str, flags: dict[str, str]) -> str:
-    """Add the flag to nested fields (``method.min_distance`` -> ``--min-distance (method.min_distance)``)."""
-    for field, flag in flags.items():
-        if "." in field:
-            message = message.replace(f"--method ({field})", f"{flag} ({field})")
-            message = message.replace(f"; {field}:", f"; {flag} ({field}):")
-            if message.startswith(f"{field}:"):
-                message = f"{flag} ({field}):" + message[len(field) + 1:]
-    for key, flag in CONTEXT_FLAGS.items():
-        message = message.replace(f"--context (context.{key})", f"{flag} (context.{key})")
-    return message
+def _flags() -> dict[str, str]:
+    """Option field (dotted for nested ones) -> the flag that sets it, for error messages."""
+    return {**FLAGS, **{f"context.{k}": f for k, f in CONTEXT_FLAGS.items()},
+            **{f"method.{k}": f"--{k.replace('_', '-')}" for k in _method_fields()}}
 
 
 def _with_loose(options: Any, loose: dict[str, Any] | None) -> Any:
@@ -225,7 +214,7 @@ def _with_loose(options: Any, loose: dict[str, Any] | None) -> Any:
     if not extra:
         return options
     method = options.method.model_dump(exclude_unset=True) | {"name": options.method.name} | extra
-    return build(PickOptions, options.model_dump(exclude_unset=True) | {"method": method}, flags=FLAGS)
+    return build(PickOptions, options.model_dump(exclude_unset=True) | {"method": method}, flags=_flags())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -96,10 +96,11 @@ def _scipy_baseline(vol: np.ndarray, threshold: float) -> tuple[float, int]:
 def _pick_zarr(path: Path, chunks: int, threshold: float):
     from deepict_dask.io import open_volume
     from deepict_dask.pick.api import pick
+    from deepict_dask.pick.options import PickOptions
 
     vol = open_volume(path, chunks=chunks)
     t = time.perf_counter()
-    res = pick(vol, threshold=threshold, connectivity=26)
+    res = pick(vol, PickOptions(threshold=threshold, connectivity=26))
     return time.perf_counter() - t, res
 
 

@@ -67,9 +67,9 @@ def _pick(prob: np.ndarray, method: str, params: dict, min_size: int, chunks: in
     import dask
     import dask.array as da
 
-    import deepict_dask.pick.peaks  # noqa: F401  (registers watershed and peaks)
     from deepict_dask.pick import stats as st
-    from deepict_dask.pick.label import METHODS, BlockSpec, build_pass
+    from deepict_dask.pick.label import BlockSpec, build_pass
+    from deepict_dask.pick.methods import METHODS
 
     arr = da.from_array(prob, chunks=chunks)
     _, parts, pairs, _ = build_pass(arr, None, METHODS[method], BlockSpec(threshold=threshold), params, None, (VOXEL,) * 3)
@@ -85,7 +85,7 @@ def _f1(table, truth, tolerance: float) -> float:
 
 
 def _compare(prob: np.ndarray, truth, radius_vox: float, chunks: int, repeats: int, threshold: float) -> dict[str, float]:
-    from deepict_dask.pick.watershed import split_params
+    from deepict_dask.pick.methods.watershed import split_params
 
     min_size = int(0.15 * 4 / 3 * np.pi * radius_vox**3)
     tolerance = radius_vox
@@ -160,7 +160,7 @@ def figure(path: str, quick: bool = True) -> None:
     images, tables = {}, {}
     import cc3d
 
-    from deepict_dask.pick.watershed import split_params, split_volume
+    from deepict_dask.pick.methods.watershed import split_params, split_volume
 
     fg = prob >= THRESHOLD
     images["cc"] = cc3d.connected_components(fg, connectivity=26)
@@ -187,7 +187,7 @@ def figure(path: str, quick: bool = True) -> None:
                    label="true ribosome")
         ax.scatter(near["x"], near["y"], marker="x", s=40, c="red", linewidths=1.5, label="pick")
         f1 = _f1(t, truth, radius_vox)
-        ax.set_title(f"--cluster {method}: {len(t)} picks, F1 {f1:.2f} (whole volume)")
+        ax.set_title(f"method {method}: {len(t)} picks, F1 {f1:.2f} (whole volume)")
         ax.set_axis_off()
     axes[0].legend(loc="lower left", fontsize=8)
     fig.suptitle(f"Crowded ribosomes (blurred ground truth, threshold {THRESHOLD}), slice z={z}; "

@@ -53,8 +53,9 @@ def build(cls: type[O], values: Mapping[str, Any], *, flags: Mapping[str, str] |
           source: str | None = None) -> O:
     """Validate ``values`` as ``cls``; a bad value is one :class:`ConfigError` naming the field.
 
-    ``flags`` maps field names to the command-line flags that set them, so the CLI names both
-    (``--lowpass-cutoff (lowpass_cutoff): ...``); the message itself is the model's.
+    ``flags`` maps field names (or dotted paths of nested fields) to the command-line flags that set
+    them, so the CLI names both (``--lowpass-cutoff (lowpass_cutoff): ...``); the message itself is
+    the model's.
     """
     try:
         return cls.model_validate(dict(values))
@@ -62,6 +63,7 @@ def build(cls: type[O], values: Mapping[str, Any], *, flags: Mapping[str, str] |
         parts = []
         for loc, msg in validation_problems(exc):
             field = format_loc(loc)
-            flag = (flags or {}).get(str(loc[0])) if loc else None
+            # a nested field may have its own flag (``method.min_distance``), else its top-level field's
+            flag = ((flags or {}).get(field) or (flags or {}).get(str(loc[0]))) if loc else None
             parts.append(f"{flag} ({field}): {msg}" if flag else f"{field}: {msg}")
         raise ConfigError("; ".join(parts), source) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from deepict_dask.cli.common import (
@@ -13,6 +14,7 @@ from deepict_dask.cli.common import (
     progress_wanted,
     refuse_existing,
 )
+from deepict_dask.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -38,25 +40,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-size", type=int, help="largest cluster kept, in voxels, inclusive (default: no limit)")
     p.add_argument("--radius", metavar="LEN",
                    help="expected particle radius (e.g. 120A, or voxels) giving min/max sizes 0.2x..2x its sphere volume")
-    p.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26,
+    p.add_argument("--connectivity", type=int, choices=[6, 18, 26],
                    help="voxel neighbourhood for clusters: faces (6), +edges (18), +corners (26, default)")
-    p.add_argument("--bandwidth", action="append", metavar="[CLASS=]LEN",
-                   help="mean-shift bandwidth (e.g. 60A, or ribosome=60A per class)")
-    p.add_argument("--min-distance", metavar="LEN",
-                   help="watershed/peaks: seeds closer than this are one particle (e.g. 80A, or voxels; "
-                   "default: --radius)")
-    p.add_argument("--seeds", choices=["edt", "prob"],
-                   help="watershed seeds: maxima of the mask's distance transform (edt, default) or of the "
-                   "smoothed probability map (prob)")
-    p.add_argument("--h-maxima", type=float, metavar="H",
-                   help="watershed/peaks: ignore maxima less than H above their surroundings "
-                   "(probability for prob seeds, voxels for edt)")
-    p.add_argument("--smooth", type=float, metavar="SIGMA",
-                   help="watershed/peaks: Gaussian sigma (voxels) of the seed map (default 1 for prob, 0 for edt)")
-    p.add_argument("--coarsen", metavar="N",
-                   help="watershed/peaks: find seeds and basins on an N-times coarser grid; sizes, centroids "
-                   "and scores still come from every voxel (default auto: as coarse as keeps seeds 4 voxels "
-                   "apart; 1: full resolution)")
+    p.add_argument("--method", metavar="NAME",
+                   help="clustering method: cc (connected components, default), meanshift, watershed (split "
+                   "touching particles) or peaks (local maxima); see docs/pick_methods.md (default: the method "
+                   "tuned for the model, else cc)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a parameter of the method, e.g. min_distance=80A (any method's; repeat for several)")
+    _add_method_flags(p)
     p.add_argument("--weighted", action="store_true", help="probability-weighted centroids")
     p.add_argument("--duplicate-radius", metavar="LEN",
                    help="drop the lower-scoring of two picks closer than this (e.g. 80A, or voxels)")
@@ -74,22 +66,19 @@ def register(subparsers: Any) -> None:
                    help="write the kept clusters' label image to STORE (OME-Zarr) as labels/<class>")
     p.add_argument("--centerline", action="store_true",
                    help="filaments/membranes: sample points along each cluster's skeleton instead of centroids")
-    p.add_argument("--spacing", default="40A", metavar="LEN", help="centreline sampling step (default 40A)")
+    p.add_argument("--spacing", metavar="LEN", help="centreline sampling step (default 40A; bare numbers: A)")
     p.add_argument("--summary", metavar="JSON", help="also write the per-class summary as JSON")
     add_overwrite_arg(p, "existing outputs (table, --summary, --labels-out groups)")
     add_progress_arg(p)
     add_cluster_args(p)
-    # --cluster names the clustering method here; the Dask cluster kinds stay accepted too
-    p.add_argument("--cluster", action=_ClusterChoice, dest="cluster", metavar="METHOD",
-                   help="clustering method: cc (connected components, default), meanshift, watershed (split "
-                   "touching particles) or peaks (local maxima); see docs/pick_methods.md "
-                   "(also accepts a Dask cluster kind: local, slurm, pbs, sge; default: the method tuned for "
-                   "the model, else cc)")
-    p.set_defaults(func=run, cluster_method=None)
+    # --cluster is the Dask cluster kind; a method name there is the old spelling of --method
+    p.add_argument("--cluster", action=_ClusterChoice, dest="cluster", metavar="KIND",
+                   help="Dask cluster to start: local, slurm, pbs, sge (default: an embedded LocalCluster)")
+    p.set_defaults(func=run, method=None)
 
 
 class _ClusterChoice(argparse.Action):
-    """Route ``--cluster X`` to the clustering method, or to the Dask cluster kind for local/slurm/pbs/sge."""
+    """``--cluster KIND``; ``--cluster METHOD`` still chooses the clustering method, with a warning."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         from deepict_dask.cluster import JOBQUEUE_KINDS
@@ -98,28 +87,134 @@ class _ClusterChoice(argparse.Action):
         if values in ("local", *JOBQUEUE_KINDS):
             namespace.cluster = values
         elif values in available_methods():
-            namespace.cluster_method = values
+            print(f"{parser.prog}: warning: --cluster {values} is deprecated, use --method {values} "
+                  "(--cluster is the Dask cluster)", file=sys.stderr)
+            namespace.method = values
         else:
-            parser.error(f"--cluster: unknown method {values!r}; choose one of {', '.join(available_methods())}")
+            parser.error(f"--cluster: unknown cluster kind {values!r}; choose one of local, "
+                         f"{', '.join(JOBQUEUE_KINDS)} (the clustering method is --method)")
 
 
-def _bandwidths(values: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for v in values or []:
-        cls, _, length = v.rpartition("=")
-        out[cls or "*"] = length
+# flags of the pick options themselves: field -> flag, and the lengths whose bare numbers are voxels
+FLAGS = {"threshold": "--threshold", "min_size": "--min-size", "max_size": "--max-size", "radius": "--radius",
+         "connectivity": "--connectivity", "method": "--method", "context": "--context",
+         "duplicate_radius": "--duplicate-radius", "weighted": "--weighted", "centerline": "--centerline",
+         "spacing": "--spacing"}
+CONTEXT_FLAGS = {"target": "--context", "group": "--context-group", "mode": "--context-mode",
+                 "distance": "--context-distance", "reach": "--distance-reach", "invert": "--exclude"}
+VOXEL_LENGTHS = ("radius", "duplicate_radius")
+
+
+def _method_fields() -> dict[str, list[tuple[str, Any]]]:
+    """Parameter name -> [(method, its pydantic field)] over the registered methods."""
+    from deepict_dask.pick.methods import METHODS
+
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for name, method in sorted(METHODS.items()):
+        for key, info in method.params.model_fields.items():
+            if key != "name":
+                out.setdefault(key, []).append((name, info))
     return out
 
 
-def _cluster_params(args: argparse.Namespace, method: str, min_distance: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if args.bandwidth:
-        params["bandwidth"] = _bandwidths(args.bandwidth)
-    if method in ("watershed", "peaks"):
-        params.update({k: v for k, v in (("min_distance", min_distance), ("seeds", args.seeds),
-                                         ("h_maxima", args.h_maxima), ("sigma", args.smooth),
-                                         ("coarsen", args.coarsen)) if v is not None})
-    return params
+def _add_method_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per parameter of the registered methods (``min_distance`` -> ``--min-distance``)."""
+    g = p.add_argument_group("method parameters (each applies to the methods named)")
+    for key, uses in _method_fields().items():
+        info = next((i for _, i in uses if i.description), uses[0][1])
+        if f"--{key.replace('_', '-')}" in p._option_string_actions:
+            continue  # a pick option's flag wins; the parameter stays reachable through --param
+        g.add_argument(f"--{key.replace('_', '-')}", dest=f"param_{key}", action="append", metavar="VALUE",
+                       help=f"{'/'.join(m for m, _ in uses)}: {info.description or key}"
+                       + (" (e.g. 80A, or voxels)" if _is_length(info) else ""))
+    add_deprecated_alias(p, "--smooth", "--sigma", dest="param_sigma")
+
+
+def _is_length(info: Any) -> bool:
+    return "Length" in str(info.annotation)
+
+
+def _voxels(value: str) -> str:
+    """On the command line a bare number is a length in voxels (as it always was here); ``CLASS=`` kept."""
+    key, eq, length = str(value).rpartition("=")
+    try:
+        float(length)
+    except ValueError:
+        return value
+    return f"{key}{eq}{length}vx"
+
+
+def _method_values(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The method's name and parameters from ``--method``, the parameter flags and ``--param``."""
+    fields = _method_fields()
+    given: dict[str, Any] = {}
+    for key, uses in fields.items():
+        value = getattr(args, f"param_{key}", None)
+        if value is not None:
+            values = [value] if isinstance(value, str) else list(value)
+            if any(_is_length(i) for _, i in uses):
+                values = [_voxels(v) for v in values]
+            given[key] = values[0] if len(values) == 1 else values
+    for item in args.param or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--param: write KEY=VALUE, got {item!r}")
+        given[key.strip().replace("-", "_")] = value
+    if args.method is None and not given:
+        return None
+    return {"name": args.method, **given} if args.method is not None else given
+
+
+def options_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+    """The :class:`PickOptions` the flags ask for (unset flags stay unset: tuned values may fill them),
+    and the method parameters given without ``--method`` (applied to whichever method each class gets)."""
+    from deepict_dask.options import build
+    from deepict_dask.pick.options import PickOptions
+
+    values: dict[str, Any] = {k: getattr(args, k) for k in ("threshold", "min_size", "max_size", "radius",
+                                                             "connectivity", "duplicate_radius", "spacing")
+                              if getattr(args, k) is not None}
+    values.update({k: True for k in ("weighted", "centerline") if getattr(args, k)})
+    for key in VOXEL_LENGTHS:
+        if key in values:
+            values[key] = _voxels(values[key])
+    context = {k: getattr(args, a) for k, a in (("target", "context"), ("group", "context_group"),
+                                                ("mode", "context_mode"), ("distance", "context_distance"),
+                                                ("reach", "distance_reach")) if getattr(args, a) is not None}
+    if args.exclude:
+        context["invert"] = True
+    if context and "target" not in context:
+        raise ConfigError(f"{', '.join(CONTEXT_FLAGS[k] for k in context)}: needs a context mask (--context)")
+    if context:
+        values["context"] = {k: _voxels(v) if k in ("distance", "reach") else v for k, v in context.items()}
+    method = _method_values(args)
+    loose = None
+    if method is not None and "name" in method:
+        values["method"] = method
+    elif method:
+        loose = method
+    return build(PickOptions, values, flags=_flags()), loose
+
+
+def _flags() -> dict[str, str]:
+    """Option field (dotted for nested ones) -> the flag that sets it, for error messages."""
+    return {**FLAGS, **{f"context.{k}": f for k, f in CONTEXT_FLAGS.items()},
+            **{f"method.{k}": f"--{k.replace('_', '-')}" for k in _method_fields()}}
+
+
+def _with_loose(options: Any, loose: dict[str, Any] | None) -> Any:
+    """``options`` with parameters given without ``--method`` set on its method, where they apply."""
+    from deepict_dask.options import build
+    from deepict_dask.pick.options import PickOptions
+
+    if not loose:
+        return options
+    fields = options.method.model_fields
+    extra = {k: v for k, v in loose.items() if k in fields}
+    if not extra:
+        return options
+    method = options.method.model_dump(exclude_unset=True) | {"name": options.method.name} | extra
+    return build(PickOptions, options.model_dump(exclude_unset=True) | {"method": method}, flags=_flags())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,7 +222,6 @@ def run(args: argparse.Namespace) -> int:
     from deepict_dask.cluster import dask_client
     from deepict_dask.io import show_progress
     from deepict_dask.pick.api import (
-        explicit_settings,
         map_classes,
         merge_results,
         open_map,
@@ -138,29 +232,20 @@ def run(args: argparse.Namespace) -> int:
     )
 
     refuse_existing(args.out, args.summary, overwrite=args.overwrite)
+    options, loose = options_from_args(args)
     with dask_client(spec_from_args(args)), show_progress(progress_wanted(args)):
         vol = open_map(args.map, group=args.group, chunks=args.chunks)
         tuned, model = tuned_settings(vol)
-        explicit = {"threshold": args.threshold, "min_size": args.min_size, "cluster": args.cluster_method,
-                    "min_distance": args.min_distance,
-                    "sizes_given": any(v is not None for v in (args.min_size, args.max_size, args.radius))}
-        if tuned:  # per class: each may have its own tuned settings
-            groups, notes = plan_picks(args.classes or map_classes(vol), tuned, explicit)
-        else:
-            groups, notes = [(args.classes, explicit_settings(explicit))], {}
+        groups, notes = plan_picks(args.classes or map_classes(vol), tuned, options) if tuned else \
+            ([(args.classes, options)], {})
+        groups = [(classes, _with_loose(o, loose)) for classes, o in groups]
+        if loose and not any(set(loose) <= set(o.method.model_fields) for _, o in groups):
+            raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in loose)}: no parameter of method "
+                              f"{', '.join(sorted({o.method.name for _, o in groups}))} (choose one with --method)")
         for cls, note in notes.items():
             print(f"{cls}: {', '.join(f'{k} {v}' for k, v in note.items())} (defaults tuned for the model {model})")
-        results = [pick(
-            vol, classes=classes, tomo=args.tomo, threshold=s["threshold"],
-            min_size=s["min_size"], max_size=args.max_size, radius=args.radius, connectivity=args.connectivity,
-            cluster=s["cluster"], cluster_params=_cluster_params(args, s["cluster"], s["min_distance"]),
-            context=args.context, context_group=args.context_group,
-            context_mode=args.context_mode, context_inverse=args.exclude, context_distance=args.context_distance,
-            distance_reach=args.distance_reach, weighted=args.weighted, duplicate_radius=args.duplicate_radius,
-            labels=bool(args.labels_out) or args.centerline,
-            centerline=args.centerline, spacing=args.spacing,
-        ) for classes, s in groups]
-        result = merge_results(results)
+        result = merge_results([pick(vol, o, classes=classes, tomo=args.tomo,
+                                     labels=bool(args.labels_out) or args.centerline) for classes, o in groups])
         write_outputs(result, args.out, labels_out=args.labels_out, summary_out=args.summary,
                       overwrite=args.overwrite)
     table = result.table

@@ -27,8 +27,9 @@ def cluster_stats(prob: xr.DataArray, threshold: float, connectivity: int = 26) 
     ``deepict pick`` and agrees with it exactly.
     """
     from deepict_dask.pick.api import pick
+    from deepict_dask.pick.options import PickOptions
 
-    table = pick(prob, threshold=threshold, min_size=1, connectivity=connectivity).table
+    table = pick(prob, PickOptions(threshold=threshold, min_size=1, connectivity=connectivity)).table
     return table[["x", "y", "z", "size", "score"]].astype(float).reset_index(drop=True)
 
 

@@ -58,12 +58,16 @@ def _class_map(vol: xr.DataArray, cls: str, tomo: str) -> xr.DataArray:
 
 def _finder(method: str, connectivity: int, min_distance_A: float | None):
     """Clusters (x, y, z, size, score) of a map at a threshold, as ``deepict pick --cluster method`` makes them."""
+    from deepict_dask.options import build
     from deepict_dask.pick.api import pick
+    from deepict_dask.pick.options import PickOptions
+
+    params = {"min_distance": f"{min_distance_A}A"} if min_distance_A is not None else {}
 
     def find(vol: xr.DataArray, threshold: float) -> pd.DataFrame:
-        params = {"min_distance": f"{min_distance_A}A"} if min_distance_A is not None else {}
-        table = pick(vol, threshold=threshold, min_size=1, connectivity=connectivity, cluster=method,
-                     cluster_params=params).table
+        options = build(PickOptions, {"threshold": threshold, "min_size": 1, "connectivity": connectivity,
+                                      "method": {"name": method, **params}})
+        table = pick(vol, options).table
         return table[["x", "y", "z", "size", "score"]].astype(float).reset_index(drop=True)
 
     return find

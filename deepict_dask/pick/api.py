@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,15 @@ import xarray as xr
 
 from deepict_dask.errors import InputError
 from deepict_dask.io.volume import make_volume, origin_of, spatial_shape, voxel_size_of
+from deepict_dask.options import build
 from deepict_dask.pick import context as ctxmod
 from deepict_dask.pick import filters, label, stats, tables
-from deepict_dask.pick.threshold import check_threshold, check_value_range, probability_scale
+from deepict_dask.pick.methods import METHODS, get_method
+from deepict_dask.pick.options import ContextRule, PickOptions
+from deepict_dask.pick.threshold import check_value_range, probability_scale
+from deepict_dask.units import Length
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CONNECTIVITY = 26
 
 
 @dataclass
@@ -60,30 +62,9 @@ def open_map(path: str | os.PathLike, *, group: str | None = None, chunks: Any =
         if len(models) == 1:
             group = f"predictions/{models[0]}"
         elif models:
-            raise InputError(f"holds predictions of several models ({', '.join(models)}); choose one with "
-                             "--group predictions/<model>", p)
+            raise InputError(f"holds predictions of several models ({', '.join(models)}); choose one "
+                             "(group: predictions/<model>)", p)
     return open_volume(p, chunks, group=group)
-
-
-def parse_length(value: float | str | None, voxel_size: Sequence[float], default_unit: str) -> float | None:
-    """A length in Angstrom from ``12`` (``default_unit``), ``'12'``, ``'12A'``/``'12Å'`` or ``'12vx'``.
-
-    Voxels convert with the x voxel size (tomograms are isotropic in practice)."""
-    if value is None:
-        return None
-    unit = default_unit
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(a|å|angstrom|vx|vox|voxels?)?\s*", value, re.I)
-        if not m:
-            raise InputError(f"cannot read the length {value!r}; write e.g. 40A (Angstrom) or 4vx (voxels)")
-        number = float(m.group(1))
-        if m.group(2):
-            unit = "A" if m.group(2).lower() in ("a", "å", "angstrom") else "vx"
-    else:
-        number = float(value)
-    if not number >= 0:
-        raise InputError(f"a length must not be negative, got {value!r}")
-    return number if unit == "A" else number * float(voxel_size[2])
 
 
 def _map_layout(vol: xr.DataArray, classes: Sequence[str] | None) -> tuple[list[tuple[str, tuple[int, ...]]], bool, int | None, list[str]]:
@@ -93,7 +74,7 @@ def _map_layout(vol: xr.DataArray, classes: Sequence[str] | None) -> tuple[list[
     if vol.ndim == 3:
         name = (list(classes)[0] if classes else None) or pred.get("classes", [None])[0] or "particle"
         if classes and len(classes) > 1:
-            raise InputError(f"a single-channel map holds one class; got --class {', '.join(classes)}", source)
+            raise InputError(f"a single-channel map holds one class; got classes {', '.join(classes)}", source)
         return [(str(name), ())], False, None, [str(name)]
     names = [str(c) for c in vol["c"].values]
     softmax = pred.get("activation") == "softmax" or vol.attrs.get("activation") == "softmax" or "background" in names
@@ -125,164 +106,191 @@ def _tomo_name(vol: xr.DataArray, tomo: str | None) -> str:
 
 def pick(
     prob: xr.DataArray | str | os.PathLike,
+    options: PickOptions | None = None,
     *,
     classes: Sequence[str] | None = None,
-    threshold: float = 0.5,
-    min_size: int | None = None,
-    max_size: int | None = None,
-    radius: float | str | None = None,
-    connectivity: int = DEFAULT_CONNECTIVITY,
-    cluster: str = "cc",
-    cluster_params: dict[str, Any] | None = None,
-    context: xr.DataArray | str | os.PathLike | None = None,
-    context_group: str | None = None,
-    context_mode: str | None = None,
-    context_inverse: bool = False,
-    context_distance: float | str | None = None,
-    distance_reach: float | str | None = None,
-    weighted: bool = False,
-    duplicate_radius: float | str | Sequence[float] | None = None,
-    chunks: Any = None,
-    group: str | None = None,
     tomo: str | None = None,
     labels: bool = False,
-    centerline: bool = False,
-    spacing: float | str = "40A",
+    chunks: Any = None,
+    group: str | None = None,
+    context_map: xr.DataArray | None = None,
 ) -> PickResult:
-    """Threshold, cluster (``cluster``: a name in :data:`label.METHODS`), measure, filter, tabulate.
+    """Threshold, cluster, measure, filter and tabulate a probability map.
 
-    Sizes are voxel counts, both bounds inclusive (or from ``radius``, an expected particle radius,
-    see :func:`filters.size_range_from_radius`). Lengths (``radius``, ``context_distance``,
-    ``distance_reach``, ``duplicate_radius``) are numbers in voxels or strings like ``'40A'``;
-    ``duplicate_radius`` may be a (z, y, x) triple in Angstrom (ellipsoid). ``context_mode`` is
-    ``intersection``, ``contact`` or ``colocalization`` (``context_inverse`` excludes instead).
-    ``centerline`` replaces centroids by points every ``spacing`` (default Angstrom) along each kept
-    cluster's skeleton. ``labels`` returns lazy label images of the kept clusters.
+    Parameters
+    ----------
+    prob : DataArray or path
+        The map (see :func:`open_map`; ``group`` chooses a Zarr group, ``chunks`` the Dask chunks).
+    options : PickOptions
+        Every setting of the pick (default: ``PickOptions()``, connected components at 0.5).
+    classes : list of str, optional
+        The classes (channels) to pick; default all.
+    tomo : str, optional
+        The tomogram name written in the table (default: from the file name).
+    labels : bool
+        Also return lazy label images of the kept clusters.
+    context_map : DataArray, optional
+        The context mask itself, instead of opening ``options.context.target``.
+
+    Returns
+    -------
+    PickResult
+        The table, the per-class summary, all clusters (with ``kept``) and the label images.
     """
     from deepict_dask.io.progress import compute
 
+    options = options if options is not None else PickOptions()
     vol = open_map(prob, group=group, chunks=chunks) if not isinstance(prob, xr.DataArray) else prob
-    source = vol.attrs.get("source")
     if chunks is not None and isinstance(prob, xr.DataArray):
         vol = vol.chunk({d: chunks for d in ("z", "y", "x")} if isinstance(chunks, int) else chunks)
-    vs, origin = voxel_size_of(vol), origin_of(vol)
-    threshold = check_threshold(threshold)
-    connectivity = label.check_connectivity(connectivity)
-    from deepict_dask.pick.methods import available_methods
-
-    if cluster not in available_methods():
-        raise InputError(f"unknown --cluster {cluster!r}; choose one of {', '.join(sorted(label.METHODS))}")
-    method = label.METHODS[cluster]
-    params = dict(cluster_params or {})
-    if cluster in ("watershed", "peaks") and radius is not None:
-        params.setdefault("radius", radius)  # default --min-distance: the expected particle radius
+    vs, source = voxel_size_of(vol), vol.attrs.get("source")
     units, softmax, background, class_names = _map_layout(vol, classes)
-    if radius is not None and min_size is None and max_size is None:
-        min_size, max_size = filters.size_range_from_radius(parse_length(radius, vs, "vx"), vs)
-    min_size, max_size = filters.check_size_range(min_size, max_size)
-    context_mode = ctxmod.check_mode(context_mode)
-    mask = None
-    if context is not None:
-        mvol = open_map(context, group=context_group, chunks=chunks) if not isinstance(context, xr.DataArray) else context
-        mask = ctxmod.binary_mask(mvol, vol, mvol.attrs.get("source"))
-        context_mode = context_mode or "contact"
-    elif context_mode is not None:
-        raise InputError(f"--context-mode {context_mode} needs a context mask (--context)")
-    context_distance_A = parse_length(context_distance, vs, "vx")
-    if context_mode == "colocalization" and context_distance_A is None:
-        raise InputError("--context-mode colocalization needs --context-distance")
-    reach_A = parse_length(distance_reach, vs, "vx") or max(context_distance_A or 0.0, 20 * float(vs[2]))
-    if duplicate_radius is not None and not isinstance(duplicate_radius, (str, int, float)):
-        dup = tuple(float(r) for r in duplicate_radius)
-    else:
-        dup = parse_length(duplicate_radius, vs, "vx")
-    mask_mode = None
-    if mask is not None:
-        mask_mode = {"intersection": "multiply_inverse" if context_inverse else "multiply", "contact": "count"}.get(
-            context_mode, "count")
-    scale = probability_scale(vol.dtype, vol.attrs)
-
-    # one graph for all class units: the map is read once
+    region = _Region.of(options.context, vol, vs, chunks, context_map)
+    method = get_method(options.method.name)
+    params = options.method.block_params(options.radius)
     passes, states = [], []
-    for unit_name, channels in units:
-        spec = label.BlockSpec(threshold=threshold, scale=scale, connectivity=connectivity, channels=channels,
-                               softmax=softmax, background=background, mask_mode=mask_mode)
+    for unit_name, channels in units:  # one graph for all class units: the map is read once
+        spec = label.BlockSpec(threshold=options.threshold, scale=probability_scale(vol.dtype, vol.attrs),
+                               connectivity=options.connectivity, channels=channels, softmax=softmax,
+                               background=background, mask_mode=region.mask_mode)
         uparams = {**params, "unit": unit_name, "vote_names": class_names if softmax else None}
-        state = method.prepare(vol.data, mask, spec, uparams, vs) if method.prepare else None
-        states.append(state)
-        passes.append(label.build_pass(vol.data, mask, method, spec, uparams, state, vs))
+        states.append(method.prepare(vol.data, region.mask, spec, uparams, vs) if method.prepare else None)
+        passes.append(label.build_pass(vol.data, region.mask, method, spec, uparams, states[-1], vs))
     computed = compute(*[(p[1], p[2]) for p in passes])
-    vmin = min((part["vmin"] for parts, _ in computed for part in parts), default=0.0)
-    vmax = max((part["vmax"] for parts, _ in computed for part in parts), default=0.0)
-    check_value_range(vmin, vmax, any(part["nan"] for parts, _ in computed for part in parts), source)
-
-    tomo_name = _tomo_name(vol, tomo)
-    frames, all_clusters, label_images = [], {}, {}
+    parts_all = [part for parts, _ in computed for part in parts]
+    check_value_range(min((p["vmin"] for p in parts_all), default=0.0), max((p["vmax"] for p in parts_all), default=0.0),
+                      any(p["nan"] for p in parts_all), source)
+    sizes = _size_range(options, vs)
     n_before = {c: 0 for c in ((classes or class_names) if softmax else [u for u, _ in units])}
+    out = _Outputs(vol, _tomo_name(vol, tomo), options)
     for (unit_name, _), (ids, _, _, contexts), (parts, pairs), state in zip(units, passes, computed, states):
         clusters, luts = stats.merge_partials(parts, pairs)
-        if softmax:
-            votes = clusters[[c for c in clusters.columns if c.startswith("votes_")]].to_numpy()
-            best = votes.argmax(axis=1) if len(votes) else np.zeros(0, int)
-            clusters["class"] = np.asarray(class_names, dtype=object)[best] if len(best) else []
-            clusters["class_fraction"] = votes.max(axis=1) / np.maximum(clusters["size"].to_numpy(), 1) if len(votes) else []
-        else:
-            clusters["class"] = unit_name
+        _classify(clusters, unit_name, class_names if softmax else None)
         for cls, n in clusters["class"].value_counts().items():
             n_before[cls] = n_before.get(cls, 0) + int(n)
-        keep = filters.size_mask(clusters["size"].to_numpy(), min_size, max_size)
-        if softmax and classes:
-            keep &= clusters["class"].isin(list(classes)).to_numpy()
-        extra = []
-        if mask is not None:
-            clusters["context_voxels"] = clusters["in_mask"]
-            zyx = clusters[["wz", "wy", "wx"] if weighted else ["z", "y", "x"]].to_numpy()
-            clusters["context_distance_A"] = np.full(len(clusters), np.nan)
-            if keep.any():
-                clusters.loc[keep, "context_distance_A"] = ctxmod.distance_to_region(mask, zyx[keep], vs, reach_A)
-            keep &= ctxmod.keep_by_context(context_mode, context_inverse, clusters["in_mask"].to_numpy(),
-                                           clusters["context_distance_A"].to_numpy(), context_distance_A)
-            extra += ["context_distance_A"] + (["context_voxels"] if mask_mode == "count" else [])
-        if dup is not None and keep.any():
-            idx = np.flatnonzero(keep)
-            zyx = clusters.loc[keep, ["wz", "wy", "wx"] if weighted else ["z", "y", "x"]].to_numpy() * np.asarray(vs)
-            keep[idx[~filters.remove_duplicates(zyx, clusters.loc[keep, "mean_prob"].to_numpy(), dup)]] = False
-        if softmax:
-            extra.append("class_fraction")
+        keep, extra = _keep(clusters, options, sizes, region, classes if softmax else None, vs)
+        out.add(unit_name, clusters, keep, extra + (["class_fraction"] if softmax else []))
+        if labels or options.centerline:
+            out.label(unit_name, method, region.mask, ids, luts, contexts, state)
+    return out.result(n_before, labels)
+
+
+@dataclass
+class _Region:
+    """The context mask of a pick and how it acts (see :mod:`.context`)."""
+
+    mask: Any = None
+    mode: str | None = None
+    invert: bool = False
+    mask_mode: str | None = None
+    distance_A: float | None = None
+    reach_A: float = 0.0
+
+    @classmethod
+    def of(cls, rule: ContextRule | None, vol: xr.DataArray, vs, chunks: Any, given: xr.DataArray | None) -> _Region:
+        if rule is None and given is None:
+            return cls()
+        rule = rule if rule is not None else ContextRule(target="<context_map>")
+        mvol = given if given is not None else open_map(rule.target, group=rule.group, chunks=chunks)
+        distance_A = rule.distance.angstrom(vs) if rule.distance is not None else None
+        reach_A = (rule.reach.angstrom(vs) if rule.reach is not None else 0.0) or max(distance_A or 0.0, 20 * float(vs[2]))
+        mask_mode = {"intersection": "multiply_inverse" if rule.invert else "multiply"}.get(rule.mode, "count")
+        return cls(ctxmod.binary_mask(mvol, vol, mvol.attrs.get("source")), rule.mode, rule.invert, mask_mode,
+                   distance_A, reach_A)
+
+
+def _size_range(options: PickOptions, vs: Sequence[float]) -> tuple[int, int | None]:
+    """(min, max) cluster size in voxels: the options', else from the expected radius, else (1, None)."""
+    min_size, max_size = options.min_size, options.max_size
+    if options.radius is not None and min_size is None and max_size is None:
+        min_size, max_size = filters.size_range_from_radius(options.radius.angstrom(vs), vs)
+    return filters.check_size_range(min_size, max_size)
+
+
+def _classify(clusters: pd.DataFrame, unit_name: str, vote_names: Sequence[str] | None) -> None:
+    """The ``class`` of each cluster: its unit's, or (softmax maps) the class most of its voxels vote for."""
+    if vote_names is None:
+        clusters["class"] = unit_name
+        return
+    votes = clusters[[c for c in clusters.columns if c.startswith("votes_")]].to_numpy()
+    best = votes.argmax(axis=1) if len(votes) else np.zeros(0, int)
+    clusters["class"] = np.asarray(vote_names, dtype=object)[best] if len(best) else []
+    clusters["class_fraction"] = votes.max(axis=1) / np.maximum(clusters["size"].to_numpy(), 1) if len(votes) else []
+
+
+def _keep(clusters: pd.DataFrame, options: PickOptions, sizes: tuple[int, int | None], region: _Region,
+          classes: Sequence[str] | None, vs) -> tuple[np.ndarray, list[str]]:
+    """Which clusters pass the size, class, context and duplicate filters; the extra table columns."""
+    keep = filters.size_mask(clusters["size"].to_numpy(), *sizes)
+    if classes:
+        keep &= clusters["class"].isin(list(classes)).to_numpy()
+    centre = ["wz", "wy", "wx"] if options.weighted else ["z", "y", "x"]
+    extra: list[str] = []
+    if region.mask is not None:
+        clusters["context_voxels"] = clusters["in_mask"]
+        clusters["context_distance_A"] = np.full(len(clusters), np.nan)
+        if keep.any():
+            clusters.loc[keep, "context_distance_A"] = ctxmod.distance_to_region(
+                region.mask, clusters[centre].to_numpy()[keep], vs, region.reach_A)
+        keep &= ctxmod.keep_by_context(region.mode, region.invert, clusters["in_mask"].to_numpy(),
+                                       clusters["context_distance_A"].to_numpy(), region.distance_A)
+        extra += ["context_distance_A"] + (["context_voxels"] if region.mask_mode == "count" else [])
+    dup = options.duplicate_radius
+    if dup is not None and keep.any():
+        radius = dup.angstrom(vs) if isinstance(dup, Length) else tuple(float(r) for r in dup)
+        idx = np.flatnonzero(keep)
+        zyx = clusters.loc[keep, centre].to_numpy() * np.asarray(vs)
+        keep[idx[~filters.remove_duplicates(zyx, clusters.loc[keep, "mean_prob"].to_numpy(), radius)]] = False
+    return keep, extra
+
+
+class _Outputs:
+    """Collects the kept clusters of each class unit as table rows and (lazy) label images."""
+
+    def __init__(self, vol: xr.DataArray, tomo: str, options: PickOptions) -> None:
+        self.vol, self.tomo, self.options = vol, tomo, options
+        self.vs, self.origin = voxel_size_of(vol), origin_of(vol)
+        self.frames: list[pd.DataFrame] = []
+        self.clusters: dict[str, pd.DataFrame] = {}
+        self.images: dict[str, xr.DataArray] = {}
+        self.renumber: dict[str, np.ndarray] = {}
+
+    def add(self, unit: str, clusters: pd.DataFrame, keep: np.ndarray, extra: list[str]) -> None:
         clusters["kept"] = keep
         # survivors are renumbered 1..n in raster order; the label image uses the same numbers
         new = np.zeros(len(clusters) + 1, np.int64)
         new[1:][keep] = np.arange(1, int(keep.sum()) + 1)
         clusters["pick_label"] = new[1:]
-        all_clusters[unit_name] = clusters
-        kept = clusters.loc[keep].copy()
-        kept["label"] = kept["pick_label"]
-        if not centerline:
-            frames.append(tables.pick_table(kept, tomo=tomo_name, cls=kept["class"].tolist(), voxel_size=vs,
-                                            origin=origin, weighted=weighted, extra=extra))
-        if labels or centerline:
-            blut = {b: np.concatenate([[0], new[lut]]) for b, lut in zip(ids, luts)}
-            img = label.label_image(vol.data, mask, method, contexts, blut, int(keep.sum()), state)
-            label_images[unit_name] = make_volume(img, vs, origin, name=unit_name,
-                                                  attrs={"source": source, "pick": {"threshold": threshold, "class": unit_name}})
-    if centerline:
-        from deepict_dask.pick.centerline import centerline_table
+        self.clusters[unit], self.renumber[unit] = clusters, new
+        if not self.options.centerline:
+            kept = self._kept(unit)
+            self.frames.append(tables.pick_table(kept, tomo=self.tomo, cls=kept["class"].tolist(), voxel_size=self.vs,
+                                                 origin=self.origin, weighted=self.options.weighted, extra=extra))
 
-        spacing_A = parse_length(spacing, vs, "A")
-        if not spacing_A or spacing_A <= 0:
-            raise InputError(f"--spacing must be positive, got {spacing!r}")
-        for unit_name, _ in units:
-            kept = all_clusters[unit_name].loc[all_clusters[unit_name]["kept"]].copy()
-            kept["label"] = kept["pick_label"]
-            frames.append(centerline_table(label_images[unit_name].data, kept, voxel_size=vs, origin=origin,
-                                           spacing_A=spacing_A, tomo=tomo_name))
-        if not labels:
-            label_images = {}
-    nonempty = [f for f in frames if not f.empty]
-    table = pd.concat(nonempty, ignore_index=True) if nonempty else frames[0]
-    summary = tables.summary(table, n_before)
-    return PickResult(table=table, summary=summary, clusters=all_clusters, labels=label_images, voxel_size=vs,
-                      shape=spatial_shape(vol))
+    def _kept(self, unit: str) -> pd.DataFrame:
+        kept = self.clusters[unit].loc[self.clusters[unit]["kept"]].copy()
+        kept["label"] = kept["pick_label"]
+        return kept
+
+    def label(self, unit: str, method, mask, ids, luts, contexts, state) -> None:
+        new = self.renumber[unit]
+        blut = {b: np.concatenate([[0], new[lut]]) for b, lut in zip(ids, luts)}
+        img = label.label_image(self.vol.data, mask, method, contexts, blut, int(self.clusters[unit]["kept"].sum()), state)
+        self.images[unit] = make_volume(img, self.vs, self.origin, name=unit, attrs={
+            "source": self.vol.attrs.get("source"), "pick": {"threshold": self.options.threshold, "class": unit}})
+
+    def result(self, n_before: dict[str, int], labels: bool) -> PickResult:
+        if self.options.centerline:
+            from deepict_dask.pick.centerline import centerline_table
+
+            for unit in self.clusters:
+                self.frames.append(centerline_table(self.images[unit].data, self._kept(unit), voxel_size=self.vs,
+                                                    origin=self.origin, spacing_A=self.options.spacing.angstrom(self.vs),
+                                                    tomo=self.tomo))
+        nonempty = [f for f in self.frames if not f.empty]
+        table = pd.concat(nonempty, ignore_index=True) if nonempty else self.frames[0]
+        return PickResult(table=table, summary=tables.summary(table, n_before), clusters=self.clusters,
+                          labels=self.images if labels else {}, voxel_size=self.vs, shape=spatial_shape(self.vol))
 
 
 def write_outputs(result: PickResult, out: str | os.PathLike, *, labels_out: str | os.PathLike | None = None,
@@ -311,9 +319,6 @@ def write_outputs(result: PickResult, out: str | os.PathLike, *, labels_out: str
 # ----------------------------------------------------------------------------------------------
 # defaults tuned for the model (``deepict evaluate sweep --write-model``)
 # ----------------------------------------------------------------------------------------------
-
-BUILTIN = {"threshold": 0.5, "min_size": None, "cluster": "cc", "min_distance": None}
-
 
 def tuned_settings(vol: xr.DataArray) -> tuple[dict[str, dict[str, Any]], Path | None]:
     """Per class, the picking settings tuned for the model that made this prediction, and its file.
@@ -345,35 +350,45 @@ def tuned_settings(vol: xr.DataArray) -> tuple[dict[str, dict[str, Any]], Path |
     return same, path
 
 
-def explicit_settings(explicit: dict[str, Any]) -> dict[str, Any]:
-    """The user's settings, the built-in defaults where none was given."""
-    return {k: explicit.get(k) if explicit.get(k) is not None else v for k, v in BUILTIN.items()}
+def with_tuned(options: PickOptions, entry: Mapping[str, Any]) -> tuple[PickOptions, dict[str, str]]:
+    """``options`` with the settings the user left unset taken from the model's tuned ``entry``.
 
-
-def plan_picks(class_names: Sequence[str], tuned: dict[str, dict[str, Any]], explicit: dict[str, Any],
-               ) -> tuple[list[tuple[list[str], dict[str, Any]]], dict[str, dict[str, str]]]:
-    """Group classes by the settings they get: explicit options, else the model's tuned ones, else built in.
-
-    ``explicit`` holds the user's ``threshold``, ``min_size``, ``cluster``, ``min_distance`` (None: not
-    given) and ``sizes_given`` (min/max size or radius: the size filter is the user's). Returns the
-    groups ``[(classes, settings)]`` and, per class, the settings taken from the model (for the user).
+    The one precedence rule of ``deepict pick`` and ``deepict run``: the user's setting, else the
+    model's tuned one, else the built-in default. ``entry`` may hold ``threshold``, ``min_size``
+    (not used when the user gave any size bound or a radius), ``method`` and ``min_distance_A`` (used
+    when the method is the tuned one and takes a ``min_distance``). Returns the options and, for the
+    user, the settings taken from the model.
     """
-    groups: list[tuple[list[str], dict[str, Any]]] = []
+    given = options.model_fields_set
+    values = options.model_dump(exclude_unset=True)
+    note: dict[str, str] = {}
+    if "threshold" not in given and "threshold" in entry:
+        values["threshold"], note["threshold"] = float(entry["threshold"]), f"{entry['threshold']:g}"
+    if not given & {"min_size", "max_size", "radius"} and "min_size" in entry:
+        values["min_size"], note["min size"] = int(entry["min_size"]), str(entry["min_size"])
+    method = options.method.model_dump(exclude_unset=True) | {"name": options.method.name}
+    if "method" not in given and "method" in entry:
+        method, note["method"] = {"name": entry["method"]}, str(entry["method"])
+    params = METHODS[method["name"]].params if method["name"] in METHODS else None
+    if (params is not None and "min_distance" in params.model_fields and "min_distance" not in method
+            and entry.get("method") == method["name"] and entry.get("min_distance_A") is not None):
+        method["min_distance"] = f"{entry['min_distance_A']}A"
+        note["min distance"] = f"{entry['min_distance_A']:g} A"
+    if not note:
+        return options, note
+    return build(PickOptions, values | {"method": method}), note
+
+
+def plan_picks(class_names: Sequence[str], tuned: Mapping[str, Mapping[str, Any]], options: PickOptions,
+               ) -> tuple[list[tuple[list[str], PickOptions]], dict[str, dict[str, str]]]:
+    """Group classes by the options they get (:func:`with_tuned` per class).
+
+    Returns the groups ``[(classes, options)]`` and, per class, the settings taken from the model.
+    """
+    groups: list[tuple[list[str], PickOptions]] = []
     notes: dict[str, dict[str, str]] = {}
     for cls in class_names:
-        entry = tuned.get(cls, {})
-        settings = explicit_settings(explicit)
-        note: dict[str, str] = {}
-        if explicit.get("threshold") is None and "threshold" in entry:
-            settings["threshold"], note["threshold"] = float(entry["threshold"]), f"{entry['threshold']:g}"
-        if not explicit.get("sizes_given") and "min_size" in entry:
-            settings["min_size"], note["min size"] = int(entry["min_size"]), str(entry["min_size"])
-        if explicit.get("cluster") is None and "method" in entry:
-            settings["cluster"], note["method"] = entry["method"], str(entry["method"])
-        if (explicit.get("min_distance") is None and entry.get("method") == settings["cluster"]
-                and entry.get("min_distance_A") is not None):
-            settings["min_distance"] = f"{entry['min_distance_A']}A"
-            note["min distance"] = f"{entry['min_distance_A']:g} A"
+        settings, note = with_tuned(options, tuned.get(cls, {}))
         if note:
             notes[cls] = note
         same = next((classes for classes, s in groups if s == settings), None)

@@ -39,7 +39,7 @@ COARSE_VOXELS = 2_000_000
 
 def check_mode(mode: str | None) -> str | None:
     if mode is not None and mode not in MODES:
-        raise InputError(f"--context-mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise InputError(f"context mode must be one of {', '.join(MODES)}, got {mode!r}")
     return mode
 
 
@@ -83,7 +83,7 @@ def keep_by_context(mode: str, inverse: bool, in_mask: np.ndarray, distance_A: n
         keep = in_mask > 0
     else:
         if distance_A is None or context_distance_A is None:
-            raise InputError("colocalization needs --context-distance")
+            raise InputError("context mode colocalization needs a distance")
         keep = distance_A <= context_distance_A
     return ~keep if inverse else keep
 

@@ -27,9 +27,9 @@ def size_range_from_radius(radius_A: float, voxel_size: Sequence[float], low: fl
 def check_size_range(min_size: int | None, max_size: int | None) -> tuple[int, int | None]:
     lo = 1 if min_size is None else int(min_size)
     if lo < 1:
-        raise InputError(f"--min-size must be at least 1, got {min_size}")
+        raise InputError(f"min_size must be at least 1, got {min_size}")
     if max_size is not None and int(max_size) < lo:
-        raise InputError(f"--max-size ({max_size}) is smaller than --min-size ({lo})")
+        raise InputError(f"max_size ({max_size}) is smaller than min_size ({lo})")
     return lo, None if max_size is None else int(max_size)
 
 

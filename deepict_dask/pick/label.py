@@ -17,8 +17,8 @@ How it works (one pass over the data, then one small in-memory step):
 The label image itself is only materialised when asked for (:func:`label_image`): each block is
 labelled again (cheap) and mapped through a per-block lookup table.
 
-Extension point: a clustering method is a :class:`ClusterMethod` registered in :data:`METHODS`
-(``--cluster NAME``). Its ``label_block`` turns one block (plus an optional halo) into compact local
+Extension point: a clustering method is a :class:`ClusterMethod` registered in
+:data:`deepict_dask.pick.methods.METHODS` (one module per method there). Its ``label_block`` turns one block (plus an optional halo) into compact local
 labels; ``merge_touching`` says whether clusters touching across a block face are one cluster;
 ``prepare`` may compute global state first (mean-shift centres, watershed seeds).
 """
@@ -94,28 +94,7 @@ class ClusterMethod:
     merge_touching: bool = True
     halo: Callable[[dict[str, Any], tuple[float, float, float]], int] | None = None
     prepare: Callable[..., Any] | None = None
-
-
-def cc_label_block(fg: np.ndarray, prob: np.ndarray, votes: np.ndarray | None, ctx: BlockContext):
-    """Connected components of one block (``cc3d``); keys are the block offset + local label."""
-    import cc3d
-
-    labels = cc3d.connected_components(np.ascontiguousarray(fg[ctx.core]), connectivity=ctx.spec.connectivity)
-    return labels.astype(np.uint32, copy=False), None
-
-
-METHODS: dict[str, ClusterMethod] = {"cc": ClusterMethod("cc", cc_label_block, merge_touching=True)}
-
-
-def register_method(method: ClusterMethod) -> None:
-    """Make ``method`` available as ``--cluster NAME``."""
-    METHODS[method.name] = method
-
-
-def check_connectivity(connectivity: int) -> int:
-    if int(connectivity) not in CONNECTIVITIES:
-        raise InputError(f"--connectivity must be 6, 18 or 26, got {connectivity}")
-    return int(connectivity)
+    params: type | None = None  # the method's settings, a ``pick.methods.MethodParams`` subclass
 
 
 # ----------------------------------------------------------------------------------------------

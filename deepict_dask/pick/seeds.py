@@ -19,38 +19,30 @@ helper below adds what smoothing needs on top.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from deepict_dask.errors import ConfigError, InputError
+from deepict_dask.units import parse_length
 
 SEED_SOURCES = ("edt", "prob")
-_LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(a|å|ang|angstrom|vox|voxel|voxels|px)?\s*$", re.I)
-
-
-def parse_length(value: float | str) -> tuple[float, str]:
-    """``5`` / ``"5"`` / ``"5vox"`` -> (5, "vox"); ``"40A"`` / ``"40Å"`` -> (40, "A")."""
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value), "vox"
-    m = _LENGTH.match(str(value))
-    if not m:
-        raise ConfigError(f"--min-distance must be a length such as 6 (voxels) or 80A (Angstrom), got {value!r}")
-    unit = (m.group(2) or "vox").lower()
-    return float(m.group(1)), ("A" if unit in ("a", "å", "ang", "angstrom") else "vox")
-
-
 def min_distance_voxels(value: float | str, voxel_size: Sequence[float], shape: Sequence[int] | None) -> tuple[float, float, float]:
-    """``--min-distance`` as per-axis radii in voxels (z, y, x); checked against the volume (if ``shape``)."""
-    amount, unit = parse_length(value)
+    """``min_distance`` as per-axis radii in voxels (z, y, x); checked against the volume (if ``shape``).
+
+    Bare numbers are voxels here (the block functions' unit); options pass ``"80A"`` / ``"8vx"``."""
+    try:
+        length = parse_length(value, "vx")
+    except ValueError as exc:
+        raise ConfigError(f"min_distance: {exc}") from None
+    amount = length.value
     if not np.isfinite(amount) or amount <= 0:
-        raise ConfigError(f"--min-distance must be > 0, got {value!r}: seeds closer than this are merged")
+        raise ConfigError(f"min_distance must be > 0, got {value!r}: seeds closer than this are merged")
     vs = [float(v) for v in voxel_size]
-    radii = tuple(amount / v for v in vs) if unit == "A" else (amount,) * 3
+    radii = tuple(amount / v for v in vs) if length.unit == "A" else (amount,) * 3
     if shape is not None and all(r >= n for r, n in zip(radii, shape)):
         raise ConfigError(
-            f"--min-distance {value} ({max(radii):.3g} voxels) is larger than the volume {tuple(int(n) for n in shape)}: "
+            f"min_distance {value} ({max(radii):.3g} voxels) is larger than the volume {tuple(int(n) for n in shape)}: "
             "at most one particle could be found; give roughly the particle radius"
         )
     return tuple(float(r) for r in radii)
@@ -193,6 +185,6 @@ def looks_binary(prob: np.ndarray, fg: np.ndarray) -> bool:
 
 def binary_error(method: str) -> InputError:
     return InputError(
-        f"--cluster {method} needs a probability map, but the input holds only 0 and 1 (a binary mask); "
-        "pass the network's probability map, or split a mask with --cluster watershed --seeds edt"
+        f"method {method} needs a probability map, but the input holds only 0 and 1 (a binary mask); "
+        "pass the network's probability map, or split a mask with method watershed and seeds edt"
     )

@@ -56,7 +56,7 @@ def foreground(prob: np.ndarray, threshold: float) -> np.ndarray:
 def check_threshold(threshold: float) -> float:
     t = float(threshold)
     if not 0.0 < t <= 1.0:
-        raise InputError(f"--threshold must lie in (0, 1], got {threshold}")
+        raise InputError(f"threshold must lie in (0, 1], got {threshold}")
     return t
 
 

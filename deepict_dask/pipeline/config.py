@@ -20,6 +20,7 @@ from deepict_dask.errors import ConfigError
 from deepict_dask.inference.options import PredictOptions
 from deepict_dask.models.spec import DEMO_MODELS as SHIPPED_MODELS
 from deepict_dask.options import format_loc, validation_problems
+from deepict_dask.pick.options import ContextRule, PickOptions  # noqa: F401  (ContextRule: config's vocabulary)
 from deepict_dask.preprocess.options import FilterOptions
 
 log = logging.getLogger(__name__)
@@ -94,66 +95,83 @@ class ModelConfig(_Strict):
         return data
 
 
-class ContextRule(_Strict):
-    """Keep or drop particles by their relation to another target's mask (DeePiCt's context)."""
+# the flat picking keys of schema version 1, now under a target's ``pick:``
+_V1_PICK_KEYS = ("threshold", "min_size", "max_size", "cluster", "connectivity", "min_distance", "coarsen",
+                 "bandwidth", "context")
 
-    target: str = Field(description="name of a segmentation target (e.g. cytosol)")
-    mode: Literal["intersection", "contact", "colocalization"] = "intersection"
-    distance: float = Field(0.0, ge=0, description="colocalization distance in A")
-    invert: bool = Field(False, description="keep particles that do NOT satisfy the rule")
+
+def migrate_target(target: Any) -> tuple[Any, list[str]]:
+    """A version-1 target (flat picking keys) in the version-2 spelling, and the old keys it had.
+
+    Old meanings are kept: a context rule without ``mode`` was ``intersection``, its ``distance``
+    counted only for ``colocalization`` (default 0), and the method parameters only for their method.
+    """
+    if not isinstance(target, dict):
+        return target, []
+    old = [k for k in _V1_PICK_KEYS if k in target]
+    if not old:
+        return target, []
+    new = {k: v for k, v in target.items() if k not in _V1_PICK_KEYS}
+    pick = dict(new.get("pick") or {})
+    for key in ("threshold", "min_size", "max_size", "connectivity"):
+        if key in target:
+            pick[key] = target[key]
+    if target.get("cluster") is not None:
+        method: dict[str, Any] = {"name": target["cluster"]}
+        if target["cluster"] in ("watershed", "peaks"):
+            method.update({k: target[k] for k in ("min_distance", "coarsen") if target.get(k) is not None})
+        if target["cluster"] == "meanshift" and target.get("bandwidth") is not None:
+            method["bandwidth"] = target["bandwidth"]
+        pick["method"] = method
+    rules = target.get("context")
+    rules = [rules] if isinstance(rules, dict) else rules
+    if isinstance(rules, list) and len(rules) == 1 and isinstance(rules[0], dict):
+        rule = {"mode": "intersection", **rules[0]}
+        if rule["mode"] == "colocalization":
+            rule.setdefault("distance", 0.0)
+        else:
+            rule.pop("distance", None)
+        pick["context"] = rule
+    elif rules:
+        pick["context"] = rules  # PickOptions says what is wrong with it
+    new["pick"] = pick
+    return new, old
+
+
+def _migration_warning(where: str, keys: list[str]) -> None:
+    log.warning("%s: the keys %s are the old (schema_version 1) spelling; write them under 'pick:', e.g. "
+                "pick: {threshold: 0.5, method: {name: watershed, min_distance: 40A}, context: {target: cytosol, "
+                "mode: intersection}} (cluster is now pick.method; min_distance, coarsen, bandwidth its parameters)",
+                where, ", ".join(sorted(set(keys))))
 
 
 class TargetConfig(_Strict):
-    """One thing to find: a class of a model, turned into particles or a segmentation mask."""
+    """One thing to find: a class of a model, turned into particles or a segmentation mask.
+
+    ``pick`` holds the picking settings (:class:`~deepict_dask.pick.options.PickOptions`); a
+    segmentation uses its ``threshold``. Its context rule names a segmentation target.
+    """
 
     name: str
     model: str = Field(description="name of a model in 'models'")
     class_: str | None = Field(None, alias="class", description="class of the model (default: the name)")
     kind: Literal["particles", "segmentation"] = "particles"
-    threshold: float | None = Field(None, gt=0, le=1, description="probability threshold (default: the value "
-                                    "tuned for the model and class, else 0.5)")
-    min_size: int | None = Field(None, ge=1, description="smallest cluster kept, voxels (inclusive; default: "
-                                 "the model's tuned value, else 1)")
-    max_size: int | None = Field(None, ge=1, description="largest cluster kept, voxels (inclusive)")
-    cluster: Literal["cc", "meanshift", "watershed", "peaks"] | None = Field(
-        None, description="clustering method (default: the method tuned for the model and class, else cc)")
-    connectivity: Literal[6, 18, 26] = 26
-    min_distance: float | None = Field(None, gt=0, description="watershed/peaks seed distance, A")
-    coarsen: int | Literal["auto"] = Field("auto", description="watershed/peaks: bin factor of the seed grid "
-                                           "(auto: seeds stay 4 bins apart; 1: full resolution)")
-    bandwidth: float | None = Field(None, gt=0, description="mean-shift bandwidth, A")
-    context: list[ContextRule] = Field(default_factory=list)
+    pick: PickOptions = Field(default_factory=PickOptions, description="picking settings (threshold, method, "
+                              "sizes, context; unset ones: the values tuned for the model and class, else built in)")
 
     _name = field_validator("name")(_check_name)
 
-    @field_validator("coarsen")
+    @model_validator(mode="before")
     @classmethod
-    def _whole_bins(cls, value: Any) -> Any:
-        if value != "auto" and value < 1:
-            raise ValueError("must be 'auto' or a whole number >= 1")
-        return value
-
-    @field_validator("context", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, dict) else value
-
-    @field_validator("context")
-    @classmethod
-    def _at_most_one(cls, value: list[ContextRule]) -> list[ContextRule]:
-        if len(value) > 1:
-            raise ValueError("one context rule per target (make a segmentation target for a combined region)")
+    def _migrate(cls, value: Any) -> Any:
+        value, old = migrate_target(value)
+        if old:
+            _migration_warning(f"target {value.get('name')!r}", old)
         return value
 
     @property
     def model_class(self) -> str:
         return self.class_ or self.name
-
-    @model_validator(mode="after")
-    def _sizes(self) -> TargetConfig:
-        if self.min_size and self.max_size and self.min_size > self.max_size:
-            raise ValueError(f"min_size ({self.min_size}) is larger than max_size ({self.max_size})")
-        return self
 
 
 class OutputConfig(_Strict):
@@ -228,8 +246,7 @@ class ClusterConfig(_Strict):
 class RunConfig(_Strict):
     """The whole ``deepict run`` configuration."""
 
-    schema_version: Literal[1, 2] = Field(2, description="2: model settings under models[].predict "
-                                          "(1: flat; still read, with a warning)")
+    schema_version: Literal[1, 2] = Field(2, description="layout of this file; 1: model settings flat on models[] and picking keys flat on targets (still read, with a warning)")
     inputs: InputsConfig
     output: OutputConfig = Field(default_factory=OutputConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
@@ -238,6 +255,18 @@ class RunConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_targets(cls, value: Any) -> Any:
+        """Version-1 targets in the version-2 spelling, with one warning for the whole file."""
+        if not isinstance(value, dict) or not isinstance(value.get("targets"), list):
+            return value
+        migrated = [migrate_target(t) for t in value["targets"]]
+        old = [k for _, keys in migrated for k in keys]
+        if old:
+            _migration_warning("targets", old)
+        return {**value, "targets": [t for t, _ in migrated]}
 
     def reference_problems(self) -> list[tuple[tuple[Any, ...], str]]:
         """Cross-references that a field type cannot express, as (location, message) pairs."""
@@ -251,14 +280,15 @@ class RunConfig(_Strict):
         for i, t in enumerate(self.targets):
             if t.model not in models:
                 problems.append((("targets", i, "model"), f"model {t.model!r} is not one of models {models}"))
-            for j, rule in enumerate(t.context):
-                loc = ("targets", i, "context", j, "target")
+            rule = t.pick.context
+            if rule is not None:
+                loc = ("targets", i, "pick", "context", "target")
                 other = targets.get(rule.target)
                 if other is None:
                     problems.append((loc, f"{rule.target!r} is not a target"))
                 elif other.kind != "segmentation":
                     problems.append((loc, f"context target {rule.target!r} must have 'kind: segmentation'"))
-                elif other.context:
+                elif other.pick.context:
                     problems.append((loc, f"context target {rule.target!r} may not have context rules itself"))
         return problems
 

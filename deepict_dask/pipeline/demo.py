@@ -33,6 +33,7 @@ DEMO_VOXEL_SIZE = 13.48
 
 DEMO_CONFIG = """\
 # Written by 'deepict demo'. Re-run (finished stages are skipped):  deepict run {config}
+schema_version: 2
 inputs:
   paths: {paths}
   voxel_size: {voxel_size}
@@ -58,22 +59,26 @@ targets:
   - name: cytosol
     model: demo2d
     kind: segmentation
-    threshold: 0.5
+    pick:
+      threshold: 0.5
   - name: organelle
     model: demo2d
     kind: segmentation
-    threshold: 0.5
+    pick:
+      threshold: 0.5
   - name: membrane
     model: demo3d
     kind: segmentation
-    threshold: 0.5
+    pick:
+      threshold: 0.5
   # threshold, minimum cluster size and method: the values tuned into demo3d by 'deepict evaluate sweep
   # --write-model' on the validation tomograms (simulation seeds 150-151, not demo tomograms);
   # 'deepict model-info demo3d' shows them
   - name: ribosome
     model: demo3d
-    context:
-      - target: cytosol
+    pick:
+      context:
+        target: cytosol
         mode: contact
   - name: fas
     model: demo3d

@@ -8,7 +8,7 @@ from __future__ import annotations
 EXAMPLE = """\
 # deepict run configuration. Validate and run with:  deepict run {config_name}
 # Relative paths are taken from the directory holding this file.
-schema_version: 2                 # 2: model settings under models[].predict
+schema_version: 2                 # 1: predict keys on models, picking keys on targets (still read, with a warning)
 
 inputs:
   # Tomograms: files or glob patterns (.mrc .rec .mrcs .st .ali, Zarr or OME-Zarr directories).
@@ -54,25 +54,30 @@ targets:                          # what to find: a class of a model -> particle
   - name: cytosol                 # a segmentation (binary mask in labels/cytosol) used as context
     model: cyto2d
     kind: segmentation
-    threshold: 0.5
+    pick:
+      threshold: 0.5
   - name: ribosome
     model: particles3d            # 'class:' defaults to the target's name
-    threshold: 0.5                # probability threshold
-    min_size: 20                  # cluster size limits in voxels (inclusive)
-    max_size: 20000
-    cluster: cc                   # cc (connected components) | watershed | peaks | meanshift
-    connectivity: 26
-    context:                      # DeePiCt's context rules with a segmentation target
-      - target: cytosol
-        mode: intersection        # intersection | contact | colocalization (with distance: A)
+    pick:                         # unset keys: the values tuned for the model and class, else built in
+      threshold: 0.5              # probability threshold
+      min_size: 20                # cluster size limits in voxels (inclusive)
+      max_size: 20000
+      connectivity: 26
+      method: cc                  # cc (connected components) | watershed | peaks | meanshift, by name or
+                                  # with parameters: {{name: watershed, min_distance: 80A, coarsen: auto}}
+      context:                    # DeePiCt's context rule with a segmentation target
+        target: cytosol
+        mode: intersection        # intersection | contact (default) | colocalization (with distance: 50A)
   - name: fas
     model: particles3d
-    threshold: 0.5
-    min_size: 20
+    pick:
+      threshold: 0.5
+      min_size: 20
   - name: membrane
     model: particles3d
     kind: segmentation
-    threshold: 0.5
+    pick:
+      threshold: 0.5
 
 evaluation:
   tolerance: 60                   # match radius for picks vs truth

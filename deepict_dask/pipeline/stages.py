@@ -73,21 +73,31 @@ def run_predict(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, 
     return {"outputs": [path], "result": {"classes": list(pred.info.classes)}}
 
 
+def _mask_block(block, scale: float, threshold: float):
+    from deepict_dask.pick.threshold import foreground, to_probability
+
+    return foreground(to_probability(block, scale), threshold).astype("uint8")
+
+
 def run_segment(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
-    """Threshold one class of a probability map into a binary mask -> ``labels/<target>``."""
+    """Threshold one class of a probability map into a binary mask -> ``labels/<target>``.
+
+    Stored values become probabilities and foreground exactly as in the pick stage."""
     import numpy as np
 
     from deepict_dask.io import make_volume, open_volume, origin_of, voxel_size_of, write_ome_zarr
+    from deepict_dask.pick.options import PickOptions
     from deepict_dask.pick.threshold import probability_scale
 
+    options = PickOptions.model_validate(params["pick"])
     prob = open_volume(upstream[f"predict:{params['model']}"]["outputs"][0])
     cls = prob.sel(c=params["class"]) if "c" in prob.dims else prob
     scale = probability_scale(cls.dtype, prob.attrs)
-    mask = (cls.data.astype(np.float32) / np.float32(scale) >= np.float32(params["threshold"])).astype(np.uint8)
+    mask = cls.data.map_blocks(_mask_block, scale, options.threshold, dtype=np.uint8)
     # a fresh volume: the map's own attributes (its probability scale) must not describe the 0/1 mask
     vol = make_volume(mask, voxel_size_of(prob), origin_of(prob), name=params["target"])
     out = write_ome_zarr(vol, job.store, group=params["target"], label=True, levels=1,
-                         chunks=params["chunks"], attrs={"threshold": params["threshold"], "class": params["class"],
+                         chunks=params["chunks"], attrs={"threshold": options.threshold, "class": params["class"],
                                                          "probability_scale": 1.0})  # a 0/1 mask, not a map
     fraction = float(mask.mean().compute())
     return {"outputs": [out], "result": {"fraction": fraction}}
@@ -98,28 +108,15 @@ def run_pick(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any
     from deepict_dask.io import write_ome_zarr
     from deepict_dask.io.coords import write_table
     from deepict_dask.pick.api import pick
+    from deepict_dask.pick.options import PickOptions
 
-    cluster_params: dict[str, Any] = {}
-    if params["min_distance"] is not None:
-        cluster_params["min_distance"] = f"{params['min_distance']}A"
-    if params["bandwidth"] is not None:
-        cluster_params["bandwidth"] = f"{params['bandwidth']}A"
-    if params["cluster"] in ("watershed", "peaks"):
-        cluster_params["coarsen"] = params.get("coarsen", "auto")
-    rule = params["context"][0] if params["context"] else None
-    context: dict[str, Any] = {}
-    if rule is not None:
-        context = {
-            "context": str(job.store), "context_group": f"labels/{rule['target']}", "context_mode": rule["mode"],
-            "context_inverse": rule["invert"],
-            "context_distance": f"{rule['distance']}A" if rule["mode"] == "colocalization" else None,
-        }
-    result = pick(
-        upstream[f"predict:{params['model']}"]["outputs"][0], classes=[params["class"]],
-        threshold=params["threshold"], min_size=params["min_size"], max_size=params["max_size"],
-        connectivity=params["connectivity"], cluster=params["cluster"], cluster_params=cluster_params,
-        tomo=job.name, labels=True, **context,
-    )
+    options = PickOptions.model_validate(params["pick"])
+    rule = options.context
+    if rule is not None:  # the rule names a segmentation target: its mask is a group of this store
+        options = options.model_copy(update={"context": rule.model_copy(
+            update={"target": str(job.store), "group": f"labels/{rule.target}"})})
+    result = pick(upstream[f"predict:{params['model']}"]["outputs"][0], options, classes=[params["class"]],
+                  tomo=job.name, labels=True)
     df = result.table.assign(**{"class": params["target"]})
     labels = result.labels[params["class"]]
     group = write_ome_zarr(labels, job.store, group=params["target"], label=True, levels=1, chunks=params["chunks"],
@@ -176,29 +173,17 @@ def read_model_meta(path: Path) -> dict[str, Any]:
 
 
 def _target_params(t: TargetConfig, chunks: int, tuned: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The settings the target's stage runs with: the config's, else the model's tuned ones, else built in.
+    """The settings the target's stage runs with: the config's, else the model's tuned ones, else built
+    in (:func:`~deepict_dask.pick.api.with_tuned`, as ``deepict pick`` chooses them).
 
-    They are the values actually used, so the stage hash changes when a re-tuned model changes them.
+    ``pick`` holds the :class:`PickOptions` as JSON, exactly what the stage validates and runs with,
+    so the stage hash changes when a re-tuned model changes them.
     """
-    tuned = tuned or {}
-    method = t.cluster or tuned.get("method") or "cc"  # as `deepict pick` chooses it
-    same_method = tuned.get("method") == method
-    min_distance = t.min_distance if t.min_distance is not None else (tuned.get("min_distance_A") if same_method else None)
-    return {
-        "target": t.name,
-        "model": t.model,
-        "class": t.model_class,
-        "threshold": t.threshold if t.threshold is not None else float(tuned.get("threshold", 0.5)),
-        "min_size": t.min_size if t.min_size is not None else tuned.get("min_size"),
-        "max_size": t.max_size,
-        "cluster": method,
-        "connectivity": t.connectivity,
-        "min_distance": min_distance,
-        "coarsen": t.coarsen,
-        "bandwidth": t.bandwidth,
-        "context": [r.model_dump() for r in t.context],
-        "chunks": chunks,
-    }
+    from deepict_dask.pick.api import with_tuned
+
+    options, _ = with_tuned(t.pick, tuned or {})
+    return {"target": t.name, "model": t.model, "class": t.model_class, "pick": options.model_dump(mode="json"),
+            "chunks": chunks}
 
 
 def predict_chunk(store_chunks: int) -> int:
@@ -239,7 +224,7 @@ def build_stages(config: RunConfig, job: TomoJob) -> list[Stage]:
     segmentations = [t for t in config.targets if t.kind == "segmentation"]
     particles = [t for t in config.targets if t.kind == "particles"]
     for t in segmentations + particles:
-        deps = (f"predict:{t.model}",) + tuple(f"pick:{r.target}" for r in t.context)
+        deps = (f"predict:{t.model}",) + ((f"pick:{t.pick.context.target}",) if t.pick.context else ())
         tuned = picking.get(t.model, {}).get(t.model_class)
         if t.kind == "segmentation":
             stages.append(Stage(f"pick:{t.name}", run_segment, _target_params(t, chunks, tuned), deps=deps,

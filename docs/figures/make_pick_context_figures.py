@@ -16,6 +16,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 
 from deepict_dask.io.volume import make_volume  # noqa: E402
 from deepict_dask.pick.api import pick  # noqa: E402
+from deepict_dask.pick.options import PickOptions  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -53,12 +54,13 @@ def panel(ax, prob2, mask2, labels2, table, title, distance=None):
 
 def main() -> None:
     v, m, prob2, mask2 = scene()
-    kwargs = {"intersection": {}, "contact": {}, "colocalization": {"context_distance": 6}}
+    kwargs = {"intersection": {}, "contact": {}, "colocalization": {"distance": "6vx"}}
     for mode, extra in kwargs.items():
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
         panel(axes[0], prob2, mask2, np.zeros_like(prob2, int), prob2[:0], "map >= 0.5 (dashed) and mask (blue)")
         for ax, inverse in zip(axes[1:], (False, True)):
-            res = pick(v, threshold=0.5, context=m, context_mode=mode, context_inverse=inverse, labels=True, **extra)
+            rule = {"target": "mask", "mode": mode, "invert": inverse, **extra}
+            res = pick(v, PickOptions(threshold=0.5, context=rule), context_map=m, labels=True)
             lab = np.asarray(next(iter(res.labels.values())).values)[1]
             name = f"{mode}{' --exclude' if inverse else ''}: {len(res.table)} kept"
             panel(ax, prob2, mask2, lab, res.table, name, distance=extra.get("context_distance"))

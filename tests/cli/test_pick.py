@@ -109,27 +109,33 @@ def test_cli_bad_map_values_leave_nothing(tmp_path, capsys):
 
 
 def test_bad_inputs_raise_clear_errors():
-    v = make_volume(_map(), 10.0, chunks=12)
+    from deepict_dask.errors import ConfigError
+    from deepict_dask.options import build
+    from deepict_dask.pick.options import PickOptions
+
     with pytest.raises(InputError, match="NaN"):
         vol = _map()
         vol[0, 0, 0] = np.nan
         pick(make_volume(vol, 10.0))
-    with pytest.raises(InputError, match="threshold"):
-        pick(v, threshold=1.5)
-    with pytest.raises(InputError, match="connectivity"):
-        pick(v, connectivity=8)
-    with pytest.raises(InputError, match="unknown --cluster"):
-        pick(v, cluster="kmeans")
-    with pytest.raises(InputError, match="max-size"):
-        pick(v, min_size=10, max_size=5)
-    with pytest.raises(InputError, match="bandwidth"):
-        pick(v, cluster="meanshift")
+    with pytest.raises(ConfigError, match="^threshold: "):
+        build(PickOptions, {"threshold": 1.5})
+    with pytest.raises(ConfigError, match="^connectivity: "):
+        build(PickOptions, {"connectivity": 8})
+    with pytest.raises(ConfigError, match="^method: unknown method 'kmeans'; choose one of cc, meanshift"):
+        build(PickOptions, {"method": "kmeans"})
+    with pytest.raises(ConfigError, match="min_size .10. is larger than max_size .5."):
+        build(PickOptions, {"min_size": 10, "max_size": 5})
+    with pytest.raises(ConfigError, match="^method.bandwidth: required key missing"):
+        build(PickOptions, {"method": "meanshift"})
 
 
 def test_cluster_option_routes_method_and_dask_kind():
     from deepict_dask.cli.main import build_parser
 
+    args = build_parser().parse_args(["pick", "m.mrc", "--out", "o.csv", "--method", "meanshift", "--bandwidth", "60A"])
+    assert args.method == "meanshift" and args.cluster is None
+    # the old spelling still chooses the method, with a warning
     args = build_parser().parse_args(["pick", "m.mrc", "--out", "o.csv", "--cluster", "meanshift", "--bandwidth", "60A"])
-    assert args.cluster_method == "meanshift" and args.cluster is None
+    assert args.method == "meanshift" and args.cluster is None
     args = build_parser().parse_args(["pick", "m.mrc", "--out", "o.csv", "--cluster", "slurm"])
-    assert args.cluster_method is None and args.cluster == "slurm"  # None: the tuned method, else cc
+    assert args.method is None and args.cluster == "slurm"  # None: the tuned method, else cc

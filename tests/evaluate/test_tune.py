@@ -139,23 +139,24 @@ inputs: {{paths: [a.mrc]}}
 models: [{{name: m, path: {model}}}]
 targets:
   - {{name: ribo, model: m}}
-  - {{name: ribo2, model: m, class: ribo, threshold: 0.7, min_size: 5, cluster: watershed}}
+  - {{name: ribo2, model: m, class: ribo, pick: {{threshold: 0.7, min_size: 5, method: watershed}}}}
   - {{name: memb, model: m}}
-  - {{name: ribo3, model: m, class: ribo, cluster: cc}}
+  - {{name: ribo3, model: m, class: ribo, pick: {{method: cc}}}}
 """
     config = parse_config(text)
     job = type("Job", (), {"header": {}, "name": "a"})()
-    stages = {s.name: s.params for s in build_stages(config, job)}
+    stages = {s.name: s.params["pick"] for s in build_stages(config, job) if s.name.startswith("pick:")}
     assert (stages["pick:ribo"]["threshold"], stages["pick:ribo"]["min_size"]) == (0.35, 40)
     # no method in the config: the tuned one, with its seed distance (as `deepict pick` does)
-    assert (stages["pick:ribo"]["cluster"], stages["pick:ribo"]["min_distance"]) == ("watershed", 60.0)
+    assert stages["pick:ribo"]["method"]["name"] == "watershed"
+    assert stages["pick:ribo"]["method"]["min_distance"] == "60A"
     # an explicit other method keeps the tuned threshold and size but not the watershed seed distance
-    assert (stages["pick:ribo3"]["cluster"], stages["pick:ribo3"]["min_distance"]) == ("cc", None)
+    assert stages["pick:ribo3"]["method"] == {"name": "cc"}
     assert (stages["pick:ribo3"]["threshold"], stages["pick:ribo3"]["min_size"]) == (0.35, 40)
     assert (stages["pick:ribo2"]["threshold"], stages["pick:ribo2"]["min_size"]) == (0.7, 5)
-    assert stages["pick:ribo2"]["min_distance"] == 60.0
+    assert stages["pick:ribo2"]["method"]["min_distance"] == "60A"
     assert (stages["pick:memb"]["threshold"], stages["pick:memb"]["min_size"]) == (0.5, None)
-    assert _target_params(config.targets[0], 64)["threshold"] == 0.5
+    assert _target_params(config.targets[0], 64)["pick"]["threshold"] == 0.5
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -125,7 +125,7 @@ def test_run_directory_store_validates_and_opens(tmp_path):
         "preprocess: {normalize: true, filter: {enabled: false}}\n"
         "models:\n  - {name: m3, path: tiny.safetensors, patch: 16, overlap: 2}\n"
         "targets:\n  - {name: membrane, model: m3, kind: segmentation}\n"
-        "  - {name: ribosome, model: m3, threshold: 0.5, min_size: 1}\n"
+        "  - {name: ribosome, model: m3, pick: {threshold: 0.5, min_size: 1}}\n"
     )
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
         result = run_workflow(load_config(tmp_path / "run.yaml"), client=client, evaluate=False)

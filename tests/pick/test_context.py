@@ -9,6 +9,7 @@ from deepict_dask.errors import InputError
 from deepict_dask.io.volume import make_volume
 from deepict_dask.pick import context
 from deepict_dask.pick.api import pick
+from deepict_dask.pick.options import PickOptions
 
 VS = 10.0
 
@@ -32,30 +33,30 @@ def _by_x(table):
 
 def test_intersection_cuts_before_clustering_and_size_filter_sees_masked_clusters():
     v, m = _scene()
-    t = _by_x(pick(v, threshold=0.5, context=m, context_mode="intersection").table)
+    t = _by_x(pick(v, PickOptions(threshold=0.5, context={"target": "mask", "mode": "intersection"}), context_map=m).table)
     assert set(t) == {"A", "B"}
     assert t["B"]["size"] == 48 and t["A"]["size"] == 64
-    assert set(_by_x(pick(v, threshold=0.5, context=m, context_mode="intersection", min_size=50).table)) == {"A"}
-    inv = _by_x(pick(v, threshold=0.5, context=m, context_mode="intersection", context_inverse=True).table)
+    assert set(_by_x(pick(v, PickOptions(threshold=0.5, min_size=50, context={"target": "mask", "mode": "intersection"}), context_map=m).table)) == {"A"}
+    inv = _by_x(pick(v, PickOptions(threshold=0.5, context={"target": "mask", "mode": "intersection", "invert": True}), context_map=m).table)
     assert set(inv) == {"B", "C", "D"} and inv["B"]["size"] == 48
 
 
 def test_contact_keeps_whole_clusters_touching_the_mask():
     v, m = _scene()
-    t = _by_x(pick(v, threshold=0.5, context=m, context_mode="contact").table)
+    t = _by_x(pick(v, PickOptions(threshold=0.5, context={"target": "mask", "mode": "contact"}), context_map=m).table)
     assert set(t) == {"A", "B"} and t["B"]["size"] == 96 and t["B"]["context_voxels"] == 48
-    assert set(_by_x(pick(v, threshold=0.5, context=m, context_mode="contact", min_size=70).table)) == {"B"}
-    inv = pick(v, threshold=0.5, context=m, context_mode="contact", context_inverse=True).table
+    assert set(_by_x(pick(v, PickOptions(threshold=0.5, min_size=70, context={"target": "mask", "mode": "contact"}), context_map=m).table)) == {"B"}
+    inv = pick(v, PickOptions(threshold=0.5, context={"target": "mask", "mode": "contact", "invert": True}), context_map=m).table
     assert set(_by_x(inv)) == {"C", "D"}
 
 
 def test_colocalization_by_centroid_distance_in_voxels_or_angstrom():
     v, m = _scene()
-    t = _by_x(pick(v, threshold=0.5, context=m, context_mode="colocalization", context_distance=4).table)
+    t = _by_x(pick(v, PickOptions(threshold=0.5, context={"target": "mask", "mode": "colocalization", "distance": "4vx"}), context_map=m).table)
     assert set(t) == {"A", "B", "C"}
     assert t["A"]["context_distance_A"] == 0 and t["C"]["context_distance_A"] == pytest.approx(40.0)
-    assert set(_by_x(pick(v, threshold=0.5, context=m, context_mode="colocalization", context_distance="39A").table)) == {"A", "B"}
-    inv = pick(v, threshold=0.5, context=m, context_mode="colocalization", context_distance=4, context_inverse=True).table
+    assert set(_by_x(pick(v, PickOptions(threshold=0.5, context={"target": "mask", "mode": "colocalization", "distance": "39A"}), context_map=m).table)) == {"A", "B"}
+    inv = pick(v, PickOptions(threshold=0.5, context={"target": "mask", "mode": "colocalization", "distance": "4vx", "invert": True}), context_map=m).table
     assert set(_by_x(inv)) == {"D"}
     assert _by_x(inv)["D"]["context_distance_A"] == pytest.approx(80.0)
 
@@ -74,8 +75,10 @@ def test_distance_beyond_reach_uses_coarse_transform():
 def test_mask_of_another_shape_or_voxel_size_is_refused():
     v, m = _scene()
     with pytest.raises(InputError, match="shape"):
-        pick(v, context=make_volume(np.zeros((20, 16, 39), bool), VS), context_mode="contact")
+        pick(v, PickOptions(context={"target": "mask", "mode": "contact"}),
+             context_map=make_volume(np.zeros((20, 16, 39), bool), VS))
     with pytest.raises(InputError, match="voxel size"):
-        pick(v, context=make_volume(np.zeros((20, 16, 40), bool), 12.0), context_mode="contact")
-    with pytest.raises(InputError, match="context-distance"):
-        pick(v, context=m, context_mode="colocalization")
+        pick(v, PickOptions(context={"target": "mask", "mode": "contact"}),
+             context_map=make_volume(np.zeros((20, 16, 40), bool), 12.0))
+    with pytest.raises(ValueError, match="colocalization needs a distance"):
+        PickOptions(context={"target": "mask", "mode": "colocalization"})

@@ -11,6 +11,8 @@ import scipy.ndimage as ndi
 from deepict_dask.io.volume import make_volume
 from deepict_dask.pick import filters, label, stats
 from deepict_dask.pick.api import pick
+from deepict_dask.pick.methods import METHODS
+from deepict_dask.pick.options import PickOptions
 
 STRUCTURES = {6: ndi.generate_binary_structure(3, 1), 18: ndi.generate_binary_structure(3, 2), 26: np.ones((3, 3, 3))}
 
@@ -23,11 +25,11 @@ def _blobs(shape=(17, 19, 21), sigma=0.8, seed=0) -> np.ndarray:
 def _label(vol: np.ndarray, chunks, connectivity: int, threshold: float):
     arr = da.from_array(vol, chunks=chunks)
     spec = label.BlockSpec(threshold=threshold, connectivity=connectivity)
-    ids, parts, pairs, ctxs = label.build_pass(arr, None, label.METHODS["cc"], spec, {}, None, (1.0, 1.0, 1.0))
+    ids, parts, pairs, ctxs = label.build_pass(arr, None, METHODS["cc"], spec, {}, None, (1.0, 1.0, 1.0))
     parts, pairs = dask.compute(parts, pairs, scheduler="sync")
     table, luts = stats.merge_partials(parts, pairs)
     lut = {b: np.concatenate([[0], lt]) for b, lt in zip(ids, luts)}
-    img = label.label_image(arr, None, label.METHODS["cc"], ctxs, lut, len(table)).compute(scheduler="sync")
+    img = label.label_image(arr, None, METHODS["cc"], ctxs, lut, len(table)).compute(scheduler="sync")
     return table, img
 
 
@@ -77,7 +79,7 @@ def test_matches_dask_image_oracle():
 def test_pick_api_uint8_scaling_and_weighted_centroid():
     vol = _blobs((20, 20, 20), sigma=1.0, seed=1)
     u8 = np.round(vol * 255).astype(np.uint8)
-    res = pick(make_volume(u8, 8.0, chunks=7), threshold=0.6, connectivity=26, weighted=True)
+    res = pick(make_volume(u8, 8.0, chunks=7), PickOptions(threshold=0.6, connectivity=26, weighted=True))
     fg = u8 >= np.float32(0.6) * 255 - 1e-3
     ref, n = ndi.label(u8.astype(np.float32) / 255 >= 0.6, STRUCTURES[26])
     assert len(res.table) == n
@@ -93,7 +95,7 @@ def test_size_filter_is_inclusive():
     vol[5, 5, 10:15] = 1  # 5 voxels
     vol[8, 8, 20:27] = 1  # 7 voxels
     v = make_volume(vol, 1.0, chunks=4)
-    sizes = lambda **kw: sorted(pick(v, **kw).table["size"].astype(int).tolist())  # noqa: E731
+    sizes = lambda **kw: sorted(pick(v, PickOptions(**kw)).table["size"].astype(int).tolist())  # noqa: E731
     assert sizes(min_size=3, max_size=7) == [3, 5, 7]
     assert sizes(min_size=4, max_size=6) == [5]
     assert sizes(min_size=5, max_size=5) == [5]
@@ -117,7 +119,7 @@ def test_duplicate_radius_in_pick():
     vol[6, 6, 5:8] = 0.9
     vol[6, 6, 10:12] = 0.7  # 4 voxels away from the first: a duplicate at 6 voxels
     vol[6, 6, 30:33] = 0.8
-    res = pick(make_volume(vol, 10.0, chunks=8), threshold=0.5, duplicate_radius="60A")
+    res = pick(make_volume(vol, 10.0, chunks=8), PickOptions(threshold=0.5, duplicate_radius="60A"))
     assert sorted(res.table["score"].round(2).tolist()) == [0.8, 0.9]
 
 
@@ -125,7 +127,7 @@ def test_many_clusters_group_by():
     # 4,096 isolated voxels on a lattice across 64 chunks: one row each, no per-label loop needed
     vol = np.zeros((32, 32, 32), np.float32)
     vol[::2, ::2, ::2] = 0.9
-    res = pick(make_volume(vol, 1.0, chunks=8), threshold=0.5, connectivity=6)
+    res = pick(make_volume(vol, 1.0, chunks=8), PickOptions(threshold=0.5, connectivity=6))
     assert len(res.table) == 16**3
     assert set(res.table["size"]) == {1.0}
 
@@ -142,12 +144,12 @@ def test_multiclass_majority():
     bg -= a + b
     maps = np.stack([bg, a, b])
     v = make_volume(maps, 10.0, channels=["background", "a", "b"], chunks=(3, 8, 8, 8))
-    res = pick(v, threshold=0.5)
+    res = pick(v, PickOptions(threshold=0.5))
     t = res.table.sort_values("x")
     assert t["class"].tolist() == ["a", "b"]
     assert t["size"].tolist() == [288.0, 144.0]
     np.testing.assert_allclose(t["class_fraction"].iloc[0], 216 / 288)
-    only_b = pick(v, threshold=0.5, classes=["b"]).table
+    only_b = pick(v, PickOptions(threshold=0.5), classes=["b"]).table
     assert only_b["class"].tolist() == ["b"]
 
 
@@ -157,8 +159,8 @@ def test_meanshift_splits_touching_particles_across_blocks():
     for c in [(15, 15, 12), (15, 15, 20), (15, 15, 38)]:  # the first two touch
         vol = np.maximum(vol, ((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= 25) * 0.9)
     v = make_volume(vol, 10.0, chunks=(15, 15, 16))
-    assert len(pick(v, threshold=0.5).table) == 2
-    res = pick(v, threshold=0.5, cluster="meanshift", cluster_params={"bandwidth": "50A"})
+    assert len(pick(v, PickOptions(threshold=0.5)).table) == 2
+    res = pick(v, PickOptions(threshold=0.5, method={"name": "meanshift", "bandwidth": "50A"}))
     np.testing.assert_allclose(np.sort(res.table["x"]), [12, 20, 38], atol=0.5)
 
 
@@ -169,7 +171,7 @@ def test_centerline_of_a_helix():
     cz, cy, cx = 4 + t * 32 / (4 * np.pi), 24 + 12 * np.cos(t), 24 + 12 * np.sin(t)
     for a, b, c in zip(cz[::3], cy[::3], cx[::3]):
         vol[(z - a) ** 2 + (y - b) ** 2 + (x - c) ** 2 <= 4] = 0.9
-    res = pick(make_volume(vol, 10.0, chunks=24), threshold=0.5, centerline=True, spacing="40A")
+    res = pick(make_volume(vol, 10.0, chunks=24), PickOptions(threshold=0.5, centerline=True, spacing="40A"))
     tab = res.table
     length = np.sum(np.linalg.norm(np.diff(np.stack([cz, cy, cx], 1), axis=0), axis=1)) * 10
     assert abs(len(tab) - length / 40) <= 0.15 * length / 40

@@ -1,4 +1,4 @@
-"""--cluster peaks: local maxima with non-maximum suppression, scored by peak value."""
+"""method peaks: local maxima with non-maximum suppression, scored by peak value."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 
 from deepict_dask.errors import DeepictError, InputError
-from deepict_dask.pick.peaks import find_peaks, peak_rows
-from deepict_dask.pick.watershed import split_params
+from deepict_dask.pick.methods.peaks import find_peaks, peak_rows
+from deepict_dask.pick.methods.watershed import split_params
 from tests.pick.test_watershed import recovered, run_blockwise, touching_spheres
 
 
@@ -57,7 +57,7 @@ def test_peaks_need_a_probability_map(blurred):
 
 
 def test_peaks_options_are_checked():
-    with pytest.raises(DeepictError, match="min-distance"):
+    with pytest.raises(DeepictError, match="min_distance"):
         split_params("peaks", min_distance=0, voxel_size=(1, 1, 1), shape=(32, 32, 32))
     with pytest.raises(DeepictError, match="larger than the volume"):
         split_params("peaks", min_distance=40, voxel_size=(1, 1, 1), shape=(32, 32, 32))

@@ -1,4 +1,4 @@
-"""--cluster watershed: touching particles split, chunk-independent, clear errors."""
+"""method watershed: touching particles split, chunk-independent, clear errors."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 from deepict_dask.errors import DeepictError, InputError
 from deepict_dask.evaluate.picking import evaluate_picks
 from deepict_dask.pick import stats as st
-from deepict_dask.pick.label import METHODS, BlockSpec, build_pass, label_image
-from deepict_dask.pick.seeds import find_seeds, parse_length
-from deepict_dask.pick.watershed import split_params, split_volume
+from deepict_dask.pick.label import BlockSpec, build_pass, label_image
+from deepict_dask.pick.methods import METHODS
+from deepict_dask.pick.methods.watershed import split_params, split_volume
+from deepict_dask.pick.seeds import find_seeds
 from tests.helpers import mrc_file
 
 
@@ -149,7 +150,7 @@ def test_fragment_without_seed_is_kept():
 
 @pytest.mark.parametrize("value", [0, "0A", -3])
 def test_min_distance_zero_is_an_error(value):
-    with pytest.raises(DeepictError, match="min-distance"):
+    with pytest.raises(DeepictError, match="min_distance"):
         split_params("watershed", min_distance=value, voxel_size=(10, 10, 10), shape=(32, 32, 32))
 
 
@@ -159,14 +160,14 @@ def test_min_distance_larger_than_volume_is_an_error():
 
 
 def test_min_distance_units():
-    assert parse_length("80A") == (80.0, "A")
-    assert parse_length("6") == (6.0, "vox")
     p = split_params("watershed", min_distance="80A", voxel_size=(10, 10, 10), shape=(32, 32, 32))
     assert p["min_distance_vox"] == (8.0, 8.0, 8.0)
-    with pytest.raises(DeepictError, match="needs --min-distance"):
+    assert split_params("watershed", min_distance=6, voxel_size=(10, 10, 10), shape=(32, 32, 32))["min_distance_vox"] \
+        == (6.0, 6.0, 6.0)  # bare numbers are voxels at this level
+    with pytest.raises(DeepictError, match="needs min_distance"):
         split_params("watershed", min_distance=None, voxel_size=(10, 10, 10), shape=(32, 32, 32))
-    with pytest.raises(DeepictError):
-        parse_length("eighty")
+    with pytest.raises(DeepictError, match="cannot read the length"):
+        split_params("watershed", min_distance="eighty", voxel_size=(10, 10, 10), shape=(32, 32, 32))
 
 
 def test_prob_seeds_on_a_binary_mask_say_what_is_needed(spheres):
@@ -178,23 +179,25 @@ def test_prob_seeds_on_a_binary_mask_say_what_is_needed(spheres):
 
 def test_pick_api_watershed_same_columns_as_cc(spheres):
     from deepict_dask.io.volume import make_volume
+    from deepict_dask.options import build
     from deepict_dask.pick.api import pick
+    from deepict_dask.pick.options import PickOptions
 
     lab, centres = spheres
     vol = make_volume((lab > 0).astype(np.float32), (10.0, 10.0, 10.0), chunks=32)
-    cc = pick(vol, cluster="cc").table
-    ws = pick(vol, cluster="watershed", cluster_params={"min_distance": "40A"}).table
+    cc = pick(vol, PickOptions(method="cc")).table
+    ws = pick(vol, PickOptions(method={"name": "watershed", "min_distance": "40A"})).table
     assert list(ws.columns) == list(cc.columns)
     assert recovered(ws, centres)["recall"] >= 0.95
     # default seed distance from the expected particle radius; other chunking, same picks
-    by_radius = pick(vol, cluster="watershed", radius="50A", chunks=24).table
+    by_radius = pick(vol, PickOptions(method="watershed", radius="50A"), chunks=24).table
     assert len(by_radius) == len(centres)
-    with pytest.raises(DeepictError, match="min-distance"):
-        pick(vol, cluster="watershed", cluster_params={"min_distance": 0})
-    with pytest.raises(DeepictError, match="did you mean 'min_distance'"):
-        pick(vol, cluster="watershed", cluster_params={"min_distanse": 4})
-    with pytest.raises(DeepictError, match="needs --min-distance"):
-        pick(vol, cluster="watershed")
+    with pytest.raises(DeepictError, match="^method.min_distance: must be > 0"):
+        build(PickOptions, {"method": {"name": "watershed", "min_distance": 0}})
+    with pytest.raises(DeepictError, match="^method.min_distanse: unknown key"):
+        build(PickOptions, {"method": {"name": "watershed", "min_distanse": 4}})
+    with pytest.raises(DeepictError, match="needs min_distance"):
+        pick(vol, PickOptions(method="watershed"))
 
 
 def test_cli_cluster_watershed(spheres, tmp_path, monkeypatch, capsys):
@@ -210,11 +213,11 @@ def test_cli_cluster_watershed(spheres, tmp_path, monkeypatch, capsys):
     path = tmp_path / "mask.mrc"
     mrc_file(path, (lab > 0).astype(np.float32), 10.0)
     out = tmp_path / "picks.csv"
-    assert main(["pick", str(path), "--out", str(out), "--cluster", "watershed", "--min-distance", "40A",
+    assert main(["pick", str(path), "--out", str(out), "--method", "watershed", "--min-distance", "40A",
                  "--no-progress"]) == 0
     table = read_table(out)
     assert recovered(table, centres)["recall"] >= 0.95
-    assert main(["pick", str(path), "--out", str(out), "--cluster", "peaks", "--min-distance", "4",
+    assert main(["pick", str(path), "--out", str(out), "--method", "peaks", "--min-distance", "4",
                  "--no-progress", "--overwrite"]) == 2  # a binary mask: says a probability map is needed
     err = capsys.readouterr().err.strip()
     assert err.startswith("deepict pick: error:") and "probability map" in err and len(err.splitlines()) == 1
@@ -226,9 +229,12 @@ def test_pick_api_watershed_coarsen(spheres):
 
     lab, centres = spheres
     vol = make_volume((lab > 0).astype(np.float32), (10.0, 10.0, 10.0), chunks=32)
+    from deepict_dask.options import build
+    from deepict_dask.pick.options import PickOptions
+
     with pytest.raises(DeepictError, match="coarsen"):
-        pick(vol, cluster="watershed", cluster_params={"min_distance": "40A", "coarsen": 0})
-    coarse = pick(vol, cluster="watershed", cluster_params={"min_distance": "40A", "coarsen": 2}).table
+        build(PickOptions, {"method": {"name": "watershed", "min_distance": "40A", "coarsen": 0}})
+    coarse = pick(vol, PickOptions(method={"name": "watershed", "min_distance": "40A", "coarsen": 2})).table
     assert recovered(coarse, centres)["recall"] >= 0.9  # seeds 2 cells apart: still one pick each
 
 
@@ -240,14 +246,14 @@ def big_spheres():
 
 def test_coarse_factor_auto_and_checked():
     from deepict_dask.errors import ConfigError
-    from deepict_dask.pick.watershed import coarse_factor
+    from deepict_dask.pick.methods.watershed import coarse_factor
 
     assert coarse_factor(None, (8.2, 8.2, 8.2)) == 2
     assert coarse_factor("auto", (5.0, 5.0, 5.0)) == 1
     assert coarse_factor(None, (12.0, 16.0, 16.0)) == 3
     assert coarse_factor("1", (12.0,) * 3) == 1 and coarse_factor(3, (4.0,) * 3) == 3
     for bad in ("0", 0, "x", 1.5, "-2"):
-        with pytest.raises(ConfigError, match="--coarsen"):
+        with pytest.raises(ConfigError, match="^coarsen must be"):
             coarse_factor(bad, (8.0,) * 3)
 
 

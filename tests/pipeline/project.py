@@ -16,10 +16,10 @@ inputs:
 output: {{dir: run, chunks: 32, levels: 2}}
 preprocess: {{normalize: true, filter: {{enabled: {filter}}}}}
 models:
-  - {{name: m2, path: tiny2d.safetensors, overlap: 4}}
-  - {{name: m3, path: tiny3d.safetensors, patch: 16, overlap: 2}}
+  - {{name: m2, path: tiny2d.safetensors, predict: {{margin: 4}}}}
+  - {{name: m3, path: tiny3d.safetensors, predict: {{window: 16, margin: 2}}}}
 targets:
-  - {{name: cytosol, model: m2, kind: segmentation, threshold: {cyto_threshold}}}
+  - {{name: cytosol, model: m2, kind: segmentation, pick: {{threshold: {cyto_threshold}}}}}
   - {{name: membrane, model: m3, kind: segmentation}}
 {particles}
 evaluation: {{tolerance: 3, unit: vox}}
@@ -28,9 +28,10 @@ execution: {{max_in_flight: 2}}
 PARTICLES = """\
   - name: ribosome
     model: m3
-    threshold: 0.5
-    min_size: 2
-    context: [{target: cytosol, mode: contact}]
+    pick:
+      threshold: 0.5
+      min_size: 2
+      context: {target: cytosol, mode: contact}
 """
 
 

@@ -26,7 +26,8 @@ models:
 targets:
   - name: ribosome
     model: m3
-    threshold: 0.5
+    pick:
+      threshold: 0.5
 """
 
 
@@ -42,7 +43,7 @@ def test_example_config_validates_and_has_comments(tmp_path):
     assert cfg.output.dir == str(tmp_path / "out1")
     assert cfg.inputs.paths == [str(tmp_path / "data/*.rec")]
     assert [t.name for t in cfg.targets] == ["cytosol", "ribosome", "fas", "membrane"]
-    assert cfg.targets[1].context[0].target == "cytosol"
+    assert cfg.targets[1].pick.context.target == "cytosol"
     assert cfg.models[0].path == "demo2d"  # shipped names are not turned into paths
 
 
@@ -69,17 +70,19 @@ def test_init_config_command(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda t: t.replace("    threshold: 0.5\n", "    threshold: 0.5\n    colour: red\n"),
-         "line 10, targets[0].colour: unknown key"),
-        (lambda t: t.replace("threshold: 0.5", "threshold: high"), "line 9, targets[0].threshold"),
+        (lambda t: t.replace("    pick:\n", "    colour: red\n    pick:\n"),
+         "line 9, targets[0].colour: unknown key"),
+        (lambda t: t.replace("threshold: 0.5", "threshold: high"), "line 10, targets[0].pick.threshold"),
         (lambda t: t.replace("threshold: 0.5", "threshold: 1.5"), "less than or equal to 1"),
-        (lambda t: t.replace("    threshold: 0.5\n", "    threshold: 0.5\n    coarsen: 0\n"),
-         "line 10, targets[0].coarsen: must be 'auto' or a whole number >= 1"),
-        (lambda t: t + "executon:\n  retries: 2\n", "line 10, executon: unknown key"),
+        (lambda t: t.replace("      threshold: 0.5\n", "      threshold: 0.5\n      method: {name: watershed, coarsen: 0}\n"),
+         "line 11, targets[0].pick.method.coarsen: must be 'auto' or a whole number >= 1"),
+        (lambda t: t.replace("      threshold: 0.5\n", "      threshold: 0.5\n      method: kmeans\n"),
+         "line 11, targets[0].pick.method: unknown method 'kmeans'; choose one of cc, meanshift, peaks, watershed"),
+        (lambda t: t + "executon:\n  retries: 2\n", "line 11, executon: unknown key"),
         (lambda t: t.replace("model: m3", "model: m4"), "line 8, targets[0].model: model 'm4' is not one of"),
         (lambda t: t.replace("  paths: [\"tomos/*.mrc\"]\n", ""), "line 1, inputs"),
         (lambda t: t + "  - name: ribosome\n    model: m3\n", "duplicate name 'ribosome'"),
-        (lambda t: t.replace("    threshold: 0.5\n", "    context: {target: ribosome}\n"),
+        (lambda t: t.replace("      threshold: 0.5\n", "      context: {target: ribosome}\n"),
          "must have 'kind: segmentation'"),
         (lambda t: t.replace("inputs:", "inputs: [").replace("models:", "]models:"), "not valid YAML"),
     ],
@@ -176,7 +179,7 @@ def test_run_command_bad_inputs_exit_2_before_work(tmp_path, capsys):
     assert "inputs match nothing" in err and "Traceback" not in err
     (tmp_path / "bad.yaml").write_text(BASE + "surprise: 1\n")
     assert main(["run", str(tmp_path / "bad.yaml")]) == 2
-    assert "line 10, surprise: unknown key" in capsys.readouterr().err
+    assert "line 11, surprise: unknown key" in capsys.readouterr().err
     assert not (tmp_path / "deepict_out" / "tomograms").exists()
 
 
@@ -191,7 +194,7 @@ def test_unknown_force_stage_and_unknown_class(tmp_path, capsys):
                      architecture={"kind": "UNet3D", "depth": 1, "initial_filters": 2, "batch_norm": False})
     save_model(tmp_path / "t.safetensors", build_network(info), info)
     (tmp_path / "run2.yaml").write_text(
-        BASE.replace("threshold: 0.5", "threshold: 0.5\n    class: proteasome").replace("demo3d", "t.safetensors"))
+        BASE.replace("    model: m3\n", "    model: m3\n    class: proteasome\n").replace("demo3d", "t.safetensors"))
     assert main(["run", str(tmp_path / "run2.yaml"), "--dry-run"]) == 2
     assert "has no class 'proteasome'" in capsys.readouterr().err
 

@@ -121,10 +121,10 @@ def test_deepict_table_warns_for_what_the_format_wants(tmp_path, caplog):
 CONFIG = """\
 inputs: {{paths: ["tomos/*.mrc"]}}
 output: {{dir: run, chunks: 32, levels: 1, report: false, table_formats: {formats}}}
-models: [{{name: m3, path: tiny3d.safetensors, patch: 16, overlap: 2}}]
+models: [{{name: m3, path: tiny3d.safetensors, predict: {{window: 16, margin: 2}}}}]
 targets:
-  - {{name: ribosome, model: m3, threshold: 0.3}}
-  - {{name: fas, model: m3, threshold: 0.3}}
+  - {{name: ribosome, model: m3, pick: {{threshold: 0.3}}}}
+  - {{name: fas, model: m3, pick: {{threshold: 0.3}}}}
 """
 
 

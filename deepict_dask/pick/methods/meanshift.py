@@ -1,4 +1,4 @@
-"""Mean-shift clustering (DeepFinder's way of separating touching particles), blockwise with a halo.
+"""``meanshift``: mean-shift clustering (DeepFinder's way of separating touching particles), blockwise with a halo.
 
 Pass 1 (``prepare``): every block plus a halo of two bandwidths runs a flat-kernel mean shift with
 bin seeding (:func:`mean_shift`, equivalent to scikit-learn's and much faster) on the coordinates
@@ -14,26 +14,63 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import dask
 import numpy as np
+from pydantic import Field, field_serializer, field_validator
 
 from deepict_dask.errors import InputError
-from deepict_dask.pick.label import BlockContext, ClusterMethod, block_grid, register_method, with_halo
+from deepict_dask.pick.label import BlockContext, ClusterMethod, block_grid, with_halo
+from deepict_dask.pick.methods import MethodParams, register_method
 from deepict_dask.pick.threshold import foreground
+from deepict_dask.units import LengthField, parse_length
+
+
+class MeanShiftParams(MethodParams):
+    """``bandwidth``: the kernel radius, one length or one per class (``{ribosome: 60A, '*': 80A}``;
+    on the command line ``ribosome=60A``, repeated)."""
+
+    name: Literal["meanshift"] = "meanshift"
+    bandwidth: LengthField | dict[str, LengthField] = Field(
+        description="kernel radius, one length or one per class (CLASS=LEN, repeated)")
+
+    @field_validator("bandwidth", mode="before")
+    @classmethod
+    def _per_class(cls, value: Any) -> Any:
+        """``"ribosome=60A"`` or a list of such (the command line's spelling) -> {class: length}."""
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)) and any(isinstance(v, str) and "=" in v for v in items):
+            table = {}
+            for v in items:
+                key, _, length = str(v).rpartition("=")
+                table[key or "*"] = length
+            return table
+        if isinstance(items, (list, tuple)) and len(items) == 1:
+            return items[0]
+        return value
+
+    @field_serializer("bandwidth")
+    def _as_text(self, value: Any) -> str | dict[str, str]:
+        return {k: str(v) for k, v in value.items()} if isinstance(value, dict) else str(value)
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        lengths = value.values() if isinstance(value, dict) else [value]
+        if not all(v.value > 0 for v in lengths):
+            raise ValueError(f"must be positive, got {value}")
+        return value
 
 
 def bandwidths_A(params: dict[str, Any], voxel_size: Sequence[float]) -> dict[str, float]:
-    """``params['bandwidth']``: a length, or {class or '*': length}; lengths in voxels or '60A'."""
-    from deepict_dask.pick.api import parse_length
-
+    """``params['bandwidth']``: a length, or {class or '*': length}, in Angstrom per class."""
     raw = params.get("bandwidth")
     if raw is None:
-        raise InputError("--cluster meanshift needs --bandwidth (e.g. 60A, or ribosome=60A)")
+        raise InputError("method meanshift needs a bandwidth (e.g. 60A, or ribosome=60A)")
     table = raw if isinstance(raw, dict) else {"*": raw}
-    out = {k: parse_length(v, voxel_size, "vx") for k, v in table.items()}
-    if not all(v and v > 0 for v in out.values()):
+    out = {k: parse_length(v, "vx").angstrom(voxel_size) for k, v in table.items()}
+    if not all(v > 0 for v in out.values()):
         raise InputError(f"mean-shift bandwidths must be positive, got {raw}")
     return out
 
@@ -190,4 +227,5 @@ def label_block(fg: np.ndarray, prob: np.ndarray, votes: np.ndarray | None, ctx:
     return labels, used.astype(np.uint64) + np.uint64(1)
 
 
-register_method(ClusterMethod("meanshift", label_block, merge_touching=False, halo=None, prepare=prepare))
+register_method(ClusterMethod("meanshift", label_block, merge_touching=False, halo=None, prepare=prepare,
+                              params=MeanShiftParams))

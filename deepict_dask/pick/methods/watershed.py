@@ -1,4 +1,4 @@
-"""``--cluster watershed``: split touching particles by a seeded watershed, block by block.
+"""``watershed``: split touching particles by a seeded watershed, block by block.
 
 Connected components merge touching ribosomes into one cluster with one centroid. Here every block
 is processed together with a halo of at least one particle diameter:
@@ -16,7 +16,7 @@ Foreground that no seed reaches within the crop (a fragment whose maximum lies o
 becomes its own cluster, keyed by its highest voxel, so no foreground is dropped. Results are
 independent of chunking as long as a basin fits in the halo, which the default halo (twice the
 seed distance, or the ``diameter`` given) ensures for particles; for large structures (membranes,
-filaments) use ``--cluster cc``.
+filaments) use method ``cc``.
 
 With ``coarsen`` > 1 (the default for particles whose seeds are 8+ voxels apart) steps 1-2 run on
 a grid binned by that factor and anchored to the volume; step 3 labels the full-resolution core
@@ -25,18 +25,55 @@ a grid binned by that factor and anchored to the volume; step 3 labels the full-
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from deepict_dask.errors import ConfigError
 from deepict_dask.pick import seeds as sd
-from deepict_dask.pick.label import BlockContext, ClusterMethod, register_method
+from deepict_dask.pick.label import BlockContext, ClusterMethod
+from deepict_dask.pick.methods import MethodParams, register_method
+from deepict_dask.units import Length, LengthField
 
 _WS_CONNECTIVITY = {6: 1, 18: 2, 26: 3}
+
+
+class WatershedParams(MethodParams):
+    """Seeded watershed: the settings :func:`split_params` documents (lengths as :data:`LengthField`)."""
+
+    name: Literal["watershed"] = "watershed"
+    min_distance: LengthField | None = Field(None, description="seeds closer than this are one particle "
+                                             "(default: the expected particle radius)")
+    seeds: Literal["edt", "prob"] | None = Field(None, description="seed landscape: the mask's distance "
+                                                 "transform (edt, default) or the smoothed probability (prob)")
+    sigma: float | None = Field(None, ge=0, description="Gaussian sigma (voxels) of the seed landscape")
+    h_maxima: float | None = Field(None, ge=0, description="ignore maxima less than this above their surroundings")
+    diameter: LengthField | None = Field(None, description="largest particle diameter (sets the halo)")
+    coarsen: int | Literal["auto"] = Field("auto", description="bin factor of the seed grid (auto: seeds stay "
+                                           "4 bins apart; 1: full resolution)")
+
+    @field_validator("min_distance")
+    @classmethod
+    def _positive(cls, value: Length | None) -> Length | None:
+        if value is not None and not value.value > 0:
+            raise ValueError(f"must be > 0, got {value}: seeds closer than this are merged")
+        return value
+
+    @field_validator("coarsen")
+    @classmethod
+    def _whole_bins(cls, value: Any) -> Any:
+        if value != "auto" and value < 1:
+            raise ValueError("must be 'auto' or a whole number >= 1")
+        return value
+
+    def block_params(self, radius: Length | None) -> dict[str, Any]:
+        """Lengths keep their unit (``"80A"``/``"8vx"``); the expected radius is the default seed distance."""
+        params = super().block_params(radius)
+        params["radius"] = None if radius is None else str(radius)
+        return params
 
 
 def split_params(
@@ -69,22 +106,22 @@ def split_params(
     if min_distance is None:
         if radius is None:
             raise ConfigError(
-                f"--cluster {method} needs --min-distance (e.g. 80A, about the particle radius) "
+                f"method {method} needs min_distance (e.g. 80A, about the particle radius) "
                 "or an expected particle radius"
             )
         min_distance = radius
     radii = sd.min_distance_voxels(min_distance, voxel_size, shape)
     source = seeds or ("prob" if method == "peaks" else "edt")
     if source not in sd.SEED_SOURCES:
-        raise ConfigError(f"--seeds must be one of {list(sd.SEED_SOURCES)}, got {source!r}")
+        raise ConfigError(f"seeds must be one of {list(sd.SEED_SOURCES)}, got {source!r}")
     if method == "peaks" and source != "prob":
-        raise ConfigError("--cluster peaks picks maxima of the probability map; --seeds edt applies to watershed")
+        raise ConfigError("method peaks picks maxima of the probability map; seeds edt applies to watershed")
     sigma = float(sigma) if sigma is not None else (1.0 if source == "prob" else 0.0)
     if not np.isfinite(sigma) or sigma < 0:
-        raise ConfigError(f"--sigma must be >= 0 voxels, got {sigma}")
+        raise ConfigError(f"sigma must be >= 0 voxels, got {sigma}")
     h = None if h_maxima is None else float(h_maxima)
     if h is not None and (not np.isfinite(h) or h < 0):
-        raise ConfigError(f"--h-maxima must be >= 0, got {h_maxima}")
+        raise ConfigError(f"h_maxima must be >= 0, got {h_maxima}")
     if diameter is not None:
         diam = max(sd.min_distance_voxels(diameter, voxel_size, None))
     elif radius is not None:
@@ -124,20 +161,15 @@ def coarse_factor(coarsen: int | str | None, radii: Sequence[float]) -> int:
     except ValueError:
         factor = 0
     if factor < 1 or str(factor) != str(coarsen).strip():
-        raise ConfigError(f"--coarsen must be 'auto' or a whole number >= 1, got {coarsen!r}")
+        raise ConfigError(f"coarsen must be 'auto' or a whole number >= 1, got {coarsen!r}")
     return factor
 
 
 def resolve_params(method: str, params: dict[str, Any], voxel_size, shape: Sequence[int] | None = None) -> dict[str, Any]:
-    """``params`` as given to ``pick(cluster_params=...)`` (keys :data:`PARAM_KEYS`), validated;
-    already resolved parameters (from :func:`split_params`) pass through."""
+    """``params`` from :meth:`WatershedParams.block_params` (keys :data:`PARAM_KEYS`; the pick stage
+    adds keys of its own), validated against the map; resolved ones (from :func:`split_params`) pass."""
     if "min_distance_vox" in params:
         return params
-    # the pick stage adds keys of its own (class unit, ...); only near-misses of ours are typos
-    for key in set(params) - set(PARAM_KEYS):
-        close = difflib.get_close_matches(str(key), PARAM_KEYS, n=1, cutoff=0.8)
-        if close:
-            raise ConfigError(f"unknown option {key!r} for --cluster {method}; did you mean {close[0]!r}?")
     return split_params(method, voxel_size=voxel_size, shape=shape, **{k: params.get(k) for k in PARAM_KEYS})
 
 
@@ -399,13 +431,13 @@ def split_label_block(fg: np.ndarray, prob: np.ndarray, votes: np.ndarray | None
     return labels, keys
 
 
-def split_method(name: str) -> ClusterMethod:
+def split_method(name: str, params: type[MethodParams]) -> ClusterMethod:
     """The :class:`~.label.ClusterMethod` of ``watershed`` or ``peaks``."""
     return ClusterMethod(name, split_label_block, merge_touching=False, halo=partial(split_halo, name),
-                         prepare=partial(_prepare, name))
+                         prepare=partial(_prepare, name), params=params)
 
 
-WATERSHED = split_method("watershed")
+WATERSHED = split_method("watershed", WatershedParams)
 register_method(WATERSHED)
 
 

@@ -1,4 +1,4 @@
-"""``--cluster peaks``: local maxima of the probability map, the template-matching way of picking.
+"""``peaks``: local maxima of the probability map, the template-matching way of picking.
 
 No clusters are formed first: every local maximum of the (lightly smoothed) probability map that
 lies in the foreground and is the highest within ``min_distance`` is one particle. Its row reports
@@ -11,14 +11,23 @@ chunk-independence are those of :mod:`.watershed`, with seeds on the probability
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from deepict_dask.pick.label import register_method
-from deepict_dask.pick.watershed import split_method
+from deepict_dask.pick.methods import register_method
+from deepict_dask.pick.methods.watershed import WatershedParams, split_method
 
-PEAKS = split_method("peaks")
+
+class PeaksParams(WatershedParams):
+    """The watershed's settings; seeds are always maxima of the probability map."""
+
+    name: Literal["peaks"] = "peaks"  # type: ignore[assignment]
+    seeds: Literal["prob"] | None = None  # type: ignore[assignment]
+
+
+PEAKS = split_method("peaks", PeaksParams)
 register_method(PEAKS)
 
 
@@ -55,7 +64,7 @@ def find_peaks(prob: np.ndarray, threshold: float, params: dict, *, connectivity
     """In-memory peaks of a 3D probability map: one row per peak with ``z, y, x`` (voxels),
     ``score`` (maximum probability of its basin, i.e. the peak of the unsmoothed map) and ``size``
     (voxels of its basin). Used for figures and as a reference for the blockwise path."""
-    from deepict_dask.pick.watershed import split_volume
+    from deepict_dask.pick.methods.watershed import split_volume
 
     prob = np.asarray(prob, np.float32)
     labels, keys, _ = split_volume(prob, threshold, params, connectivity=connectivity)

@@ -17,6 +17,7 @@ from deepict_dask.io.coords import read_table
 from deepict_dask.io.volume import make_volume
 from deepict_dask.models import read_model_info
 from deepict_dask.pick.api import open_map, pick, plan_picks, tuned_settings
+from deepict_dask.pick.options import PickOptions
 from tests.evaluate.test_sweep import synthetic
 from tests.helpers import tiny_model
 
@@ -66,19 +67,18 @@ def test_tune_writes_model_metadata_and_pick_uses_it(tmp_path, caplog):
     # pick: the tuned settings by default (the store was predicted before tuning: same weights)
     tuned, path = tuned_settings(vol)
     assert path == model and set(tuned) == {"ribo"}
-    [(classes, settings)], notes = plan_picks(["ribo"], tuned, {})
-    assert settings == {"threshold": 0.5, "min_size": 50, "cluster": "cc", "min_distance": None}
+    [(classes, settings)], notes = plan_picks(["ribo"], tuned, PickOptions())
+    assert (settings.threshold, settings.min_size, settings.method.name) == (0.5, 50, "cc")
     assert notes == {"ribo": {"threshold": "0.5", "min size": "50", "method": "cc"}}
-    assert len(pick(vol, classes=classes, threshold=0.5, min_size=50).table) == 4
+    assert len(pick(vol, settings, classes=classes).table) == 4
     # explicit options win
-    [(_, settings)], notes = plan_picks(["ribo"], tuned, {"min_size": 1, "sizes_given": True})
-    assert settings["min_size"] == 1 and "min size" not in notes["ribo"]
-    assert len(pick(vol, classes=["ribo"], min_size=1).table) == 6
+    [(_, settings)], notes = plan_picks(["ribo"], tuned, PickOptions(min_size=1))
+    assert settings.min_size == 1 and "min size" not in notes["ribo"]
+    assert len(pick(vol, settings, classes=["ribo"]).table) == 6
     # all classes: ribo tuned, memb (not tuned, empty map) with the built-in defaults
-    groups, _ = plan_picks(["ribo", "memb"], tuned, {})
-    assert [(c, s["min_size"]) for c, s in groups] == [(["ribo"], 50), (["memb"], None)]
-    assert sum(len(pick(vol, classes=c, threshold=s["threshold"], min_size=s["min_size"]).table)
-               for c, s in groups) == 4
+    groups, _ = plan_picks(["ribo", "memb"], tuned, PickOptions())
+    assert [(c, s.min_size) for c, s in groups] == [(["ribo"], 50), (["memb"], None)]
+    assert sum(len(pick(vol, s, classes=c).table) for c, s in groups) == 4
 
 
 def test_cli_pick_says_which_tuned_defaults_it_uses(tmp_path, capsys):

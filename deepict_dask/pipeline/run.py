@@ -19,6 +19,7 @@ from typing import Any
 from deepict_dask.cluster import ClusterSpec, dask_client
 from deepict_dask.errors import ConfigError, InputError, OutputError
 from deepict_dask.io.checksum import file_sha256
+from deepict_dask.layout import RunLayout, is_temporary
 from deepict_dask.pipeline.config import SHIPPED_MODELS, RunConfig
 from deepict_dask.pipeline.engine import (
     ProgressSink,
@@ -30,13 +31,13 @@ from deepict_dask.pipeline.engine import (
     run_jobs,
 )
 from deepict_dask.pipeline.inputs import InputTomogram, check_output_dir, collect_inputs
-from deepict_dask.pipeline.lock import LOCK_NAME, run_lock
+from deepict_dask.pipeline.lock import LOCK_NAME as LOCK_NAME  # the tests and callers import it from here
+from deepict_dask.pipeline.lock import run_lock
 from deepict_dask.pipeline.manifest import Manifest, TomoManifest
+from deepict_dask.pipeline.run_stages import RUN_STAGE_KINDS
 from deepict_dask.pipeline.stages import STAGE_KINDS, build_stages, model_files, read_model_meta
 
 log = logging.getLogger(__name__)
-RUN_MARKERS = ("manifest", LOCK_NAME, "provenance.json")  # what makes a folder a run directory
-TEMPORARY_MARKS = (".tmp-", ".old-", ".scratch-")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class RunResult:
     evaluation: dict[str, Any] | None = None
     seconds: float = 0.0
     repaired: list[str] = field(default_factory=list)  # one line per damaged output recomputed
+    run_stages: TomoOutcome | None = None  # combine, evaluate, report
 
     @property
     def failed(self) -> list[TomoOutcome]:
@@ -54,7 +56,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        run_failed = self.run_stages is not None and self.run_stages.status == "failed"
+        return 1 if self.failed or run_failed else 0
 
 
 def cluster_spec(config: RunConfig, override: ClusterSpec | None = None) -> ClusterSpec:
@@ -80,18 +83,14 @@ def remove_stale_temporaries(run_dir: Path, names: Iterable[str]) -> int:
     """Delete ``.X.tmp-*`` / ``.old-*`` / ``.scratch-*`` leftovers of killed writers (the directory is locked)."""
     from deepict_dask.io.atomic import remove_path
 
-    dirs = [run_dir / "tomograms", run_dir / "manifest", run_dir / "tables", run_dir]
-    for name in names:
-        store = run_dir / "tomograms" / f"{name}.ome.zarr"
-        dirs += [store, store / "predictions", store / "labels", run_dir / "tables" / name]
     n = 0
-    for d in dirs:
+    for d in RunLayout(run_dir).temporary_dirs(names):
         try:
             entries = list(os.scandir(d))
         except OSError:
             continue
         for e in entries:
-            if e.name.startswith(".") and any(m in e.name for m in TEMPORARY_MARKS):
+            if is_temporary(e.name):
                 remove_path(Path(e.path))
                 n += 1
     return n
@@ -99,7 +98,7 @@ def remove_stale_temporaries(run_dir: Path, names: Iterable[str]) -> int:
 
 def check_run_dir(run_dir: Path, *, overwrite: bool = False) -> None:
     """Refuse a non-empty folder that is not a run directory: the run would replace its files."""
-    if overwrite or not run_dir.is_dir() or any((run_dir / m).exists() for m in RUN_MARKERS):
+    if overwrite or not run_dir.is_dir() or RunLayout(run_dir).is_run_dir():
         return
     with os.scandir(run_dir) as it:
         if next(it, None) is None:
@@ -180,7 +179,7 @@ def make_jobs(tomos: list[InputTomogram], run_dir: Path) -> list[TomoJob]:
 
 
 def check_force(force: Iterable[str], config: RunConfig) -> list[str]:
-    valid = set(STAGE_KINDS) | {"all"} | {f"predict:{m.name}" for m in config.models} | {
+    valid = set(STAGE_KINDS) | set(RUN_STAGE_KINDS) | {"all"} | {f"predict:{m.name}" for m in config.models} | {
         f"pick:{t.name}" for t in config.targets}
     bad = [f for f in force if f not in valid]
     if bad:
@@ -259,7 +258,8 @@ def run_workflow(
                     outcomes.update(execute(c))
         ordered = {t.name: outcomes[t.name] for t in tomos}
         result = RunResult(run_dir, ordered, repaired=repaired)
-        write_run_outputs(result, config, tomos, manifest, model_hashes, evaluate=evaluate)
+        write_run_outputs(result, config, tomos, manifest, model_hashes, evaluate=evaluate, force=force,
+                          verify=verify)
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -19,16 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from deepict_dask.io.checksum import file_sha256
+from deepict_dask.layout import FILTERED, TomoStore
 from deepict_dask.models.spec import network_sha256
 from deepict_dask.pipeline.config import RunConfig, TargetConfig
 from deepict_dask.pipeline.engine import Stage, TomoJob
-
-FILTERED = "filtered"
-
-
-def _store_group(job: TomoJob, group: str | None = None) -> Path:
-    return job.store / group if group else job.store
-
 
 # ------------------------------------------------------------------------------------- stage bodies
 
@@ -117,7 +111,7 @@ def run_pick(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any
     context: dict[str, Any] = {}
     if rule is not None:
         context = {
-            "context": str(job.store), "context_group": f"labels/{rule['target']}", "context_mode": rule["mode"],
+            "context": str(job.store), "context_group": TomoStore.label_group(rule["target"]), "context_mode": rule["mode"],
             "context_inverse": rule["invert"],
             "context_distance": f"{rule['distance']}A" if rule["mode"] == "colocalization" else None,
         }
@@ -131,7 +125,7 @@ def run_pick(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any
     labels = result.labels[params["class"]]
     group = write_ome_zarr(labels, job.store, group=params["target"], label=True, levels=1, chunks=params["chunks"],
                            attrs={"pick": {k: v for k, v in params.items() if k != "chunks"}})
-    table_path = write_table(df, job.table_dir / f"{params['target']}.csv")
+    table_path = write_table(df, job.layout.target_table(job.name, params["target"]))
     return {"outputs": [table_path, group], "result": {"count": len(df)}}
 
 
@@ -146,7 +140,7 @@ def run_tables(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, A
     df = pd.concat(frames, ignore_index=True) if frames else empty_table()
     outputs = []
     for fmt in params["formats"]:
-        path = job.table_dir / f"{job.name}_particles.{fmt}"
+        path = job.layout.tomo_particles(job.name, fmt)
         kwargs = {"voxel_size": params["voxel_size"], "shape": params["shape"],
                   "tilt_series_pixel_size": params.get("tilt_series_pixel_size")} if fmt == "star" else {}
         outputs.append(write_table(df, path, **kwargs))

@@ -386,7 +386,7 @@ class JobRunner:
             self.manifest.record(state["record"], stage, stage_hash, result)
             state["left"] -= 1
             if state["left"] == 0:
-                _clear(self.manifest, state["record"])
+                clear_failure(self.manifest, state["record"])
                 self.finish(name, True)
         elif fut.status == "error":
             exc = fut.exception()
@@ -408,7 +408,7 @@ class JobRunner:
         out.skipped = [p.stage.name for p in steps if not p.run]
         out.ran = [p.stage.name for p in steps if p.run]
         if not out.ran:
-            _clear(self.manifest, rec)
+            clear_failure(self.manifest, rec)
             self.finish(job.name, True)
             return
         futures: dict[str, Any] = {}
@@ -537,12 +537,12 @@ def run_here(job: TomoJob, plans: Sequence[StagePlan], manifest: Manifest) -> To
             log.warning("%s failed: %s", exc.stage, exc.reason)
             return out
         manifest.record(rec, st.name, p.hash, results[st.name])
-    _clear(manifest, rec)
+    clear_failure(manifest, rec)
     out.status = "done"
     return out
 
 
-def _clear(manifest: Manifest, rec: TomoManifest) -> None:
+def clear_failure(manifest: Manifest, rec: TomoManifest) -> None:
     """Forget an earlier failure of a tomogram that is now complete."""
     if rec.failure is not None:
         rec.failure = None

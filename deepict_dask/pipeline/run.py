@@ -22,13 +22,14 @@ from deepict_dask.io.checksum import file_sha256
 from deepict_dask.layout import RunLayout, is_temporary
 from deepict_dask.pipeline.config import SHIPPED_MODELS, RunConfig
 from deepict_dask.pipeline.engine import (
+    JobRunner,
     ProgressSink,
     StagePlan,
     TomoJob,
     TomoOutcome,
+    clear_failure,
     gpu_available,
     plan_job,
-    run_jobs,
 )
 from deepict_dask.pipeline.inputs import InputTomogram, check_output_dir, collect_inputs
 from deepict_dask.pipeline.lock import LOCK_NAME as LOCK_NAME  # the tests and callers import it from here
@@ -200,10 +201,35 @@ def run_workflow(
 ) -> RunResult:
     """Run the configured workflow; returns per-tomogram outcomes and the run-level outputs.
 
-    Pass ``client`` to use an existing Dask client (tests, notebooks); otherwise the cluster comes
-    from ``config.cluster`` with ``cluster`` overriding it. Finished stages are checked before they
-    are skipped (file sizes; ``verify`` re-hashes every file); a damaged one is recomputed with
-    everything downstream. ``overwrite`` allows an ``output.dir`` that holds other files.
+    Every tomogram's stage list is built and planned once; tomograms with work left go to the
+    cluster (none is started when all are up to date). Then the run-level stages (combine,
+    evaluate, report) run here, planned and recorded the same way.
+
+    Parameters
+    ----------
+    config
+        The run configuration (``output.dir`` is the run directory).
+    force
+        Stages to recompute with everything after them: a kind (``predict``), one stage
+        (``predict:demo3d``), a run-level stage (``report``) or ``all``.
+    cluster
+        Overrides of ``config.cluster`` (command-line options).
+    client
+        An existing Dask client to use (tests, notebooks) instead of starting a cluster.
+    progress
+        Receives progress events (the CLI's live display).
+    evaluate
+        Evaluate against ``inputs.truth`` where given.
+    verify
+        Re-hash every finished output before trusting it (default: file sizes only); a damaged one
+        is recomputed with everything downstream.
+    overwrite
+        Allow an ``output.dir`` that holds other files.
+
+    Returns
+    -------
+    RunResult
+        Per-tomogram outcomes, the run-level stages' outcome, output paths, evaluation metrics.
     """
     from deepict_dask.pipeline.summary import write_run_outputs
 
@@ -224,11 +250,8 @@ def run_workflow(
             if t.problem is not None:
                 outcomes[t.name] = TomoOutcome(t.name, "failed", "read", t.problem)
 
-        def stages_for(job: TomoJob) -> list:
-            return build_stages(config, job)
-
         records = {j.name: manifest.load(j.name) for j in jobs}
-        plans = plan_jobs(jobs, stages_for, records, force, verify)
+        plans = plan_jobs(jobs, lambda job: build_stages(config, job), records, force, verify)  # the only planning
         repaired = damage_lines(plans)
         for line in repaired:
             log.warning("%s", line)
@@ -238,17 +261,16 @@ def run_workflow(
             if adapt is not None and config.cluster.kind in ("slurm", "pbs", "sge") and getattr(c, "cluster", None):
                 c.cluster.adapt(minimum_jobs=adapt.minimum, maximum_jobs=adapt.maximum)
             gpu = config.execution.gpu == "yes" or (config.execution.gpu == "auto" and gpu_available(c))
-            return run_jobs(
-                c, jobs, stages_for, manifest, force=force, max_in_flight=config.execution.max_in_flight,
-                use_gpu_resources=gpu, retries=config.execution.retries, progress=progress,
-                records=records, plans=plans,
-            )
+            runner = JobRunner(c, manifest, force=force, max_in_flight=config.execution.max_in_flight,
+                               use_gpu_resources=gpu, retries=config.execution.retries, progress=progress,
+                               records=records, plans=plans)
+            return runner.run(jobs)
 
         pending = [j for j in jobs if any(p.run for p in plans[j.name])]
         for j in jobs:
             if j not in pending:  # up to date: no cluster needed for it
                 outcomes[j.name] = TomoOutcome(j.name, "done", skipped=[p.stage.name for p in plans[j.name]])
-                _clear_failure(manifest, j.name)
+                clear_failure(manifest, records[j.name])
         jobs = pending
         if jobs:
             if client is not None:
@@ -259,16 +281,9 @@ def run_workflow(
         ordered = {t.name: outcomes[t.name] for t in tomos}
         result = RunResult(run_dir, ordered, repaired=repaired)
         write_run_outputs(result, config, tomos, manifest, model_hashes, evaluate=evaluate, force=force,
-                          verify=verify)
+                          verify=verify, records=records)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _clear_failure(manifest: Manifest, name: str) -> None:
-    rec = manifest.load(name)
-    if rec.failure is not None:
-        rec.failure = None
-        manifest.save(rec)
 
 
 def _save_headers(manifest: Manifest, tomos: list[InputTomogram]) -> None:

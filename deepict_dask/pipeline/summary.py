@@ -69,6 +69,7 @@ def write_run_outputs(
     evaluate: bool = True,
     force: Iterable[str] = (),
     verify: bool = False,
+    records: Mapping[str, TomoManifest] | None = None,
 ) -> None:
     """Write the summary and provenance, then run the run-level stages; fills ``result.outputs``.
 
@@ -81,7 +82,8 @@ def write_run_outputs(
     from deepict_dask.pipeline.run_stages import build_run_stages, run_job
 
     layout = RunLayout(result.run_dir)
-    records = {t.name: manifest.load(t.name) for t in tomos}
+    known = records or {}
+    records = {t.name: known[t.name] if t.name in known else manifest.load(t.name) for t in tomos}
     rows = summary_rows(result, records)
     with atomic_path(layout.summary) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)

@@ -19,6 +19,10 @@ names of the stages it depends on) and
   cancelled, every other tomogram goes on); a worker that dies is handled by the scheduler, which
   re-runs its tasks elsewhere (stages are deterministic and write atomically, so outputs are
   identical to an undisturbed run).
+
+:class:`JobRunner` does this on a cluster (``run_jobs`` is its one-call form); :func:`run_here`
+runs a small job's stages in this process with the same planning and records (the run-level
+stages after all tomograms: combine, evaluate, report).
 """
 
 from __future__ import annotations

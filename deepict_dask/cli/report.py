@@ -12,9 +12,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report",
         help="write an HTML report of a run directory",
         description="Collect the metrics JSON files, particle tables, spectra (.tsv) and OME-Zarr tomograms "
-        "(with predictions/ and labels/) found under RUN_DIR into one self-contained HTML file with inline "
+        "(with predictions/ and labels/) of RUN_DIR into one self-contained HTML file with inline "
         "images: PR and F1 curves, sweep heatmaps, orthoslices with picks coloured TP/FP/FN and "
-        "segmentation contours. Tables named *truth* or *gt* (or in such a folder) are ground truth.",
+        "segmentation contours. For a 'deepict run' directory the inputs (and the ground truth) are "
+        "those its manifest records; other folders are searched, and tables named *truth* or *gt* (or in "
+        "such a folder) are ground truth.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to report on")
     p.add_argument("-o", "--out", metavar="HTML", help="output HTML file (default RUN_DIR/report.html)")
@@ -28,11 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from deepict_dask.evaluate.report import build_report
+    from deepict_dask.layout import RunLayout
+    from deepict_dask.pipeline.run_stages import recorded_report_inputs
 
-    refuse_existing(args.out or Path(args.run_dir) / "report.html", overwrite=args.overwrite)
+    layout = RunLayout(args.run_dir)
+    refuse_existing(args.out or layout.report, overwrite=args.overwrite)
 
     out = build_report(
         args.run_dir,
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         unit=args.unit,
         title=args.title,
         max_images=args.max_images,
+        files=recorded_report_inputs(layout.root) if layout.is_run_dir() else None,
     )
     print(f"wrote {out}")
     return 0

@@ -16,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run the workflow of a configuration file (write one with 'deepict init-config > run.yaml') on "
             "every input tomogram: convert to OME-Zarr, normalize / filter, predict with each model, pick "
-            "particles with context rules, write tables; then combined tables, summary, provenance, "
-            "evaluation (when ground truth is given) and an HTML report. Finished stages are recorded in "
+            "particles with context rules, write tables; then summary and provenance, and the run-level "
+            "stages: combined tables, evaluation (when ground truth is given) and an HTML report. Finished "
+            "stages are recorded in "
             "RUN_DIR/manifest with an inventory of what they wrote, and skipped on a re-run unless their "
             "settings or inputs changed or an output is damaged (a file missing or of another size; "
             "--verify also re-reads every file): a damaged stage is recomputed with everything after it. A tomogram "
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", metavar="CONFIG", help="run configuration (YAML)")
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
                    help="recompute STAGE (and what depends on it) even if done: convert, preprocess, predict, "
-                        "predict:<model>, pick, pick:<target>, tables or all; repeatable")
+                        "predict:<model>, pick, pick:<target>, tables, the run-level combine, evaluate, report, "
+                        "or all; repeatable")
     p.add_argument("-o", "--out", metavar="DIR", help="run directory (overrides output.dir of the config)")
     p.add_argument("--max-in-flight", type=int, metavar="N",
                    help="tomograms submitted at once (overrides execution.max_in_flight; default 2 per worker)")

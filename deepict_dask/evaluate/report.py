@@ -45,6 +45,7 @@ import pandas as pd
 
 from deepict_dask.errors import DeepictError, InputError
 from deepict_dask.io import tomogram_name
+from deepict_dask.layout import PREDICTIONS, RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -278,14 +279,9 @@ def _planes(arr: Any, centre: tuple[int, int, int], half: int) -> dict[str, np.n
 
 def _sub_images(path: Path) -> list[tuple[str, str]]:
     """(kind, group path) of the prediction and label images inside an OME-Zarr store."""
-    out = []
-    for kind in ("predictions", "labels"):
-        d = path / kind
-        if d.is_dir():
-            for child in sorted(d.iterdir()):
-                if child.is_dir() and not child.name.startswith("."):
-                    out.append((kind, f"{kind}/{child.name}"))
-    return out
+    from deepict_dask.layout import TomoStore
+
+    return TomoStore(path).sub_images()
 
 
 def orthoslice_figure(
@@ -321,7 +317,7 @@ def orthoslice_figure(
         channels = [(str(c), sub.data[i]) for i, c in enumerate(sub["c"].values)] if sub.ndim == 4 else [(group.split("/", 1)[1], sub.data)]
         for cname, data in channels:
             pl = _planes(data, centre, half=0)
-            if kind == "predictions":
+            if kind == PREDICTIONS:
                 scale = probability_scale(data.dtype, dict(sub.attrs))
                 pl = {k: (v / scale >= 0.5).astype(float) for k, v in pl.items()}
             else:
@@ -414,6 +410,12 @@ nav a{margin-right:1em}
 """
 
 
+def _rel(path: Path, root: Path) -> str:
+    """``path`` as shown in the report: relative to the run directory where it lies inside it."""
+    p, r = Path(path).resolve(), root.resolve()
+    return p.relative_to(r).as_posix() if p.is_relative_to(r) else str(path)
+
+
 def build_report(
     run_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -423,15 +425,44 @@ def build_report(
     unit: str | None = None,
     title: str | None = None,
     max_images: int = 20,
+    files: RunFiles | None = None,
 ) -> Path:
-    """Write ``out`` (default ``RUN_DIR/report.html``): one self-contained HTML page of the run."""
+    """Write ``out`` (default ``RUN_DIR/report.html``): one self-contained HTML page of the run.
+
+    Parameters
+    ----------
+    run_dir
+        The folder reported on (paths are shown relative to it).
+    out
+        The HTML file to write (atomically).
+    truth
+        Ground-truth tables besides those found in ``run_dir``.
+    tolerance, unit
+        Matching radius for colouring picks TP/FP/FN (default: from a picks metrics file) and its
+        unit (``vox`` or ``A``).
+    title
+        Page title.
+    max_images
+        At most this many tomograms get orthoslices.
+    files
+        The inputs by role, when the caller knows them (``deepict run`` records them in its
+        manifest); without, :func:`discover` searches ``run_dir`` and tells truth by its name.
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
     from deepict_dask import __version__
     from deepict_dask.evaluate import plots
     from deepict_dask.io.atomic import atomic_path
 
     root = Path(run_dir)
-    files = discover(root, truth)
-    out = Path(out) if out is not None else root / "report.html"
+    if files is None:
+        files = discover(root, truth)
+    elif truth:
+        files.truth = [*files.truth, *(Path(t) for t in truth)]
+    out = Path(out) if out is not None else RunLayout(root).report
     if tolerance is None:
         for _, kind, m in files.metrics:
             if kind == "picks" and m.get("tolerance"):
@@ -442,7 +473,7 @@ def build_report(
 
     # metrics
     for path, kind, m in files.metrics:
-        rel = path.relative_to(root).as_posix()
+        rel = _rel(path, root)
         body = {"picks": _picks_section, "masks": _masks_section, "sweep": _sweep_section}[kind](rel, m)
         sections.append((f"m{len(sections)}", f"{kind.capitalize()} metrics: {rel}", body))
 
@@ -450,7 +481,7 @@ def build_report(
     particles: list[pd.DataFrame] = []
     table_parts: list[str] = []
     for path in files.tables:
-        rel = path.relative_to(root).as_posix()
+        rel = _rel(path, root)
         df, plain, problem = _read_any_table(path)
         if df is not None:
             particles.append(df)

@@ -40,6 +40,7 @@ from deepict_dask.inference.worker_cache import PredictorRef, get_predictor
 from deepict_dask.io import tomogram_name
 from deepict_dask.io.checksum import file_sha256
 from deepict_dask.io.volume import make_volume, origin_of, spatial_shape, voxel_size_of
+from deepict_dask.layout import TomoStore, store_path
 from deepict_dask.models.spec import ModelInfo
 from deepict_dask.preprocess.normalize import checked_stats, zscore
 
@@ -215,7 +216,7 @@ def _same_run(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 
 def output_store(tomo: str | Path, out_dir: str | Path) -> Path:
-    return Path(out_dir) / f"{tomogram_name(tomo)}.ome.zarr"
+    return store_path(out_dir, tomogram_name(tomo))
 
 
 def _mask(probs: da.Array, threshold: float) -> da.Array:
@@ -232,7 +233,7 @@ def write_prediction(pred: Prediction, store: Path, options: PredictOptions, *, 
     """
 
     name = model_group_name(pred.info)
-    group = f"predictions/{name}"
+    group = TomoStore.prediction_group(name)
     old = _existing_prediction(store, group)
     if old is not None and not overwrite:
         if old.get("model_sha256") != pred.params["model_sha256"]:
@@ -285,7 +286,7 @@ def _write_prediction(pred: Prediction, store: Path, options: PredictOptions, na
         scale = pred.params["scale"]
         mask = make_volume(_mask(stored.astype(np.float32) * np.float32(scale), threshold),
                            voxel_size_of(pred.probabilities), origin_of(pred.probabilities), name=name)
-        write_ome_zarr(mask, store, group=f"labels/{name}", levels=levels, chunks=chunks, label=True,
+        write_ome_zarr(mask, store, group=TomoStore.label_group(name), levels=levels, chunks=chunks, label=True,
                        attrs={"prediction": {**pred.params, "mask_threshold": threshold}}, overwrite=True,
                        label_names={k + 1: c for k, c in enumerate(pred.info.classes)})
     return written

@@ -26,6 +26,7 @@ UNIT_TO_ANGSTROM = {
     "picometer": 0.01,
 }
 VERSIONS = ("0.4", "0.5")
+LABELS_GROUP = "labels"  # the NGFF name of the group that holds an image's label images
 
 
 def jsonable(value: Any) -> Any:

@@ -337,9 +337,9 @@ def write_ome_zarr(
     root = Path(path)
     if label:
         if group is None:
-            group = f"labels/{_image_name(vol)}"
-        elif not group.startswith("labels/"):
-            group = f"labels/{group}"
+            group = f"{ngff.LABELS_GROUP}/{_image_name(vol)}"
+        elif not group.startswith(f"{ngff.LABELS_GROUP}/"):
+            group = f"{ngff.LABELS_GROUP}/{group}"
         if not np.issubdtype(vol.dtype, np.integer) and vol.dtype != np.bool_:
             raise InputError(f"a label image must have an integer dtype, got {vol.dtype}", root)
     group = group.strip("/") if group else None

@@ -55,12 +55,13 @@ def open_map(path: str | os.PathLike, *, group: str | None = None, chunks: Any =
     """Open a probability map: MRC, Zarr array, OME-Zarr image, or a tomogram store holding one
     ``predictions/<model>`` group (several: name one with ``group``)."""
     from deepict_dask.io import is_zarr_path, open_volume
+    from deepict_dask.layout import TomoStore
 
     p = Path(path)
-    if group is None and is_zarr_path(p) and (p / "predictions").is_dir():
-        models = sorted(d.name for d in (p / "predictions").iterdir() if d.is_dir() and not d.name.startswith("."))
+    models = TomoStore(p).models() if group is None and is_zarr_path(p) else []
+    if models:
         if len(models) == 1:
-            group = f"predictions/{models[0]}"
+            group = TomoStore.prediction_group(models[0])
         elif models:
             raise InputError(f"holds predictions of several models ({', '.join(models)}); choose one "
                              "(group: predictions/<model>)", p)
@@ -95,8 +96,9 @@ def _tomo_name(vol: xr.DataArray, tomo: str | None) -> str:
         return tomo
     src = str(vol.attrs.get("source") or vol.name or "tomogram")
     from deepict_dask.io import tomogram_name
+    from deepict_dask.layout import TomoStore
 
-    return tomogram_name(src.split("/predictions/")[0])
+    return tomogram_name(TomoStore.of_group(src))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,12 +304,13 @@ def write_outputs(result: PickResult, out: str | os.PathLike, *, labels_out: str
     from deepict_dask.io import write_ome_zarr
     from deepict_dask.io.atomic import atomic_path
     from deepict_dask.io.coords import table_format, write_table
+    from deepict_dask.layout import TomoStore
 
     table_format(out)  # a bad suffix fails before any work is written
     if labels_out is not None:
         for name, img in result.labels.items():
             safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
-            write_ome_zarr(img, labels_out, group=f"labels/{safe}", label=True, levels=1,
+            write_ome_zarr(img, labels_out, group=TomoStore.label_group(safe), label=True, levels=1,
                            chunks=max(img.data.chunksize), overwrite=overwrite)
     if summary_out is not None:
         with atomic_path(summary_out, overwrite=overwrite) as tmp:

@@ -190,14 +190,14 @@ def mask_scores(run_dir: str | Path, data: str | Path, names: Sequence[str]) -> 
     import numpy as np
 
     from deepict_dask.io import open_volume
+    from deepict_dask.layout import RunLayout, TomoStore
     from deepict_dask.simulate import output_paths
 
     out = {}
     for target, (key, value) in DEMO_MASKS.items():
         tp = fp = fn = 0
         for n in names:
-            store = Path(run_dir) / "tomograms" / f"{n}.ome.zarr"
-            pred = np.asarray(open_volume(store, group=f"labels/{target}").data) > 0
+            pred = np.asarray(open_volume(RunLayout(run_dir).store(n).path, group=TomoStore.label_group(target)).data) > 0
             t = np.asarray(open_volume(output_paths(data, n)[key]).data)
             truth = t > 0 if value is None else t == value
             tp += int(np.count_nonzero(pred & truth))

@@ -19,6 +19,10 @@ names of the stages it depends on) and
   cancelled, every other tomogram goes on); a worker that dies is handled by the scheduler, which
   re-runs its tasks elsewhere (stages are deterministic and write atomically, so outputs are
   identical to an undisturbed run).
+
+:class:`JobRunner` does this on a cluster (``run_jobs`` is its one-call form); :func:`run_here`
+runs a small job's stages in this process with the same planning and records (the run-level
+stages after all tomograms: combine, evaluate, report).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 
 from deepict_dask.errors import DeepictError
 from deepict_dask.io.checksum import inventory
+from deepict_dask.layout import RunLayout, TomoStore
 from deepict_dask.pipeline.manifest import Manifest, TomoManifest, hash_value, output_exists
 
 log = logging.getLogger(__name__)
@@ -54,13 +59,22 @@ class TomoJob:
     truth: str | None = None
 
     @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
+    @property
+    def tomo_store(self) -> TomoStore:
+        """The tomogram's OME-Zarr store in the run directory, with its group names."""
+        return self.layout.store(self.name)
+
+    @property
     def store(self) -> Path:
-        """The tomogram's OME-Zarr store in the run directory."""
-        return Path(self.run_dir) / "tomograms" / f"{self.name}.ome.zarr"
+        """The path of the tomogram's OME-Zarr store."""
+        return self.tomo_store.path
 
     @property
     def table_dir(self) -> Path:
-        return Path(self.run_dir) / "tables" / self.name
+        return self.layout.tomo_tables(self.name)
 
 
 @dataclass(frozen=True)
@@ -272,6 +286,193 @@ def _n_workers(client: Any) -> int:
     return max(1, len(_workers(client)))
 
 
+class JobRunner:
+    """Runs tomograms' stage chains on a Dask client, a bounded number of tomograms at a time.
+
+    One instance per run: :meth:`run` feeds the queue, :meth:`submit` plans (once per tomogram:
+    plans made before, e.g. by the pre-flight checks, are used as they are) and submits a
+    tomogram's stages, :meth:`on_done` records each finished stage at once, :meth:`on_failure`
+    cancels the rest of that tomogram and records why.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        manifest: Manifest,
+        stages_for: Callable[[TomoJob], Sequence[Stage]] | None = None,
+        *,
+        force: Iterable[str] = (),
+        max_in_flight: int | None = None,
+        use_gpu_resources: bool = False,
+        retries: int = 1,
+        progress: ProgressSink | None = None,
+        records: Mapping[str, TomoManifest] | None = None,
+        plans: Mapping[str, Sequence[StagePlan]] | None = None,
+    ):
+        from distributed import as_completed
+
+        self.client, self.manifest, self.stages_for = client, manifest, stages_for
+        self.force = tuple(force)
+        self.max_in_flight, self.use_gpu_resources, self.retries = max_in_flight, use_gpu_resources, retries
+        self.progress = progress or ProgressSink()
+        self.records: dict[str, TomoManifest] = dict(records or {})
+        self.plans: dict[str, list[StagePlan]] = {k: list(v) for k, v in (plans or {}).items()}
+        self.outcomes: dict[str, TomoOutcome] = {}
+        self.queue: list[TomoJob] = []
+        self.active: dict[str, dict[str, Any]] = {}  # tomo -> {"futures": {stage: fut}, "record": ..., "left": n}
+        self.meta: dict[str, tuple[str, str, str]] = {}  # future key -> (tomo, stage, hash)
+        self.completed = as_completed(with_results=False)
+        self.counts = {"done": 0, "failed": 0}
+        self.order = 0
+
+    # ---- bookkeeping
+
+    def window(self) -> int:
+        """How many tomograms may be submitted at once (default two per worker)."""
+        return self.max_in_flight or max(2, 2 * _n_workers(self.client))
+
+    def report(self, last: str = "") -> None:
+        self.progress.update(self.counts["done"], self.counts["failed"], len(self.active), len(self.queue), last)
+
+    def record_of(self, job: TomoJob) -> TomoManifest:
+        if job.name not in self.records:
+            self.records[job.name] = self.manifest.load(job.name)
+        return self.records[job.name]
+
+    def plan(self, job: TomoJob) -> list[StagePlan]:
+        """The tomogram's plan, made at most once."""
+        if job.name not in self.plans:
+            if self.stages_for is None:
+                raise ValueError(f"no plan and no stage list for {job.name}")
+            self.plans[job.name] = plan_job(job, list(self.stages_for(job)), self.record_of(job), self.force)
+        return self.plans[job.name]
+
+    def finish(self, name: str, ok: bool) -> None:
+        out = self.outcomes[name]
+        out.status = "done" if ok else "failed"
+        self.counts["done" if ok else "failed"] += 1
+        state = self.active.pop(name, None)
+        if state:
+            for fut in state["futures"].values():
+                self.meta.pop(fut.key, None)
+        self.report(f"{name} {'done' if ok else 'failed'}")
+
+    # ---- events
+
+    def on_failure(self, name: str, stage: str, reason: str, details: str = "") -> None:
+        """Cancel the tomogram's other stages and record the failure in its manifest."""
+        state = self.active.get(name)
+        if state is None:
+            return
+        for fut in state["futures"].values():
+            if not fut.done():
+                fut.cancel()
+        rec: TomoManifest = state["record"]
+        rec.failure = {"stage": stage, "reason": reason, "details": details[-4000:], "time": time.time()}
+        self.manifest.save(rec)
+        self.outcomes[name].failed_stage, self.outcomes[name].reason = stage, reason
+        log.warning("%s failed in %s: %s", name, stage, reason)
+        self.finish(name, False)
+
+    def on_done(self, fut: Any) -> None:
+        """A task ended: record its stage, or fail its tomogram."""
+        info = self.meta.get(fut.key)
+        if info is None:  # belongs to a tomogram already failed/finished
+            return
+        name, stage, stage_hash = info
+        state = self.active[name]
+        if fut.status == "finished":
+            try:
+                result = fut.result()
+            except Exception as exc:  # lost between status and gather: treat as failure
+                self.on_failure(name, stage, describe_exception(exc))
+                return
+            self.manifest.record(state["record"], stage, stage_hash, result)
+            state["left"] -= 1
+            if state["left"] == 0:
+                clear_failure(self.manifest, state["record"])
+                self.finish(name, True)
+        elif fut.status == "error":
+            exc = fut.exception()
+            if isinstance(exc, StageFailure):
+                self.on_failure(name, exc.stage, exc.reason, exc.details)
+            else:
+                self.on_failure(name, stage, describe_exception(exc))
+        elif fut.status == "cancelled":
+            self.on_failure(name, stage, "cancelled")
+
+    # ---- submission
+
+    def submit(self, job: TomoJob) -> None:
+        """Submit the stages of ``job`` that must run (a tomogram with none is done at once)."""
+        rec = self.record_of(job)
+        steps = self.plan(job)
+        out = self.outcomes[job.name]
+        out.status = "running"
+        out.skipped = [p.stage.name for p in steps if not p.run]
+        out.ran = [p.stage.name for p in steps if p.run]
+        if not out.ran:
+            clear_failure(self.manifest, rec)
+            self.finish(job.name, True)
+            return
+        futures: dict[str, Any] = {}
+        self.order += 1
+        for depth, p in enumerate(steps):
+            if not p.run:
+                continue
+            st = p.stage
+            upstream = {d: futures[d] if d in futures else _recorded(rec, d) for d in st.deps}
+            after = [futures[a] for a in st.after if a in futures]
+            fut = self.client.submit(
+                execute_stage, st.func, job, dict(st.params), st.name, upstream, after,
+                key=f"{st.name}-{job.name}-{p.hash[:10]}",
+                resources={"GPU": 1} if (st.gpu and self.use_gpu_resources) else None,
+                retries=self.retries,
+                pure=False,
+                priority=depth - 10 * self.order,  # finish started tomograms before starting new ones
+            )
+            futures[st.name] = fut
+            self.meta[fut.key] = (job.name, st.name, p.hash)
+            self.completed.add(fut)
+        self.active[job.name] = {"futures": futures, "record": rec, "left": len(futures)}
+        self.report(f"{job.name} submitted ({', '.join(futures)})")
+
+    def fill(self) -> None:
+        """Submit queued tomograms while fewer than :meth:`window` are in flight."""
+        while self.queue and len(self.active) < self.window():
+            job = self.queue.pop()
+            try:
+                self.submit(job)
+            except DeepictError as exc:
+                self.outcomes[job.name].status = "running"
+                self.active[job.name] = {"futures": {}, "record": self.record_of(job), "left": 0}
+                self.on_failure(job.name, "plan", str(exc))
+
+    def run(self, jobs: Sequence[TomoJob]) -> dict[str, TomoOutcome]:
+        """Run every job's chain; returns the outcome per tomogram (in ``jobs`` order)."""
+        self.outcomes = {j.name: TomoOutcome(j.name) for j in jobs}
+        self.queue = list(reversed(jobs))  # pop() from the end keeps input order
+        self.progress.start(len(jobs), getattr(self.client, "dashboard_link", None))
+        try:
+            self.fill()
+            while self.active or self.queue:
+                if self.completed.is_empty():
+                    self.fill()
+                    if self.completed.is_empty():
+                        break
+                self.on_done(next(self.completed))
+                self.fill()
+        finally:
+            self.progress.stop()
+            for state in self.active.values():
+                for fut in state["futures"].values():
+                    fut.cancel()
+        for out in self.outcomes.values():
+            if out.status == "pending":
+                out.status, out.reason = "failed", "not started"
+        return self.outcomes
+
+
 def run_jobs(
     client: Any,
     jobs: Sequence[TomoJob],
@@ -288,151 +489,68 @@ def run_jobs(
 ) -> dict[str, TomoOutcome]:
     """Run every job's stage chain on ``client``; returns the outcome per tomogram.
 
-    ``records`` and ``plans`` may hold manifests already loaded and plans already made (e.g.
-    during pre-flight checks), so outputs are not checked twice.
+    Parameters
+    ----------
+    client
+        A ``distributed.Client``.
+    jobs
+        The tomograms, in the order they are started.
+    stages_for
+        The stage list of a tomogram (called once per tomogram, only for those without a plan).
+    manifest
+        Where finished stages and failures are recorded.
+    force, max_in_flight, use_gpu_resources, retries, progress
+        Stages to recompute; tomograms submitted at once; ask for ``GPU`` worker resources for GPU
+        stages; task retries (lost workers); progress events.
+    records, plans
+        Manifests already loaded and plans already made (e.g. by the pre-flight checks), so outputs
+        are not checked twice.
+
+    Returns
+    -------
+    dict
+        Tomogram name -> :class:`TomoOutcome`.
     """
-    from distributed import as_completed
+    runner = JobRunner(client, manifest, stages_for, force=force, max_in_flight=max_in_flight,
+                       use_gpu_resources=use_gpu_resources, retries=retries, progress=progress, records=records,
+                       plans=plans)
+    return runner.run(jobs)
 
-    force = tuple(force)
-    progress = progress or ProgressSink()
-    outcomes = {j.name: TomoOutcome(j.name) for j in jobs}
-    queue = list(jobs)
-    queue.reverse()  # pop() from the end keeps input order
-    active: dict[str, dict[str, Any]] = {}  # tomo -> {"futures": {stage: fut}, "record": ..., "left": n}
-    meta: dict[str, tuple[str, str, str]] = {}  # future key -> (tomo, stage, hash)
-    ac = as_completed(with_results=False)
-    counts = {"done": 0, "failed": 0}
-    order = 0
 
-    def window() -> int:
-        return max_in_flight or max(2, 2 * _n_workers(client))
+def run_here(job: TomoJob, plans: Sequence[StagePlan], manifest: Manifest) -> TomoOutcome:
+    """Run one job's stages in this process, one after another (the run-level stages: small, local).
 
-    def report(last: str = "") -> None:
-        progress.update(counts["done"], counts["failed"], len(active), len(queue), last)
-
-    def finish(name: str, ok: bool) -> None:
-        out = outcomes[name]
-        out.status = "done" if ok else "failed"
-        counts["done" if ok else "failed"] += 1
-        state = active.pop(name, None)
-        if state:
-            for fut in state["futures"].values():
-                meta.pop(fut.key, None)
-        report(f"{name} {'done' if ok else 'failed'}")
-
-    def fail(name: str, stage: str, reason: str, details: str = "") -> None:
-        state = active.get(name)
-        if state is None:
-            return
-        for fut in state["futures"].values():
-            if not fut.done():
-                fut.cancel()
-        rec: TomoManifest = state["record"]
-        rec.failure = {"stage": stage, "reason": reason, "details": details[-4000:], "time": time.time()}
-        manifest.save(rec)
-        outcomes[name].failed_stage, outcomes[name].reason = stage, reason
-        log.warning("%s failed in %s: %s", name, stage, reason)
-        finish(name, False)
-
-    def submit(job: TomoJob) -> None:
-        nonlocal order
-        rec = (records or {}).get(job.name) or manifest.load(job.name)
-        steps = list((plans or {}).get(job.name) or plan_job(job, list(stages_for(job)), rec, force))
-        out = outcomes[job.name]
-        out.status = "running"
-        out.skipped = [p.stage.name for p in steps if not p.run]
-        out.ran = [p.stage.name for p in steps if p.run]
-        if rec.failure is not None and not out.ran:
-            rec.failure = None
+    They are planned, hashed, skipped, inventoried and recorded exactly as the stages of a tomogram;
+    the first failure stops the chain and is recorded in the job's manifest.
+    """
+    rec = manifest.load(job.name)
+    out = TomoOutcome(job.name, "running", ran=[p.stage.name for p in plans if p.run],
+                      skipped=[p.stage.name for p in plans if not p.run])
+    results: dict[str, Any] = {}
+    for p in plans:
+        if not p.run:
+            continue
+        st = p.stage
+        upstream = {d: results[d] if d in results else _recorded(rec, d) for d in st.deps}
+        try:
+            results[st.name] = execute_stage(st.func, job, dict(st.params), st.name, upstream)
+        except StageFailure as exc:
+            rec.failure = {"stage": exc.stage, "reason": exc.reason, "details": exc.details[-4000:], "time": time.time()}
             manifest.save(rec)
-        if not out.ran:
-            finish(job.name, True)
-            return
-        futures: dict[str, Any] = {}
-        order += 1
-        for depth, p in enumerate(steps):
-            if not p.run:
-                continue
-            st = p.stage
-            upstream = {d: futures[d] if d in futures else _recorded(rec, d) for d in st.deps}
-            after = [futures[a] for a in st.after if a in futures]
-            fut = client.submit(
-                execute_stage,
-                st.func,
-                job,
-                dict(st.params),
-                st.name,
-                upstream,
-                after,
-                key=f"{st.name}-{job.name}-{p.hash[:10]}",
-                resources={"GPU": 1} if (st.gpu and use_gpu_resources) else None,
-                retries=retries,
-                pure=False,
-                priority=depth - 10 * order,  # finish started tomograms before starting new ones
-            )
-            futures[st.name] = fut
-            meta[fut.key] = (job.name, st.name, p.hash)
-            ac.add(fut)
-        active[job.name] = {"futures": futures, "record": rec, "left": len(futures)}
-        report(f"{job.name} submitted ({', '.join(futures)})")
+            out.status, out.failed_stage, out.reason = "failed", exc.stage, exc.reason
+            log.warning("%s failed: %s", exc.stage, exc.reason)
+            return out
+        manifest.record(rec, st.name, p.hash, results[st.name])
+    clear_failure(manifest, rec)
+    out.status = "done"
+    return out
 
-    def fill() -> None:
-        while queue and len(active) < window():
-            job = queue.pop()
-            try:
-                submit(job)
-            except DeepictError as exc:
-                outcomes[job.name].status = "running"
-                active[job.name] = {"futures": {}, "record": manifest.load(job.name), "left": 0}
-                fail(job.name, "plan", str(exc))
 
-    progress.start(len(jobs), getattr(client, "dashboard_link", None))
-    try:
-        fill()
-        while active or queue:
-            if ac.is_empty():
-                fill()
-                if ac.is_empty():
-                    break
-            fut = next(ac)
-            info = meta.get(fut.key)
-            if info is None:  # belongs to a tomogram already failed/finished
-                continue
-            name, stage, stage_hash = info
-            state = active[name]
-            if fut.status == "finished":
-                try:
-                    result = fut.result()
-                except Exception as exc:  # lost between status and gather: treat as failure
-                    fail(name, stage, describe_exception(exc))
-                    fill()
-                    continue
-                manifest.record(state["record"], stage, stage_hash, result)
-                state["left"] -= 1
-                if state["left"] == 0:
-                    rec = state["record"]
-                    if rec.failure is not None:
-                        rec.failure = None
-                        manifest.save(rec)
-                    finish(name, True)
-            elif fut.status == "error":
-                exc = fut.exception()
-                if isinstance(exc, StageFailure):
-                    fail(name, exc.stage, exc.reason, exc.details)
-                else:
-                    fail(name, stage, describe_exception(exc))
-            elif fut.status == "cancelled":
-                fail(name, stage, "cancelled")
-            fill()
-    finally:
-        progress.stop()
-        for state in active.values():
-            for fut in state["futures"].values():
-                fut.cancel()
-    for out in outcomes.values():
-        if out.status == "pending":
-            out.status, out.reason = "failed", "not started"
-    return outcomes
+def clear_failure(manifest: Manifest, rec: TomoManifest) -> None:
+    """Forget an earlier failure of a tomogram that is now complete."""
+    if rec.failure is not None:
+        rec.failure = None
+        manifest.save(rec)
 
 
 def _recorded(rec: TomoManifest, stage: str) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from typing import Any
 
 from deepict_dask.errors import OutputError
 from deepict_dask.io.atomic import pid_alive
+from deepict_dask.layout import LOCK_NAME, RunLayout
 
 log = logging.getLogger(__name__)
-LOCK_NAME = ".deepict-run.lock"
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 4 * HEARTBEAT_S
 
@@ -138,7 +138,7 @@ def acquire(run_dir: Path, *, host: str | None = None, interval: float = HEARTBE
     """Take the run directory's lease, or raise :class:`OutputError` naming who holds it."""
     host = host or socket.gethostname()
     stale_after = 4 * interval if stale_after is None else stale_after
-    path = run_dir / LOCK_NAME
+    path = RunLayout(run_dir).lock
     lease = RunLease(path, host, interval)
     for _ in range(5):
         if lease.create():

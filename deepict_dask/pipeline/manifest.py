@@ -27,6 +27,7 @@ from urllib.parse import quote
 from deepict_dask.errors import InputError
 from deepict_dask.io.atomic import atomic_path
 from deepict_dask.io.checksum import check_contents, check_sizes, inventory_digest
+from deepict_dask.layout import RunLayout
 
 MANIFEST_VERSION = 2  # 2: output inventories (records of version 1 are recomputed)
 
@@ -140,13 +141,14 @@ class Manifest:
     """The manifest directory of one run: ``RUN_DIR/manifest/<tomogram>.json``."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        self.dir = Path(run_dir) / "manifest"
+        self.layout = RunLayout(run_dir)
+        self.dir = self.layout.manifest_dir
 
     def path(self, name: str) -> Path:
-        return self.dir / f"{name}.json"
+        return self.layout.manifest_file(name)
 
     def files_dir(self, name: str) -> Path:
-        return self.dir / f"{name}.files"
+        return self.layout.inventory_dir(name)
 
     def load(self, name: str) -> TomoManifest:
         p = self.path(name)

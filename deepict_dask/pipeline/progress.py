@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from deepict_dask.layout import RunLayout
 from deepict_dask.pipeline.engine import ProgressSink
 
 if TYPE_CHECKING:
@@ -76,12 +77,15 @@ def print_outcome(result: RunResult, console: Console) -> None:
         for o in result.failed:
             table.add_row(o.name, o.failed_stage or "", o.reason or "")
         console.print(table)
+    rs = result.run_stages
+    if rs is not None and rs.status == "failed":
+        console.print(f"[bold red]run-level stage {rs.failed_stage} failed:[/] {rs.reason}", highlight=False)
     ran = sum(1 for o in done if o.ran)
     console.print(f"{len(done)} of {len(outcomes)} tomograms done ({ran} computed, {len(done) - ran} already "
                   f"up to date), {len(result.failed)} failed, in {result.seconds:.1f} s")
     for label, path in result.outputs.items():
         console.print(f"  {label:<14} {path}")
-    console.print(f"  {'tomograms':<14} {result.run_dir / 'tomograms'}")
+    console.print(f"  {'tomograms':<14} {RunLayout(result.run_dir).tomograms_dir}")
     ev = result.evaluation
     if ev and "f1" in ev:
         parts = [f"F1 {ev['f1']:.3f} (precision {ev.get('precision', 0):.3f}, recall {ev.get('recall', 0):.3f})"]

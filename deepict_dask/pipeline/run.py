@@ -19,24 +19,26 @@ from typing import Any
 from deepict_dask.cluster import ClusterSpec, dask_client
 from deepict_dask.errors import ConfigError, InputError, OutputError
 from deepict_dask.io.checksum import file_sha256
+from deepict_dask.layout import RunLayout, is_temporary
 from deepict_dask.pipeline.config import SHIPPED_MODELS, RunConfig
 from deepict_dask.pipeline.engine import (
+    JobRunner,
     ProgressSink,
     StagePlan,
     TomoJob,
     TomoOutcome,
+    clear_failure,
     gpu_available,
     plan_job,
-    run_jobs,
 )
 from deepict_dask.pipeline.inputs import InputTomogram, check_output_dir, collect_inputs
-from deepict_dask.pipeline.lock import LOCK_NAME, run_lock
+from deepict_dask.pipeline.lock import LOCK_NAME as LOCK_NAME  # the tests and callers import it from here
+from deepict_dask.pipeline.lock import run_lock
 from deepict_dask.pipeline.manifest import Manifest, TomoManifest
+from deepict_dask.pipeline.run_stages import RUN_STAGE_KINDS
 from deepict_dask.pipeline.stages import STAGE_KINDS, build_stages, model_files, read_model_meta
 
 log = logging.getLogger(__name__)
-RUN_MARKERS = ("manifest", LOCK_NAME, "provenance.json")  # what makes a folder a run directory
-TEMPORARY_MARKS = (".tmp-", ".old-", ".scratch-")
 
 
 @dataclass
@@ -47,6 +49,7 @@ class RunResult:
     evaluation: dict[str, Any] | None = None
     seconds: float = 0.0
     repaired: list[str] = field(default_factory=list)  # one line per damaged output recomputed
+    run_stages: TomoOutcome | None = None  # combine, evaluate, report
 
     @property
     def failed(self) -> list[TomoOutcome]:
@@ -54,7 +57,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        run_failed = self.run_stages is not None and self.run_stages.status == "failed"
+        return 1 if self.failed or run_failed else 0
 
 
 def cluster_spec(config: RunConfig, override: ClusterSpec | None = None) -> ClusterSpec:
@@ -80,18 +84,14 @@ def remove_stale_temporaries(run_dir: Path, names: Iterable[str]) -> int:
     """Delete ``.X.tmp-*`` / ``.old-*`` / ``.scratch-*`` leftovers of killed writers (the directory is locked)."""
     from deepict_dask.io.atomic import remove_path
 
-    dirs = [run_dir / "tomograms", run_dir / "manifest", run_dir / "tables", run_dir]
-    for name in names:
-        store = run_dir / "tomograms" / f"{name}.ome.zarr"
-        dirs += [store, store / "predictions", store / "labels", run_dir / "tables" / name]
     n = 0
-    for d in dirs:
+    for d in RunLayout(run_dir).temporary_dirs(names):
         try:
             entries = list(os.scandir(d))
         except OSError:
             continue
         for e in entries:
-            if e.name.startswith(".") and any(m in e.name for m in TEMPORARY_MARKS):
+            if is_temporary(e.name):
                 remove_path(Path(e.path))
                 n += 1
     return n
@@ -99,7 +99,7 @@ def remove_stale_temporaries(run_dir: Path, names: Iterable[str]) -> int:
 
 def check_run_dir(run_dir: Path, *, overwrite: bool = False) -> None:
     """Refuse a non-empty folder that is not a run directory: the run would replace its files."""
-    if overwrite or not run_dir.is_dir() or any((run_dir / m).exists() for m in RUN_MARKERS):
+    if overwrite or not run_dir.is_dir() or RunLayout(run_dir).is_run_dir():
         return
     with os.scandir(run_dir) as it:
         if next(it, None) is None:
@@ -184,7 +184,7 @@ def make_jobs(tomos: list[InputTomogram], run_dir: Path) -> list[TomoJob]:
 
 
 def check_force(force: Iterable[str], config: RunConfig) -> list[str]:
-    valid = set(STAGE_KINDS) | {"all"} | {f"predict:{m.name}" for m in config.models} | {
+    valid = set(STAGE_KINDS) | set(RUN_STAGE_KINDS) | {"all"} | {f"predict:{m.name}" for m in config.models} | {
         f"pick:{t.name}" for t in config.targets}
     bad = [f for f in force if f not in valid]
     if bad:
@@ -205,10 +205,35 @@ def run_workflow(
 ) -> RunResult:
     """Run the configured workflow; returns per-tomogram outcomes and the run-level outputs.
 
-    Pass ``client`` to use an existing Dask client (tests, notebooks); otherwise the cluster comes
-    from ``config.cluster`` with ``cluster`` overriding it. Finished stages are checked before they
-    are skipped (file sizes; ``verify`` re-hashes every file); a damaged one is recomputed with
-    everything downstream. ``overwrite`` allows an ``output.dir`` that holds other files.
+    Every tomogram's stage list is built and planned once; tomograms with work left go to the
+    cluster (none is started when all are up to date). Then the run-level stages (combine,
+    evaluate, report) run here, planned and recorded the same way.
+
+    Parameters
+    ----------
+    config
+        The run configuration (``output.dir`` is the run directory).
+    force
+        Stages to recompute with everything after them: a kind (``predict``), one stage
+        (``predict:demo3d``), a run-level stage (``report``) or ``all``.
+    cluster
+        Overrides of ``config.cluster`` (command-line options).
+    client
+        An existing Dask client to use (tests, notebooks) instead of starting a cluster.
+    progress
+        Receives progress events (the CLI's live display).
+    evaluate
+        Evaluate against ``inputs.truth`` where given.
+    verify
+        Re-hash every finished output before trusting it (default: file sizes only); a damaged one
+        is recomputed with everything downstream.
+    overwrite
+        Allow an ``output.dir`` that holds other files.
+
+    Returns
+    -------
+    RunResult
+        Per-tomogram outcomes, the run-level stages' outcome, output paths, evaluation metrics.
     """
     from deepict_dask.pipeline.summary import write_run_outputs
 
@@ -229,11 +254,8 @@ def run_workflow(
             if t.problem is not None:
                 outcomes[t.name] = TomoOutcome(t.name, "failed", "read", t.problem)
 
-        def stages_for(job: TomoJob) -> list:
-            return build_stages(config, job)
-
         records = {j.name: manifest.load(j.name) for j in jobs}
-        plans = plan_jobs(jobs, stages_for, records, force, verify)
+        plans = plan_jobs(jobs, lambda job: build_stages(config, job), records, force, verify)  # the only planning
         repaired = damage_lines(plans)
         for line in repaired:
             log.warning("%s", line)
@@ -243,17 +265,16 @@ def run_workflow(
             if adapt is not None and config.cluster.kind in ("slurm", "pbs", "sge") and getattr(c, "cluster", None):
                 c.cluster.adapt(minimum_jobs=adapt.minimum, maximum_jobs=adapt.maximum)
             gpu = config.execution.gpu == "yes" or (config.execution.gpu == "auto" and gpu_available(c))
-            return run_jobs(
-                c, jobs, stages_for, manifest, force=force, max_in_flight=config.execution.max_in_flight,
-                use_gpu_resources=gpu, retries=config.execution.retries, progress=progress,
-                records=records, plans=plans,
-            )
+            runner = JobRunner(c, manifest, force=force, max_in_flight=config.execution.max_in_flight,
+                               use_gpu_resources=gpu, retries=config.execution.retries, progress=progress,
+                               records=records, plans=plans)
+            return runner.run(jobs)
 
         pending = [j for j in jobs if any(p.run for p in plans[j.name])]
         for j in jobs:
             if j not in pending:  # up to date: no cluster needed for it
                 outcomes[j.name] = TomoOutcome(j.name, "done", skipped=[p.stage.name for p in plans[j.name]])
-                _clear_failure(manifest, j.name)
+                clear_failure(manifest, records[j.name])
         jobs = pending
         if jobs:
             if client is not None:
@@ -263,16 +284,10 @@ def run_workflow(
                     outcomes.update(execute(c))
         ordered = {t.name: outcomes[t.name] for t in tomos}
         result = RunResult(run_dir, ordered, repaired=repaired)
-        write_run_outputs(result, config, tomos, manifest, model_hashes, evaluate=evaluate)
+        write_run_outputs(result, config, tomos, manifest, model_hashes, evaluate=evaluate, force=force,
+                          verify=verify, records=records)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _clear_failure(manifest: Manifest, name: str) -> None:
-    rec = manifest.load(name)
-    if rec.failure is not None:
-        rec.failure = None
-        manifest.save(rec)
 
 
 def _save_headers(manifest: Manifest, tomos: list[InputTomogram]) -> None:

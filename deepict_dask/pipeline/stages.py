@@ -20,16 +20,10 @@ from typing import Any
 
 from deepict_dask.io.checksum import file_sha256
 from deepict_dask.io.convert import ConvertOptions
+from deepict_dask.layout import FILTERED, TomoStore
 from deepict_dask.models.spec import network_sha256
 from deepict_dask.pipeline.config import RunConfig, TargetConfig
 from deepict_dask.pipeline.engine import Stage, TomoJob
-
-FILTERED = "filtered"
-
-
-def _store_group(job: TomoJob, group: str | None = None) -> Path:
-    return job.store / group if group else job.store
-
 
 # ------------------------------------------------------------------------------------- stage bodies
 
@@ -114,14 +108,14 @@ def run_pick(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any
     rule = options.context
     if rule is not None:  # the rule names a segmentation target: its mask is a group of this store
         options = options.model_copy(update={"context": rule.model_copy(
-            update={"target": str(job.store), "group": f"labels/{rule.target}"})})
+            update={"target": str(job.store), "group": TomoStore.label_group(rule.target)})})
     result = pick(upstream[f"predict:{params['model']}"]["outputs"][0], options, classes=[params["class"]],
                   tomo=job.name, labels=True)
     df = result.table.assign(**{"class": params["target"]})
     labels = result.labels[params["class"]]
     group = write_ome_zarr(labels, job.store, group=params["target"], label=True, levels=1, chunks=params["chunks"],
                            attrs={"pick": {k: v for k, v in params.items() if k != "chunks"}})
-    table_path = write_table(df, job.table_dir / f"{params['target']}.csv")
+    table_path = write_table(df, job.layout.target_table(job.name, params["target"]))
     return {"outputs": [table_path, group], "result": {"count": len(df)}}
 
 

@@ -16,12 +16,17 @@ from deepict_dask.cli.common import (
     spec_from_args,
     unique_names,
 )
+from deepict_dask.cli.options_flags import add_option_flags, options_from_args
 from deepict_dask.cluster import dask_client
 from deepict_dask.errors import DeepictError
 from deepict_dask.io.convert import ConvertOptions
-from deepict_dask.options import build
 
-_DEFAULT = {name: field.default for name, field in ConvertOptions.model_fields.items()}
+FLAGS = {
+    "format": "--format", "chunks": "--chunks", "levels": "--levels", "compressor": "--compressor", "ngff": "--ngff",
+    "voxel_size": "--voxel-size", "group": "--group", "level": "--level",
+}
+"""ConvertOptions field -> the flag that sets it, so an error names both."""
+METAVARS = {"chunks": "N[,N,N]", "levels": "N", "voxel_size": "A", "group": "PATH", "level": "N"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,37 +43,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="tomograms: .mrc/.mrcs/.rec/.map/.st/.ali files or (OME-)Zarr directories")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory (created if missing)")
-    p.add_argument("--format", choices=["ome-zarr", "mrc"], default=_DEFAULT["format"], help="output format (default: %(default)s)")
-    p.add_argument("--chunks", default=str(_DEFAULT["chunks"]), metavar="N[,N,N]",
-                   help="chunk edge in voxels, one value or three comma-separated (z,y,x) (default: 128: as fast to write "
-                        "as 64 with 8x fewer files, and 5x faster than 256 for reading small regions)")
-    p.add_argument("--levels", type=int, default=_DEFAULT["levels"], metavar="N",
-                   help="pyramid levels including full resolution (default: %(default)s)")
-    p.add_argument("--compressor", choices=["zstd", "lz4", "none"], default=_DEFAULT["compressor"],
-                   help="Blosc compressor for the chunks (default: zstd; lz4 is faster and compresses less)")
-    p.add_argument("--ngff", choices=["0.4", "0.5"], default=_DEFAULT["ngff"],
-                   help="OME-NGFF version: 0.4 writes Zarr v2 (widest reader support, default), 0.5 writes Zarr v3")
-    p.add_argument("--voxel-size", type=float, metavar="A",
-                   help="voxel size in Angstrom, replacing the inputs' (required for headers without one)")
-    p.add_argument("--group", metavar="PATH", help="for OME-Zarr inputs: the image group to read, e.g. predictions/unet")
-    p.add_argument("--level", type=int, default=_DEFAULT["level"], metavar="N", help="for OME-Zarr inputs: the pyramid level to read (default 0)")
+    add_option_flags(p, ConvertOptions, FLAGS, metavar=METAVARS, help={
+        "format": "output format (default: %(default)s)",
+        "chunks": "chunk edge in voxels, one value or three comma-separated (z,y,x) (default: 128: as fast to write "
+                  "as 64 with 8x fewer files, and 5x faster than 256 for reading small regions)",
+        "levels": "pyramid levels including full resolution (default: %(default)s)",
+        "compressor": "Blosc compressor for the chunks (default: zstd; lz4 is faster and compresses less)",
+        "ngff": "OME-NGFF version: 0.4 writes Zarr v2 (widest reader support, default), 0.5 writes Zarr v3",
+        "voxel_size": "voxel size in Angstrom, replacing the inputs' (required for headers without one)",
+        "group": "for OME-Zarr inputs: the image group to read, e.g. predictions/unet",
+        "level": "for OME-Zarr inputs: the pyramid level to read (default 0)",
+    })
     add_overwrite_arg(p)
     add_progress_arg(p)
     add_cluster_args(p)
     p.set_defaults(func=run)
-
-
-FLAGS = {
-    "format": "--format", "chunks": "--chunks", "levels": "--levels", "compressor": "--compressor", "ngff": "--ngff",
-    "voxel_size": "--voxel-size", "group": "--group", "level": "--level",
-}
-"""ConvertOptions field -> the flag that sets it, so an error names both."""
-
-
-def options_from_args(args: argparse.Namespace) -> ConvertOptions:
-    """The :class:`ConvertOptions` the command line asks for (one ConfigError naming flag and field)."""
-    return build(ConvertOptions, {field: getattr(args, field) for field in FLAGS if getattr(args, field) is not None},
-                 flags=FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from deepict_dask.io import show_progress, tomogram_name
     from deepict_dask.io.convert import nonfinite_count, open_source, write_converted
 
-    options = options_from_args(args)
+    options = options_from_args(ConvertOptions, args, FLAGS)
     sources = [Path(p) for p in args.inputs]
     unique_names(sources)
     out_dir = Path(args.out)

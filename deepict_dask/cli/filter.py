@@ -16,13 +16,21 @@ from deepict_dask.cli.common import (
     spec_from_args,
     unique_names,
 )
+from deepict_dask.cli.options_flags import add_option_flags, option_values
 from deepict_dask.cluster import dask_client
 from deepict_dask.errors import ConfigError, DeepictError
 from deepict_dask.options import build
 from deepict_dask.preprocess.options import FilterOptions
 
 MODES = ["auto", "exact", "blockwise", "normalize"]
-_DEFAULT = {name: field.default for name, field in FilterOptions.model_fields.items()}
+FIELD_FLAGS = {
+    "lowpass_cutoff": "--lowpass-cutoff", "lowpass_width": "--lowpass-width", "halo": "--halo",
+    "halo_energy": "--halo-energy", "max_halo": "--max-halo", "block_size": "--block-size",
+    "spectrum_method": "--spectrum-method",
+}
+"""FilterOptions fields whose flags are made from the model (type, choices, default)."""
+METAVARS = {"lowpass_cutoff": "F", "lowpass_width": "W", "halo": "N", "halo_energy": "E", "max_halo": "N",
+            "block_size": "N"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,23 +54,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "overlap-save convolution chunk by chunk (bounded memory); auto: exact when it fits the "
                    "smallest worker's memory limit (default); normalize: only normalize, no filter")
     p.add_argument("--normalize-only", action="store_true", help="same as --mode normalize")
-    p.add_argument("--lowpass-cutoff", type=float, default=_DEFAULT["lowpass_cutoff"], metavar="F",
-                   help="low-pass cutoff as a fraction of Nyquist, where the sigmoid is 1/2, in (0, 1] (default %(default)s)")
-    p.add_argument("--lowpass-width", type=float, default=_DEFAULT["lowpass_width"], metavar="W",
-                   help="sigmoid width as a fraction of Nyquist, in [0, 1]; 0 = hard cutoff (default %(default)s; sharper "
-                   "needs a larger halo in blockwise mode)")
+    add_option_flags(p, FilterOptions, FIELD_FLAGS, metavar=METAVARS, help={
+        "lowpass_cutoff": "low-pass cutoff as a fraction of Nyquist, where the sigmoid is 1/2, in (0, 1] "
+                          "(default %(default)s)",
+        "lowpass_width": "sigmoid width as a fraction of Nyquist, in [0, 1]; 0 = hard cutoff (default %(default)s; "
+                         "sharper needs a larger halo in blockwise mode)",
+        "halo": "blockwise: kernel half-width in voxels (default: from --halo-energy)",
+        "halo_energy": "blockwise: fraction of the kernel's energy the halo must hold (default %(default)s, "
+                       "about 0.3%% RMS difference to exact)",
+        "max_halo": "blockwise: largest automatic halo (default %(default)s)",
+        "block_size": "blockwise: block edge in voxels, at least 8 (default %(default)s)",
+        "spectrum_method": "blockwise: how the input spectrum is measured (default auto: Welch, bounded memory; "
+                           "exact: one whole-volume FFT)",
+    })
     p.add_argument("--no-lowpass", action="store_true", help="no low-pass: match the spectrum up to Nyquist")
-    p.add_argument("--halo", type=int, metavar="N",
-                   help="blockwise: kernel half-width in voxels (default: from --halo-energy)")
-    p.add_argument("--halo-energy", type=float, default=_DEFAULT["halo_energy"], metavar="E",
-                   help="blockwise: fraction of the kernel's energy the halo must hold (default %(default)s, "
-                   "about 0.3%% RMS difference to exact)")
-    p.add_argument("--max-halo", type=int, default=_DEFAULT["max_halo"], metavar="N",
-                   help="blockwise: largest automatic halo (default %(default)s)")
-    p.add_argument("--block-size", type=int, default=_DEFAULT["block_size"], metavar="N",
-                   help="blockwise: block edge in voxels, at least 8 (default %(default)s)")
-    p.add_argument("--spectrum-method", choices=["auto", "exact", "welch"], default="auto",
-                   help="blockwise: how the input spectrum is measured (default auto: Welch, bounded memory; exact: one whole-volume FFT)")
     p.add_argument("--levels", type=int, metavar="N",
                    help="pyramid levels of the output (default: as many as an OME-Zarr input has, else 3)")
     p.add_argument("--chunks", type=int, default=128, metavar="N", help="output chunk edge in voxels (default 128)")
@@ -75,22 +80,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-FLAGS = {
-    "enabled": "--mode", "target": "--target", "mode": "--mode", "lowpass_cutoff": "--lowpass-cutoff",
-    "lowpass_width": "--lowpass-width", "halo": "--halo", "halo_energy": "--halo-energy", "max_halo": "--max-halo",
-    "block_size": "--block-size", "spectrum_method": "--spectrum-method",
-}
+FLAGS = {**FIELD_FLAGS, "enabled": "--mode", "target": "--target", "mode": "--mode"}
 """FilterOptions field -> the flag that sets it, so an error names both."""
 
 
 def options_from_args(args: argparse.Namespace) -> FilterOptions:
     """The :class:`FilterOptions` the command line asks for (one ConfigError naming flag and field)."""
     normalize_only = args.normalize_only or args.mode == "normalize"
-    values = {
-        "enabled": not normalize_only, "lowpass_cutoff": None if args.no_lowpass else args.lowpass_cutoff,
-        "lowpass_width": args.lowpass_width, "halo": args.halo, "halo_energy": args.halo_energy,
-        "max_halo": args.max_halo, "block_size": args.block_size, "spectrum_method": args.spectrum_method,
-    }
+    values = option_values(args, FIELD_FLAGS) | {"enabled": not normalize_only}
+    if args.no_lowpass:
+        values["lowpass_cutoff"] = None
     if not normalize_only:
         values["mode"] = args.mode
     if args.target:

@@ -15,6 +15,7 @@ from deepict_dask.cli.common import (
     progress_wanted,
     spec_from_args,
 )
+from deepict_dask.cli.options_flags import add_option_flags, options_from_args
 from deepict_dask.inference.options import PredictOptions
 
 FLAGS = {
@@ -24,7 +25,6 @@ FLAGS = {
     "channels_last": "--no-channels-last",
 }
 """Option field -> the flag that sets it, so an error names both."""
-_DEFAULT = {name: field.default for name, field in PredictOptions.model_fields.items()}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,30 +38,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("tomograms", nargs="+", metavar="TOMO", help="tomograms (MRC, Zarr or OME-Zarr)")
     p.add_argument("--model", required=True, help="model file (.safetensors) or a demo model name (demo3d, demo2d)")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--chunks", type=int, default=_DEFAULT["chunk"], metavar="N",
-                   help="output block edge in voxels (rounded to whole window cores; default %(default)s)")
+    add_option_flags(p, PredictOptions, FLAGS, metavar={"chunk": "N"}, help={
+        "chunk": "output block edge in voxels (rounded to whole window cores; default %(default)s)",
+        "window": "window edge: 3D cube (default 160 on CPU, 128 on GPU) or 2D tile (default: the model's, 288)",
+        "margin": "margin cropped from each window side (default 12 for 3D, 48 for 2D)",
+        "blend": "crop window margins (DeePiCt, default) or Gaussian weighting (nnU-Net)",
+        "batch_size": "windows per forward pass (default: 2 on CPU, from free memory on GPU)",
+        "dtype": "stored probability type (uint8: value/255; default)",
+        "tta": "test-time augmentation keeping the missing wedge: 180-degree rotations (4 passes) or all flips "
+               "incl. mirror images (8); writes a variance map",
+        "threshold": "also write a mask of voxels at or above this probability (2D default 0.75)",
+        "sigma_z": "2D models: Gaussian smoothing along z in slices (default %(default)g; 0 = off)",
+        "rescale": "refuse tomograms whose voxel size differs from the model's instead of rescaling",
+        "device": "auto (GPU if present), cpu, cuda or cuda:N",
+        "precision": "autocast precision (auto: fp16 on GPU, fp32 on CPU). On CPU, bf16 measured 1.1-1.9x faster "
+                     "but changed the shipped demo3d model's probabilities by up to 0.07 (0.5%% of voxels crossed "
+                     "0.5), so it is not the default",
+        "channels_last": "3D on CPU: keep torch's default memory layout instead of channels_last_3d (which "
+                         "measured 1.8-2.4x faster with the same probabilities to 1e-6)",
+    })
     add_deprecated_alias(p, "--chunk", "--chunks", dest="chunks", type=int)
-    p.add_argument("--patch", type=int, help="window edge: 3D cube (default 160 on CPU, 128 on GPU) or 2D tile (default: the model's, 288)")
-    p.add_argument("--overlap", type=int, help="margin cropped from each window side (default 12 for 3D, 48 for 2D)")
-    p.add_argument("--blend", choices=["crop", "gaussian"], default=_DEFAULT["blend"], help="crop window margins (DeePiCt, default) or Gaussian weighting (nnU-Net)")
-    p.add_argument("--batch-size", type=int, help="windows per forward pass (default: 2 on CPU, from free memory on GPU)")
-    p.add_argument("--dtype", choices=["uint8", "float16", "float32"], default=_DEFAULT["dtype"], help="stored probability type (uint8: value/255; default)")
-    p.add_argument("--tta", choices=["none", "rotations", "mirrors"], default=_DEFAULT["tta"],
-                   help="test-time augmentation keeping the missing wedge: 180-degree rotations (4 passes) or all flips incl. mirror images (8); writes a variance map")
-    p.add_argument("--threshold", type=float, help="also write a mask of voxels at or above this probability (2D default 0.75)")
-    p.add_argument("--sigma-z", type=float, default=_DEFAULT["sigma_z"],
-                   help="2D models: Gaussian smoothing along z in slices (default %(default)g; 0 = off)")
     p.add_argument("--voxel-size", type=float, metavar="A",
                    help="voxel size in Angstrom, replacing the files' (required for headers without one)")
-    p.add_argument("--no-rescale", action="store_true", help="refuse tomograms whose voxel size differs from the model's instead of rescaling")
-    p.add_argument("--device", default=_DEFAULT["device"], help="auto (GPU if present), cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default=_DEFAULT["precision"],
-                   help="autocast precision (auto: fp16 on GPU, fp32 on CPU). On CPU, bf16 measured 1.1-1.9x faster "
-                   "but changed the shipped demo3d model's probabilities by up to 0.07 (0.5%% of voxels crossed "
-                   "0.5), so it is not the default")
-    p.add_argument("--no-channels-last", action="store_true",
-                   help="3D on CPU: keep torch's default memory layout instead of channels_last_3d (which "
-                   "measured 1.8-2.4x faster with the same probabilities to 1e-6)")
     p.add_argument("--max-in-flight", type=int, default=2, help="tomograms processed at the same time (bounds memory; default 2)")
     add_overwrite_arg(p, "an existing prediction of this model")
     add_progress_arg(p)
@@ -77,14 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from deepict_dask.errors import DeepictError, InputError
     from deepict_dask.inference.predict import make_ref, predict_many
     from deepict_dask.models import load_model, resolve_model_path
-    from deepict_dask.options import build
 
-    options = build(PredictOptions, {
-        "window": args.patch, "margin": args.overlap, "blend": args.blend, "chunk": args.chunks,
-        "batch_size": args.batch_size, "dtype": args.dtype, "tta": args.tta, "device": args.device,
-        "precision": args.precision, "rescale": not args.no_rescale, "threshold": args.threshold,
-        "sigma_z": args.sigma_z, "channels_last": False if args.no_channels_last else None,
-    }, flags=FLAGS)
+    options = options_from_args(PredictOptions, args, FLAGS)
     missing = [t for t in args.tomograms if not os.path.exists(t)]
     if missing:
         raise InputError("no such file or directory", missing[0])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from deepict_dask.cli.common import add_overwrite_arg, refuse_existing
@@ -109,51 +108,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.set_defaults(func=run_sweep)
 
 
-def parse_values(text: str, kind: type = float) -> list:
-    """``0.1,0.2`` or ``START:STOP:STEP`` (STOP included) into a list of numbers."""
-    from deepict_dask.errors import ConfigError
-
-    try:
-        if ":" in text:
-            a, b, c = (float(v) for v in text.split(":"))
-            if c <= 0:
-                raise ValueError("step must be positive")
-            n = int(round((b - a) / c)) + 1
-            vals = [a + i * c for i in range(n) if a + i * c <= b + 1e-9]
-            return [kind(round(v, 10)) for v in vals]
-        return [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"cannot read {text!r} as a list (0.3,0.5) or a range (0.1:0.9:0.1): {exc}") from exc
-
-
-def _read_tables(paths: list[str], voxel_size: float | None, unit: str = "A"):
-    """Read and stack tables; with a voxel tolerance no voxel size is needed (``unit`` is normalised)."""
-    import pandas as pd
-
-    from deepict_dask.evaluate._io import load_table
-
-    frames = [load_table(p, voxel_size=voxel_size, voxels_only=unit == "vox") for p in paths]
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-
-def _check_same_units(pred, truth, pred_paths: list[str], truth_paths: list[str]) -> None:
-    """Warn when the two sides' x/x_A columns imply voxel sizes more than 2% apart (numbers given)."""
-    import logging
-
-    from deepict_dask.io.table_checks import UNIT_TOLERANCE, implied_voxel_size
-
-    a, b = implied_voxel_size(pred), implied_voxel_size(truth)
-    if a is None or b is None:
-        return
-    factor = max(x / y for x, y in zip(a, b))
-    factor = max(factor, max(y / x for x, y in zip(a, b)))
-    if factor - 1.0 > UNIT_TOLERANCE:
-        logging.getLogger(__name__).warning(
-            "the predicted and true tables disagree on the voxel size by %.1fx (x_A/x implies %s A in %s, %s A in "
-            "%s): are the voxel columns of one of them in Angstrom?", factor, f"{a[2]:.4g}", ", ".join(pred_paths),
-            f"{b[2]:.4g}", ", ".join(truth_paths))
-
-
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -202,16 +156,16 @@ def print_pick_metrics(m: dict[str, Any]) -> None:
 
 
 def run_picks(args: argparse.Namespace) -> int:
-    from deepict_dask.evaluate._io import write_json
+    from deepict_dask.evaluate._io import check_same_units, load_tables, write_json
     from deepict_dask.evaluate.picking import check_unit, evaluate_picks
     from deepict_dask.io.atomic import atomic_path
 
     refuse_existing(args.json, args.matches, overwrite=args.overwrite)
 
     unit = check_unit(args.unit)
-    pred = _read_tables(args.pred, args.voxel_size, unit)
-    truth = _read_tables(args.truth, args.voxel_size, unit)
-    _check_same_units(pred, truth, args.pred, args.truth)
+    pred = load_tables(args.pred, args.voxel_size, unit)
+    truth = load_tables(args.truth, args.voxel_size, unit)
+    check_same_units(pred, truth, args.pred, args.truth)
     ev = evaluate_picks(
         pred,
         truth,
@@ -236,29 +190,18 @@ def run_picks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(path: str, group: str | None, *, prediction: bool = False):
-    """A volume; for ``prediction`` a store's ``predictions/<model>`` map, not the tomogram at its root."""
-    from deepict_dask.evaluate._io import load_volume
-    from deepict_dask.pick.api import open_map
-
-    return open_map(_existing(path), group=group) if prediction else load_volume(path, group=group)
-
-
 def run_masks(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from deepict_dask.evaluate._io import write_json
-    from deepict_dask.evaluate.segmentation import mask_metrics, probability_metrics
+    from deepict_dask.evaluate._io import load_volume, open_prediction, write_json
+    from deepict_dask.evaluate.segmentation import map_kind, mask_metrics, probability_metrics
 
     refuse_existing(args.json, overwrite=args.overwrite)
 
-    pred = _open(args.pred, args.pred_group, prediction=True)
-    truth = _open(args.truth, args.truth_group)
-    kind = args.kind
-    if kind == "auto":
-        is_prob = pred.dtype.kind == "f" or any(k in pred.attrs for k in ("probability_scale", "scale_factor"))
-        kind = "probability" if is_prob else "labels"
+    pred = open_prediction(args.pred, args.pred_group)
+    truth = load_volume(args.truth, group=args.truth_group)
+    kind = map_kind(pred, args.kind)
     if kind == "probability":
         m = probability_metrics(
             pred,
@@ -293,43 +236,24 @@ def run_masks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _map_name(item: str) -> tuple[str, str]:
-    name, sep, path = item.partition("=")
-    if sep and not Path(item).exists():
-        return name, path
-    from deepict_dask.io import tomogram_name
-
-    return tomogram_name(item), item
-
-
 def run_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from deepict_dask.evaluate._io import write_json
+    from deepict_dask.evaluate._io import load_tables, write_json
     from deepict_dask.evaluate.picking import check_unit
-    from deepict_dask.evaluate.segmentation import _spatial
-    from deepict_dask.evaluate.sweep import sweep
-    from deepict_dask.io.volume import make_volume, origin_of, voxel_size_of
+    from deepict_dask.evaluate.sweep import open_sweep_maps, parse_values, sweep
 
     refuse_existing(args.json, overwrite=args.overwrite)
 
-    truth = _read_tables(args.truth, args.voxel_size, check_unit(args.unit))
+    truth = load_tables(args.truth, args.voxel_size, check_unit(args.unit))
     if args.write_model:
         return run_tune(args, truth)
     if args.method != "cc" or args.min_distances:
         from deepict_dask.errors import ConfigError
 
         raise ConfigError("--method and --min-distances tune a model: give --write-model MODEL")
-    maps = {}
-    items = [_map_name(p) for p in args.pred]
-    tomos = sorted(set(truth["tomo"].astype(str)))
-    for name, path in items:
-        vol = _open(path, args.pred_group, prediction=True)
-        arr = _spatial(vol, args.channel, path, "probability map")
-        if name not in tomos and len(items) == 1 and len(tomos) == 1:
-            name = tomos[0]
-        maps[name] = make_volume(arr, voxel_size_of(vol), origin_of(vol), attrs=dict(vol.attrs))
+    maps = open_sweep_maps(args.pred, truth, group=args.pred_group, channel=args.channel)
     cls = args.channel if args.channel is not None and args.channel in set(truth["class"].astype(str)) else None
     res = sweep(
         maps,
@@ -365,17 +289,12 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_tune(args: argparse.Namespace, truth) -> int:
     """``evaluate sweep --write-model``: tune each class on the predictions and record the best settings."""
-    from deepict_dask.evaluate._io import write_json
+    from deepict_dask.evaluate._io import open_prediction, write_json
+    from deepict_dask.evaluate.sweep import named_maps, parse_values
     from deepict_dask.evaluate.tune import tune
     from deepict_dask.models.spec import resolve_model_path
-    from deepict_dask.pick.api import open_map
 
-    maps = {}
-    tomos = sorted(set(truth["tomo"].astype(str)))
-    for name, path in (_map_name(p) for p in args.pred):
-        if name not in tomos and len(args.pred) == 1 and len(tomos) == 1:
-            name = tomos[0]
-        maps[name] = open_map(_existing(path), group=args.pred_group)
+    maps = {name: open_prediction(path, args.pred_group) for name, path in named_maps(args.pred, truth).items()}
     model = resolve_model_path(args.write_model)
     res = tune(model, maps, truth, args.tolerance, classes=[args.channel] if args.channel else None,
                unit=args.unit, thresholds=parse_values(args.thresholds, float),
@@ -393,11 +312,3 @@ def run_tune(args: argparse.Namespace, truth) -> int:
     if args.json:
         write_json(res, args.json)
     return 0
-
-
-def _existing(path: str) -> str:
-    from deepict_dask.errors import InputError
-
-    if not Path(path).exists():
-        raise InputError("no such file or directory", path)
-    return path

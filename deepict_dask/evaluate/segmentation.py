@@ -264,3 +264,12 @@ def probability_metrics(
     name = str(channel) if channel is not None else (str(truth_label) if truth_label is not None else "foreground")
     out["per_class"] = {name: {k: out[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1", "iou")}}
     return out
+
+
+def map_kind(pred: xr.DataArray, kind: str = "auto") -> str:
+    """``probability`` or ``labels``: with ``auto``, float maps and maps that record a probability
+    scale (``probability_scale``/``scale_factor``, as quantized predictions do) are probabilities."""
+    if kind != "auto":
+        return kind
+    is_prob = pred.dtype.kind == "f" or any(k in pred.attrs for k in ("probability_scale", "scale_factor"))
+    return "probability" if is_prob else "labels"

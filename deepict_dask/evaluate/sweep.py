@@ -157,3 +157,59 @@ def grid_edges(axes: Mapping[str, Sequence[float]], best: Mapping[str, Any]) -> 
             notes.append(f"the best {name} {value:g} is the {side} value tried: widen {_OPTIONS.get(name, name)} "
                          "beyond it")
     return notes
+
+
+def parse_values(text: str, kind: type = float) -> list:
+    """``0.1,0.2`` or ``START:STOP:STEP`` (STOP included) -> a list of ``kind`` numbers.
+
+    A bad list is one :class:`ConfigError` showing both accepted spellings.
+    """
+    try:
+        if ":" in text:
+            a, b, c = (float(v) for v in text.split(":"))
+            if c <= 0:
+                raise ValueError("step must be positive")
+            n = int(round((b - a) / c)) + 1
+            vals = [a + i * c for i in range(n) if a + i * c <= b + 1e-9]
+            return [kind(round(v, 10)) for v in vals]
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"cannot read {text!r} as a list (0.3,0.5) or a range (0.1:0.9:0.1): {exc}") from exc
+
+
+def map_name(item: str) -> tuple[str, str]:
+    """``TOMO=PATH`` -> (TOMO, PATH); a plain path (even one containing ``=``) -> (its tomogram name, it)."""
+    from pathlib import Path
+
+    from deepict_dask.io import tomogram_name
+
+    name, sep, path = item.partition("=")
+    if sep and not Path(item).exists():
+        return name, path
+    return tomogram_name(item), item
+
+
+def named_maps(items: Sequence[str], truth: pd.DataFrame) -> dict[str, str]:
+    """Tomogram name -> map path for ``[TOMO=]MAP`` items; one map against a one-tomogram truth
+    takes the truth's name whatever its file is called."""
+    pairs = [map_name(p) for p in items]
+    tomos = sorted(set(truth["tomo"].astype(str)))
+    if len(pairs) == 1 and len(tomos) == 1 and pairs[0][0] not in tomos:
+        pairs = [(tomos[0], pairs[0][1])]
+    return dict(pairs)
+
+
+def open_sweep_maps(items: Sequence[str], truth: pd.DataFrame, *, group: str | None = None,
+                    channel: str | int | None = None) -> dict[str, xr.DataArray]:
+    """The probability maps of a sweep by tomogram name: one spatial channel each (``channel`` of a
+    multi-class map), with the map's voxel size, origin and attributes."""
+    from deepict_dask.evaluate._io import open_prediction
+    from deepict_dask.evaluate.segmentation import _spatial
+    from deepict_dask.io.volume import make_volume
+
+    maps = {}
+    for name, path in named_maps(items, truth).items():
+        vol = open_prediction(path, group)
+        arr = _spatial(vol, channel, path, "probability map")
+        maps[name] = make_volume(arr, voxel_size_of(vol), origin_of(vol), attrs=dict(vol.attrs))
+    return maps

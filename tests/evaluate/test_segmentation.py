@@ -79,3 +79,14 @@ def test_cli_masks(tmp_path, capsys):
     assert main(["evaluate", "masks", "--pred", ppath, "--truth", tpath, "--json", str(out), "--overwrite"]) == 0
     bad = str(mrc_file(tmp_path / "b.mrc", np.zeros((16, 20, 21), np.int8)))
     assert main(["evaluate", "masks", "--pred", ppath, "--truth", bad]) == 2
+
+
+def test_map_kind_from_dtype_and_scale_attributes():
+    from deepict_dask.evaluate.segmentation import map_kind
+
+    labels = make_volume(np.zeros((4, 4, 4), np.uint8))
+    assert map_kind(labels) == "labels"
+    assert map_kind(make_volume(np.zeros((4, 4, 4), np.float32))) == "probability"
+    scaled = make_volume(np.zeros((4, 4, 4), np.uint8), attrs={"probability_scale": 255})
+    assert map_kind(scaled) == "probability"
+    assert map_kind(labels, "probability") == "probability"  # an explicit kind wins

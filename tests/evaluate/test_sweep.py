@@ -133,3 +133,36 @@ def test_sweep_chooses_the_middle_of_a_plateau_not_its_corner():
     # a single best setting wins whatever its neighbours
     grid[0]["f1"] = 1.01
     assert robust_best(grid, thresholds, sizes) is grid[0]
+
+
+def test_parse_values_lists_and_ranges():
+    from deepict_dask.errors import ConfigError
+    from deepict_dask.evaluate.sweep import parse_values
+
+    assert parse_values("0.1:0.5:0.2") == [0.1, 0.3, 0.5]  # STOP included
+    assert parse_values("1,10, 25,", int) == [1, 10, 25]
+    assert parse_values("10:40:10", int) == [10, 20, 30, 40]
+    with pytest.raises(ConfigError, match=r"cannot read '0.1:0.5:0' as a list .* step must be positive"):
+        parse_values("0.1:0.5:0")
+    with pytest.raises(ConfigError, match="cannot read 'a,b'"):
+        parse_values("a,b")
+
+
+def test_named_maps_and_open_sweep_maps(tmp_path):
+    from deepict_dask.errors import InputError
+    from deepict_dask.evaluate.sweep import map_name, named_maps, open_sweep_maps
+
+    prob, truth = synthetic()
+    mrc_file(tmp_path / "a.mrc", prob, 10.0)
+    odd = tmp_path / "x=y.mrc"  # an existing path with '=' is a path, not TOMO=PATH
+    mrc_file(odd, prob, 10.0)
+    assert map_name(f"t2={tmp_path / 'a.mrc'}") == ("t2", str(tmp_path / "a.mrc"))
+    assert map_name(str(odd)) == ("x=y", str(odd))
+    # one map against one truth tomogram takes the truth's name; several keep theirs
+    assert named_maps([str(tmp_path / "a.mrc")], truth) == {"tomo1": str(tmp_path / "a.mrc")}
+    assert set(named_maps([str(tmp_path / "a.mrc"), str(odd)], truth)) == {"a", "x=y"}
+    maps = open_sweep_maps([str(tmp_path / "a.mrc")], truth)
+    assert list(maps) == ["tomo1"] and maps["tomo1"].shape == prob.shape
+    np.testing.assert_allclose(maps["tomo1"].values, prob)
+    with pytest.raises(InputError, match="no such file or directory"):
+        open_sweep_maps([str(tmp_path / "missing.mrc")], truth)

@@ -37,23 +37,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     import numpy as np
     import pandas as pd
 
-    from deepict_dask.errors import ConfigError, OutputError
-    from deepict_dask.io import open_volume, write_mrc, write_ome_zarr
-    from deepict_dask.io.atomic import atomic_path
-    from deepict_dask.io.coords import read_tables
-    from deepict_dask.io.table_checks import check_table
+    from deepict_dask.cli.common import refuse_existing
+    from deepict_dask.errors import ConfigError
+    from deepict_dask.io import open_volume
     from deepict_dask.io.volume import spatial_shape, voxel_size_of
-    from deepict_dask.train.labels import labels_volume, load_template, paint_labels, parse_radius
+    from deepict_dask.train.labels import (
+        labels_volume,
+        load_template,
+        paint_labels,
+        parse_radius,
+        particles_inside,
+        write_label_volume,
+    )
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputError("already exists (use --overwrite to replace it)", out)
+    refuse_existing(args.out, overwrite=args.overwrite)
     if not args.radius and not args.mask:
         raise ConfigError("nothing to paint: give --radius CLASS=R for the table's classes and/or --mask CLASS=PATH")
     like = open_volume(args.like)
@@ -65,37 +67,16 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name or not path:
             raise ConfigError(f"--mask entries look like membrane=mem.mrc, got {item!r}")
         masks[name] = open_volume(path)
-    table = pd.DataFrame(columns=["class", "x", "y", "z"])
+    table, skipped = pd.DataFrame(columns=["class", "x", "y", "z"]), 0
     if args.coords:
         if not radii:
             raise ConfigError("--coords needs --radius CLASS=R for each class to paint")
-        table = read_tables(args.coords, voxel_size=voxel_size_of(like), shape=spatial_shape(like))
-        tomo = args.tomo
-        if tomo is None and table["tomo"].nunique() > 1:
-            tomo = Path(args.like).name.split(".")[0]
-        if tomo is not None:
-            table = table[table["tomo"].astype(str) == tomo]
-            if table.empty:
-                raise ConfigError(f"no particles of tomogram '{tomo}' in the table(s) (use --tomo NAME)")
-        # units that disagree are refused; particles whose centre lies outside are skipped (with a
-        # warning), and a table with none inside is refused: it would paint nothing
-        source = args.coords[0] if len(args.coords) == 1 else ", ".join(args.coords)
-        inside = check_table(table, voxel_size=voxel_size_of(like), shape=spatial_shape(like), path=source,
-                             require_inside=True)
-        table = table[inside]
+        table, skipped = particles_inside(args.coords, like, tomo=args.tomo, like_name=Path(args.like).name.split(".")[0])
     template = load_template(args.template, args.template_threshold) if args.template else None
     data, ids = paint_labels(table, spatial_shape(like), vs, radii, template=template, masks=masks,
                              chunks=args.chunks)
-    vol = labels_volume(data, like, ids, name="labels")
-    if out.suffix.lower() in (".mrc", ".rec", ".map"):
-        write_mrc(vol, out, overwrite=True)
-        side = Path(str(out) + ".json")
-        with atomic_path(side) as tmp:
-            tmp.write_text(json.dumps({"class_ids": ids}, indent=2))
-    else:
-        write_ome_zarr(vol, out, levels=1, chunks=args.chunks, attrs={"class_ids": ids}, overwrite=True)
-    n = len(table)
-    skipped = int((~inside).sum()) if args.coords else 0
+    out = write_label_volume(labels_volume(data, like, ids, name="labels"), args.out, ids, chunks=args.chunks)
     note = f"; skipped {skipped} outside the volume" if skipped else ""
-    print(f"painted {n} particles inside the volume ({', '.join(f'{k}={v}' for k, v in ids.items())}) into {out}{note}")
+    print(f"painted {len(table)} particles inside the volume ({', '.join(f'{k}={v}' for k, v in ids.items())}) "
+          f"into {out}{note}")
     return 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -181,3 +182,64 @@ def labels_volume(data: da.Array, like: xr.DataArray, class_ids: Mapping[str, in
 
     return make_volume(data, voxel_size_of(like), origin_of(like), name=name,
                        attrs={"class_ids": dict(class_ids)})
+
+
+def particles_inside(paths: Sequence[str], like: xr.DataArray, *, tomo: str | None = None,
+                     like_name: str | None = None) -> tuple[pd.DataFrame, int]:
+    """The particles of ``paths`` to paint into ``like``, and how many were skipped outside it.
+
+    Parameters
+    ----------
+    paths
+        Coordinate tables (any format :mod:`deepict_dask.io.tables` reads).
+    like
+        The tomogram the labels are painted on: its voxel size and shape check the tables.
+    tomo
+        Keep only rows of this tomogram; by default ``like_name`` when the tables name several.
+    like_name
+        The reference tomogram's name (its file name without suffixes).
+
+    Returns
+    -------
+    (pandas.DataFrame, int)
+        The rows whose centre lies inside the volume, and the number of rows outside it (skipped
+        with a warning). Tables whose units disagree with the volume, a tomogram with no rows and a
+        table with no particle inside are refused: they would paint nothing.
+    """
+    from deepict_dask.io.coords import read_tables
+    from deepict_dask.io.table_checks import check_table
+    from deepict_dask.io.volume import voxel_size_of
+
+    table = read_tables(list(paths), voxel_size=voxel_size_of(like), shape=spatial_shape(like))
+    if tomo is None and table["tomo"].nunique() > 1:
+        tomo = like_name
+    if tomo is not None:
+        table = table[table["tomo"].astype(str) == tomo]
+        if table.empty:
+            raise ConfigError(f"no particles of tomogram '{tomo}' in the table(s) (use --tomo NAME)")
+    source = paths[0] if len(paths) == 1 else ", ".join(map(str, paths))
+    inside = check_table(table, voxel_size=voxel_size_of(like), shape=spatial_shape(like), path=source,
+                         require_inside=True)
+    return table[inside], int((~inside).sum())
+
+
+def write_label_volume(vol: xr.DataArray, out: str | Path, class_ids: Mapping[str, int], *, chunks: int = 128) -> Path:
+    """Write a label volume: OME-Zarr with the class ids in its attributes, or an MRC (``.mrc``,
+    ``.rec``, ``.map``) with them in ``OUT.json`` beside it (MRC headers cannot hold them).
+
+    Both are written atomically and replace an existing output (the caller decides whether one may be
+    replaced).
+    """
+    import json
+
+    from deepict_dask.io import write_mrc, write_ome_zarr
+    from deepict_dask.io.atomic import atomic_path
+
+    out = Path(out)
+    if out.suffix.lower() in (".mrc", ".rec", ".map"):
+        write_mrc(vol, out, overwrite=True)
+        with atomic_path(Path(str(out) + ".json")) as tmp:
+            tmp.write_text(json.dumps({"class_ids": dict(class_ids)}, indent=2))
+    else:
+        write_ome_zarr(vol, out, levels=1, chunks=chunks, attrs={"class_ids": dict(class_ids)}, overwrite=True)
+    return out

@@ -143,3 +143,34 @@ def test_labels_cli_refuses_angstrom_voxel_columns_and_counts_skipped(tmp_path, 
     out = capsys.readouterr().out
     assert "painted 2 particles inside the volume" in out and "skipped 1 outside" in out
     assert mrcfile.read(str(tmp_path / "c.mrc"))[8, 8, 8] == 1
+
+
+def test_particles_inside_selects_the_tomogram_and_counts_the_skipped(tmp_path):
+    from deepict_dask.io import open_volume
+    from deepict_dask.train.labels import particles_inside
+
+    like = open_volume(mrc_file(tmp_path / "tomo.mrc", np.zeros((24, 32, 32), np.float32)))
+    rows = {"tomo": ["tomo", "tomo", "tomo", "other"], "class": "ribosome",
+            "x": [8.0, 20.0, 300.0, 4.0], "y": [8.0, 20.0, 5.0, 4.0], "z": [8.0, 12.0, 5.0, 4.0]}
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    table, skipped = particles_inside([str(tmp_path / "t.csv")], like, like_name="tomo")  # several tomograms
+    assert table["x"].tolist() == [8.0, 20.0] and skipped == 1
+    table, skipped = particles_inside([str(tmp_path / "t.csv")], like, tomo="other")
+    assert table["x"].tolist() == [4.0] and skipped == 0
+    with pytest.raises(ConfigError, match="no particles of tomogram 'gone'"):
+        particles_inside([str(tmp_path / "t.csv")], like, tomo="gone")
+
+
+def test_write_label_volume_keeps_the_class_ids(tmp_path):
+    from deepict_dask.io import open_volume
+    from deepict_dask.train.labels import write_label_volume
+
+    vol = make_volume(np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4) % 3, voxel_size=10.0)
+    ids = {"ribosome": 1, "membrane": 2}
+    mrc = write_label_volume(vol, tmp_path / "l.mrc", ids)
+    assert json.loads((tmp_path / "l.mrc.json").read_text()) == {"class_ids": ids}
+    np.testing.assert_array_equal(mrcfile.read(str(mrc)), vol.values)
+    zarr = write_label_volume(vol, tmp_path / "l.zarr", ids, chunks=2)
+    back = open_volume(zarr)
+    assert back.attrs["class_ids"] == ids
+    np.testing.assert_array_equal(back.values, vol.values)

@@ -76,41 +76,19 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import pandas as pd
-
-    from deepict_dask.errors import ConfigError, OutputError
-    from deepict_dask.io.coords import write_table
-    from deepict_dask.simulate import output_paths, write_preview, write_simulation
-    from deepict_dask.simulate.presets import resolve
-    from deepict_dask.simulate.tomogram import plan_tomogram, render_tomogram
+    from deepict_dask.errors import ConfigError
+    from deepict_dask.simulate.writer import write_series
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    overrides = _overrides(args)
-    resolve(args.preset, args.imaging, overrides)  # fail on bad options before anything is written
-    out = Path(args.out)
-    names = [f"{args.name}_{args.seed + i:04d}" for i in range(args.n)]
-    if not args.overwrite:
-        for name in names:
-            for p in output_paths(out, name, args.fmt).values():
-                if p.exists():
-                    raise OutputError("already exists (use --overwrite to replace it)", p)
-    # Lay out every scene first (placement is cheap) so that a volume that cannot hold the requested
-    # particles fails before anything is written.
-    plans = [plan_tomogram(tuple(args.shape), args.voxel_size, args.seed + i, args.preset, imaging=args.imaging,
-                           **overrides) for i in range(args.n)]
-    tables = []
-    for (scene, img), name in zip(plans, names):
-        sim = render_tomogram(scene, img, preset=args.preset, imaging=args.imaging, name=name,
-                              blockwise=True if args.blockwise else None, chunks=args.chunks)
-        write_simulation(sim, out, name, fmt=args.fmt)
-        if args.preview:
-            write_preview(sim, out / "previews" / f"{name}.png")
-        tables.append(sim.table)
+
+    def written(name: str, sim) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in sim.table["class"].value_counts().items())
         print(f"{name}: {'x'.join(map(str, args.shape))} at {args.voxel_size:g} A: {counts or 'no particles'}")
-    write_table(pd.concat(tables, ignore_index=True), out / "particles.csv")
-    print(f"wrote {len(names)} tomogram(s) to {out}")
+
+    names = write_series(args.out, args.n, shape=args.shape, voxel_size=args.voxel_size, seed=args.seed,
+                         preset=args.preset, imaging=args.imaging, fmt=args.fmt, prefix=args.name,
+                         overrides=_overrides(args), blockwise=True if args.blockwise else None, chunks=args.chunks,
+                         preview=args.preview, overwrite=args.overwrite, on_written=written)
+    print(f"wrote {len(names)} tomogram(s) to {args.out}")
     return 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,75 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def series_names(prefix: str, seed: int, n: int) -> list[str]:
+    """Names of a series of ``n`` tomograms: ``PREFIX_<seed>`` with seeds ``seed .. seed+n-1``."""
+    return [f"{prefix}_{seed + i:04d}" for i in range(n)]
+
+
+def write_series(out_dir, n: int = 1, *, shape=(128, 256, 256), voxel_size: float = 13.48, seed: int = 0,
+                 preset: str = "cell", imaging: str = "defocus", fmt: str = "mrc", prefix: str = "sim",
+                 overrides: dict | None = None, blockwise: bool | None = None, chunks: int = 128,
+                 preview: bool = False, overwrite: bool = False,
+                 on_written: Callable[[str, SimulatedTomogram], None] | None = None) -> list[str]:
+    """Simulate and write ``n`` tomograms (seeds ``seed ..``) and one ``particles.csv`` of them all.
+
+    Every option is checked, every output path is checked against ``overwrite`` and every scene is
+    laid out (placement is cheap) before the first volume is rendered, so a bad option or a volume
+    that cannot hold the requested particles fails before anything is written.
+
+    Parameters
+    ----------
+    out_dir
+        Output directory (layout: see this module).
+    n, seed, prefix
+        Tomogram ``i`` has seed ``seed + i`` and name ``PREFIX_<seed>``.
+    shape, voxel_size, preset, imaging, overrides
+        What to simulate (see :func:`~deepict_dask.simulate.presets.resolve`).
+    fmt, blockwise, chunks, preview
+        How to render and write (``preview``: also ``previews/NAME.png``).
+    overwrite
+        Replace existing outputs (refused otherwise).
+    on_written
+        Called with each tomogram's name and simulation once it is written.
+
+    Returns
+    -------
+    list of str
+        The tomogram names written.
+    """
+    import pandas as pd
+
+    from deepict_dask.errors import OutputError
+    from deepict_dask.io.coords import write_table
+
+    from .presets import resolve
+    from .preview import write_preview
+    from .tomogram import plan_tomogram, render_tomogram
+
+    if n < 1:
+        raise ConfigError(f"n (the number of tomograms) must be >= 1, got {n}")
+    overrides = dict(overrides or {})
+    resolve(preset, imaging, overrides)
+    out = Path(out_dir)
+    names = series_names(prefix, seed, n)
+    if not overwrite:
+        for name in names:
+            for p in output_paths(out, name, fmt).values():
+                if p.exists():
+                    raise OutputError("already exists (use --overwrite to replace it)", p)
+    plans = [plan_tomogram(tuple(shape), voxel_size, seed + i, preset, imaging=imaging, **overrides)
+             for i in range(n)]
+    tables = []
+    for (scene, img), name in zip(plans, names):
+        sim = render_tomogram(scene, img, preset=preset, imaging=imaging, name=name, blockwise=blockwise,
+                              chunks=chunks)
+        write_simulation(sim, out, name, fmt=fmt)
+        if preview:
+            write_preview(sim, out / "previews" / f"{name}.png")
+        tables.append(sim.table)
+        if on_written is not None:
+            on_written(name, sim)
+    write_table(pd.concat(tables, ignore_index=True), out / "particles.csv")
+    return names

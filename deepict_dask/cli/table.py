@@ -50,11 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from deepict_dask.errors import ConfigError
-    from deepict_dask.io.table_checks import check_table
-    from deepict_dask.io.tables import TableContext, empty_table, read_table, validate_table, write_table
+    from deepict_dask.io.tables import TableContext
+    from deepict_dask.io.tables.registry import convert_tables
 
     names: dict[int, str] = {}
     for item in args.class_map or []:
@@ -69,17 +67,12 @@ def run(args: argparse.Namespace) -> int:
         vs = args.voxel_size[0] if len(args.voxel_size) == 1 else tuple(args.voxel_size)
     if args.tilt_series_pixel_size is not None and args.tilt_series_pixel_size <= 0:
         raise ConfigError("--tilt-series-pixel-size must be positive")
-    frames = []
-    for path in args.inputs:
-        part = read_table(path, fmt=args.in_format, voxel_size=vs, shape=args.shape, tomo=args.tomo,
-                          class_names=names or None)
-        check_table(part, voxel_size=vs, shape=args.shape, path=path)
-        frames.append(part)
-    df = validate_table(pd.concat(frames, ignore_index=True)) if frames else empty_table()
-    ids = {v: k for k, v in names.items()} or None
-    ctx = TableContext(voxel_size=vs, shape=args.shape, class_ids=ids, tilt_series_pixel_size=args.tilt_series_pixel_size)
+    ctx = TableContext(voxel_size=vs, shape=args.shape, tomo=args.tomo, class_names=names or None,
+                       class_ids={v: k for k, v in names.items()} or None,
+                       tilt_series_pixel_size=args.tilt_series_pixel_size)
     warn_missing_context(args, ctx)
-    write_table(df, args.out, fmt=args.format, overwrite=args.overwrite, context=ctx)
+    df = convert_tables(args.inputs, args.out, fmt=args.format, in_format=args.in_format, context=ctx,
+                        overwrite=args.overwrite)
     print(f"wrote {len(df)} particles from {len(args.inputs)} table(s) to {args.out}")
     return 0
 
@@ -89,12 +82,11 @@ def warn_missing_context(args: argparse.Namespace, ctx: TableContext) -> None:
     import logging
 
     from deepict_dask.errors import InputError
-    from deepict_dask.io.tables import get_format, suffix_format
+    from deepict_dask.io.tables.registry import format_of_new, missing_context
 
     try:
-        fmt = get_format(args.format) if args.format else suffix_format(args.out)
+        fmt = format_of_new(args.out, args.format)
     except InputError:
         return  # writing names the problem
-    for option, loss in fmt.wants.items():
-        if getattr(ctx, option, None) is None:
-            logging.getLogger(__name__).warning("%s: no --%s, so %s", args.out, option.replace("_", "-"), loss)
+    for option, loss in missing_context(fmt, ctx).items():
+        logging.getLogger(__name__).warning("%s: no --%s, so %s", args.out, option.replace("_", "-"), loss)

@@ -132,6 +132,16 @@ def suffix_format(path: str | os.PathLike) -> TableFormat:
                      f"(or give the format{'; ' + dirs if dirs else ''})", path)
 
 
+def format_of_new(path: str | os.PathLike, fmt: str | None = None) -> TableFormat:
+    """The format an output at ``path`` is written in: ``fmt`` if given, else its suffix's."""
+    return get_format(fmt, path) if fmt else suffix_format(path)
+
+
+def missing_context(fmt: TableFormat, context: TableContext) -> dict[str, str]:
+    """Context field -> what ``fmt``'s output lacks without it, for each field it wants that is unset."""
+    return {option: loss for option, loss in fmt.wants.items() if getattr(context, option, None) is None}
+
+
 def table_format(path: str | os.PathLike, fmt: str | None = None) -> str:
     """The format of ``path``: ``fmt`` if given, else what recognises it (directories, ``.csv`` motive
     lists), else its suffix."""
@@ -230,7 +240,7 @@ def write_table(
     path = Path(path)
     ctx = _context(context, voxel_size=voxel_size, shape=shape, class_ids=class_ids,
                    tilt_series_pixel_size=tilt_series_pixel_size, shapes=shapes)
-    kind = get_format(fmt, path) if fmt else suffix_format(path)
+    kind = format_of_new(path, fmt)
     df = validate_table(df)
     if kind.directory:
         kind.write(df, path, ctx, target=path, overwrite=overwrite)
@@ -244,6 +254,43 @@ def read_tables(paths: Sequence[str | os.PathLike], **kwargs: Any) -> pd.DataFra
     """Read and concatenate several tables (e.g. one per tomogram)."""
     frames = [read_table(p, **kwargs) for p in paths]
     return validate_table(pd.concat(frames, ignore_index=True)) if frames else empty_table()
+
+
+def convert_tables(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt: str | None = None,
+                   in_format: str | None = None, context: TableContext | None = None,
+                   overwrite: bool = True) -> pd.DataFrame:
+    """Read ``inputs``, check their coordinates and write them as one table at ``out``.
+
+    Parameters
+    ----------
+    inputs
+        Tables in any registered format (``in_format``, else recognised or from the suffix).
+    out
+        The output; its format is ``fmt`` or its suffix's.
+    context
+        What the tables do not record: voxel size (x/y/z are checked against x/y/z_A with it), the
+        tomogram shape (particles outside are reported; RELION 5 centred coordinates), the tomogram
+        name, class numbers <-> names, the tilt-series pixel size.
+    overwrite
+        Replace an existing output.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows written.
+    """
+    from deepict_dask.io.table_checks import check_table
+
+    ctx = context or TableContext()
+    frames = []
+    for path in inputs:
+        part = read_table(path, fmt=in_format, voxel_size=ctx.voxel_size, shape=ctx.shape, tomo=ctx.tomo,
+                          class_names=ctx.class_names)
+        check_table(part, voxel_size=ctx.voxel_size, shape=ctx.shape, path=path)
+        frames.append(part)
+    df = validate_table(pd.concat(frames, ignore_index=True)) if frames else empty_table()
+    write_table(df, out, fmt=fmt, overwrite=overwrite, context=ctx)
+    return df
 
 
 def _context(context: TableContext | None, **given: Any) -> TableContext:

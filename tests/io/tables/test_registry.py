@@ -219,3 +219,25 @@ def test_a_failing_writer_leaves_no_output(tmp_path):
     finally:
         unregister_format("broken")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_tables_reads_checks_and_writes_one_table(tmp_path, xyz_format):
+    from deepict_dask.io.tables.registry import convert_tables, format_of_new, missing_context
+
+    a = write_table(_table(), tmp_path / "a.csv")
+    b = write_table(_table().assign(tomo="c"), tmp_path / "b.xyz")
+    ctx = TableContext(voxel_size=10.0, class_ids={"ribosome": 1, "fas": 2})
+    df = convert_tables([a, b], tmp_path / "all.xyz", context=ctx)
+    assert len(df) == 6 and sorted(set(df["tomo"])) == ["a", "b", "c"]
+    back = read_table(tmp_path / "all.xyz", voxel_size=10.0)
+    np.testing.assert_array_equal(back[["x", "y", "z"]].to_numpy(), df[["x", "y", "z"]].to_numpy())
+    with pytest.raises(InputError, match="xyz files record no voxel size"):  # the reader's need is named
+        convert_tables([b], tmp_path / "no.csv")
+    assert not (tmp_path / "no.csv").exists()
+    with pytest.raises(InputError, match="disagree by 10.0x"):  # checked against the context's voxel size
+        convert_tables([a], tmp_path / "wrong.csv", context=TableContext(voxel_size=1.0))
+    assert format_of_new(tmp_path / "x.star").name == "star"
+    assert format_of_new(tmp_path / "x.txt", "xyz") is xyz_format
+    star = format_of_new(tmp_path / "x.star")
+    assert set(missing_context(star, TableContext())) == set(star.wants)
+    assert "shape" not in missing_context(star, TableContext(shape=(10, 10, 10)))

@@ -14,7 +14,10 @@ from deepict_dask.cli.common import (
     progress_wanted,
     refuse_existing,
 )
+from deepict_dask.cli.options_flags import add_option_flags, option_values
 from deepict_dask.errors import ConfigError
+from deepict_dask.options import build
+from deepict_dask.pick.options import ContextRule, PickOptions
 
 
 def register(subparsers: Any) -> None:
@@ -32,16 +35,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",
                    help="class (channel) to pick; repeat for several (default: all classes)")
     p.add_argument("--tomo", help="tomogram name written in the table (default: from the file name)")
-    p.add_argument("--threshold", type=float,
-                   help="probability threshold, voxels >= it are foreground (default: the value tuned for the "
-                   "prediction's model, see 'deepict evaluate sweep --write-model', else 0.5)")
-    p.add_argument("--min-size", type=int,
-                   help="smallest cluster kept, in voxels, inclusive (default: the model's tuned value, else 1)")
-    p.add_argument("--max-size", type=int, help="largest cluster kept, in voxels, inclusive (default: no limit)")
-    p.add_argument("--radius", metavar="LEN",
-                   help="expected particle radius (e.g. 120A, or voxels) giving min/max sizes 0.2x..2x its sphere volume")
-    p.add_argument("--connectivity", type=int, choices=[6, 18, 26],
-                   help="voxel neighbourhood for clusters: faces (6), +edges (18), +corners (26, default)")
+    add_option_flags(p, PickOptions, FIELD_FLAGS, unset=tuple(FIELD_FLAGS), metavar={
+        "radius": "LEN", "duplicate_radius": "LEN", "spacing": "LEN"}, help=HELP)
     p.add_argument("--method", metavar="NAME",
                    help="clustering method: cc (connected components, default), meanshift, watershed (split "
                    "touching particles) or peaks (local maxima); see docs/pick_methods.md (default: the method "
@@ -49,24 +44,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="a parameter of the method, e.g. min_distance=80A (any method's; repeat for several)")
     _add_method_flags(p)
-    p.add_argument("--weighted", action="store_true", help="probability-weighted centroids")
-    p.add_argument("--duplicate-radius", metavar="LEN",
-                   help="drop the lower-scoring of two picks closer than this (e.g. 80A, or voxels)")
-    p.add_argument("--context", metavar="MASK", help="binary region mask (MRC or Zarr, same grid as the map)")
-    p.add_argument("--context-group", help="group inside the mask's Zarr store")
-    p.add_argument("--context-mode", choices=["intersection", "contact", "colocalization"],
-                   help="how the mask acts (default with --context: contact); see docs/pick_context_modes.md")
-    p.add_argument("--exclude", action="store_true", help="inverse context: keep what the mode would drop")
-    p.add_argument("--context-distance", metavar="LEN", help="colocalization distance (voxels, or e.g. 50A)")
-    p.add_argument("--distance-reach", metavar="LEN",
-                   help="distances up to this are exact (default max(context distance, 20 voxels))")
+    add_option_flags(p, ContextRule, CONTEXT_FLAGS, unset=tuple(CONTEXT_FLAGS), metavar={
+        "target": "MASK", "distance": "LEN", "reach": "LEN"}, help=CONTEXT_HELP)
     p.add_argument("--chunks", type=int, metavar="N", help="Dask chunk edge when the input is not already chunked")
     add_deprecated_alias(p, "--chunk", "--chunks", dest="chunks", type=int)
     p.add_argument("--labels-out", metavar="STORE",
                    help="write the kept clusters' label image to STORE (OME-Zarr) as labels/<class>")
-    p.add_argument("--centerline", action="store_true",
-                   help="filaments/membranes: sample points along each cluster's skeleton instead of centroids")
-    p.add_argument("--spacing", metavar="LEN", help="centreline sampling step (default 40A; bare numbers: A)")
     p.add_argument("--summary", metavar="JSON", help="also write the per-class summary as JSON")
     add_overwrite_arg(p, "existing outputs (table, --summary, --labels-out groups)")
     add_progress_arg(p)
@@ -95,13 +78,32 @@ class _ClusterChoice(argparse.Action):
                          f"{', '.join(JOBQUEUE_KINDS)} (the clustering method is --method)")
 
 
-# flags of the pick options themselves: field -> flag, and the lengths whose bare numbers are voxels
-FLAGS = {"threshold": "--threshold", "min_size": "--min-size", "max_size": "--max-size", "radius": "--radius",
-         "connectivity": "--connectivity", "method": "--method", "context": "--context",
-         "duplicate_radius": "--duplicate-radius", "weighted": "--weighted", "centerline": "--centerline",
-         "spacing": "--spacing"}
+# flags of the pick options themselves: field -> flag (help where the command words it its own way),
+# and the lengths whose bare numbers are voxels
+FIELD_FLAGS = {"threshold": "--threshold", "min_size": "--min-size", "max_size": "--max-size", "radius": "--radius",
+               "connectivity": "--connectivity", "weighted": "--weighted", "duplicate_radius": "--duplicate-radius",
+               "centerline": "--centerline", "spacing": "--spacing"}
+FLAGS = {**FIELD_FLAGS, "method": "--method", "context": "--context"}
+HELP = {
+    "threshold": "probability threshold, voxels >= it are foreground (default: the value tuned for the "
+                 "prediction's model, see 'deepict evaluate sweep --write-model', else 0.5)",
+    "min_size": "smallest cluster kept, in voxels, inclusive (default: the model's tuned value, else 1)",
+    "max_size": "largest cluster kept, in voxels, inclusive (default: no limit)",
+    "radius": "expected particle radius (e.g. 120A, or voxels) giving min/max sizes 0.2x..2x its sphere volume",
+    "connectivity": "voxel neighbourhood for clusters: faces (6), +edges (18), +corners (26, default)",
+    "duplicate_radius": "drop the lower-scoring of two picks closer than this (e.g. 80A, or voxels)",
+    "centerline": "filaments/membranes: sample points along each cluster's skeleton instead of centroids",
+    "spacing": "centreline sampling step (default 40A; bare numbers: A)",
+}
 CONTEXT_FLAGS = {"target": "--context", "group": "--context-group", "mode": "--context-mode",
                  "distance": "--context-distance", "reach": "--distance-reach", "invert": "--exclude"}
+CONTEXT_HELP = {
+    "target": "binary region mask (MRC or Zarr, same grid as the map)",
+    "group": "group inside the mask's Zarr store",
+    "mode": "how the mask acts (default with --context: contact); see docs/pick_context_modes.md",
+    "invert": "inverse context: keep what the mode would drop",
+    "distance": "colocalization distance (voxels, or e.g. 50A)",
+}
 VOXEL_LENGTHS = ("radius", "duplicate_radius")
 
 
@@ -168,21 +170,11 @@ def _method_values(args: argparse.Namespace) -> dict[str, Any] | None:
 def options_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
     """The :class:`PickOptions` the flags ask for (unset flags stay unset: tuned values may fill them),
     and the method parameters given without ``--method`` (applied to whichever method each class gets)."""
-    from deepict_dask.options import build
-    from deepict_dask.pick.options import PickOptions
-
-    values: dict[str, Any] = {k: getattr(args, k) for k in ("threshold", "min_size", "max_size", "radius",
-                                                             "connectivity", "duplicate_radius", "spacing")
-                              if getattr(args, k) is not None}
-    values.update({k: True for k in ("weighted", "centerline") if getattr(args, k)})
+    values = option_values(args, FIELD_FLAGS)
     for key in VOXEL_LENGTHS:
         if key in values:
             values[key] = _voxels(values[key])
-    context = {k: getattr(args, a) for k, a in (("target", "context"), ("group", "context_group"),
-                                                ("mode", "context_mode"), ("distance", "context_distance"),
-                                                ("reach", "distance_reach")) if getattr(args, a) is not None}
-    if args.exclude:
-        context["invert"] = True
+    context = option_values(args, CONTEXT_FLAGS)
     if context and "target" not in context:
         raise ConfigError(f"{', '.join(CONTEXT_FLAGS[k] for k in context)}: needs a context mask (--context)")
     if context:
@@ -204,9 +196,6 @@ def _flags() -> dict[str, str]:
 
 def _with_loose(options: Any, loose: dict[str, Any] | None) -> Any:
     """``options`` with parameters given without ``--method`` set on its method, where they apply."""
-    from deepict_dask.options import build
-    from deepict_dask.pick.options import PickOptions
-
     if not loose:
         return options
     fields = options.method.model_fields

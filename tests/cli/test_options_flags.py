@@ -66,3 +66,24 @@ def test_commands_take_defaults_and_choices_from_their_models():
     assert (args.max_halo, args.block_size) == (FilterOptions().max_halo, FilterOptions().block_size)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["convert", "t.mrc", "-o", "d", "--ngff", "0.6"])
+
+
+def test_pick_flags_follow_pick_options_and_stay_unset_for_tuned_values():
+    from typing import get_args
+
+    from deepict_dask.cli.pick import options_from_args as pick_options
+    from deepict_dask.pick.options import ContextRule, PickOptions
+
+    parser = build_parser()
+    args = parser.parse_args(["pick", "m.mrc", "-o", "o.csv"])
+    assert (args.threshold, args.min_size, args.connectivity, args.context_mode, args.spacing) == (None,) * 5
+    sub = parser._subparsers._group_actions[0].choices["pick"]
+    choices = {a.dest: a.choices for a in sub._actions if a.choices and not isinstance(a.choices, dict)}
+    assert choices["connectivity"] == list(get_args(PickOptions.model_fields["connectivity"].annotation))
+    assert choices["context_mode"] == list(get_args(ContextRule.model_fields["mode"].annotation))
+    args = parser.parse_args(["pick", "m.mrc", "-o", "o.csv", "--context", "mask.mrc", "--exclude",
+                              "--context-distance", "5", "--context-mode", "colocalization", "--weighted"])
+    options, loose = pick_options(args)
+    assert options.weighted and options.context.invert and str(options.context.distance) == "5vx" and loose is None
+    with pytest.raises(ConfigError, match=r"^--context-mode, --exclude: needs a context mask"):
+        pick_options(parser.parse_args(["pick", "m.mrc", "-o", "o.csv", "--context-mode", "contact", "--exclude"]))

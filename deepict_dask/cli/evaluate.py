@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 
 from deepict_dask.cli.common import add_overwrite_arg, refuse_existing
+from deepict_dask.cli.options_flags import add_option_flags
+from deepict_dask.pick.options import PickOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--thresholds", default="0.1:0.9:0.1", help="list 0.3,0.5,0.7 or range START:STOP:STEP (default 0.1:0.9:0.1)")
     sw.add_argument("--min-sizes", default="1,10,25,50,100,200", help="minimum cluster sizes in voxels (list or range)")
     sw.add_argument("--max-size", type=int, help="drop clusters larger than this (voxels)")
-    sw.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26, help="voxel connectivity (default 26)")
+    add_option_flags(sw, PickOptions, {"connectivity": "--connectivity"},
+                     help={"connectivity": "voxel connectivity (default %(default)s)"})
     sw.add_argument("--voxel-size", type=float, metavar="A",
                     help="voxel size in Angstrom for truth tables that record only voxel coordinates (not needed "
                     "with a voxel --tolerance)")

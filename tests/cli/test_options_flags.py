@@ -66,6 +66,11 @@ def test_commands_take_defaults_and_choices_from_their_models():
     assert (args.max_halo, args.block_size) == (FilterOptions().max_halo, FilterOptions().block_size)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["convert", "t.mrc", "-o", "d", "--ngff", "0.6"])
+    args = build_parser().parse_args(["evaluate", "sweep", "--pred", "m.mrc", "--truth", "t.csv", "--tolerance", "2"])
+    assert args.connectivity == 26
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "sweep", "--pred", "m", "--truth", "t", "--tolerance", "2",
+                                   "--connectivity", "8"])
 
 
 def test_pick_flags_follow_pick_options_and_stay_unset_for_tuned_values():

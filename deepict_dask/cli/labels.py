@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from deepict_dask.errors import ConfigError, OutputError
     from deepict_dask.io import open_volume, write_mrc, write_ome_zarr
     from deepict_dask.io.atomic import atomic_path
-    from deepict_dask.io.coords import read_tables
     from deepict_dask.io.table_checks import check_table
+    from deepict_dask.io.tables import read_tables
     from deepict_dask.io.volume import spatial_shape, voxel_size_of
     from deepict_dask.train.labels import labels_volume, load_template, paint_labels, parse_radius
 

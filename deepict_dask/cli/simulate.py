@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from deepict_dask.errors import ConfigError, OutputError
-    from deepict_dask.io.coords import write_table
+    from deepict_dask.io.tables import write_table
     from deepict_dask.simulate import output_paths, write_preview, write_simulation
     from deepict_dask.simulate.presets import resolve
     from deepict_dask.simulate.tomogram import plan_tomogram, render_tomogram

@@ -303,7 +303,7 @@ def write_outputs(result: PickResult, out: str | os.PathLike, *, labels_out: str
 
     from deepict_dask.io import write_ome_zarr
     from deepict_dask.io.atomic import atomic_path
-    from deepict_dask.io.coords import table_format, write_table
+    from deepict_dask.io.tables import table_format, write_table
     from deepict_dask.layout import TomoStore
 
     table_format(out)  # a bad suffix fails before any work is written

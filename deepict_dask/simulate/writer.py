@@ -60,7 +60,7 @@ def write_simulation(sim: SimulatedTomogram, out_dir, name: str | None = None, f
     import dask.array as da
 
     from deepict_dask.io import make_volume, write_mrc, write_ome_zarr
-    from deepict_dask.io.coords import write_table
+    from deepict_dask.io.tables import write_table
 
     name = name or sim.name
     paths = output_paths(out_dir, name, fmt)

@@ -130,7 +130,7 @@ def _read_tables(paths: list[str], voxel_size: float | None, unit: str = "A"):
     """Read and stack tables; with a voxel tolerance no voxel size is needed (``unit`` is normalised)."""
     import pandas as pd
 
-    from deepict_dask.evaluate._io import load_table
+    from deepict_dask.evaluate.files import load_table
 
     frames = [load_table(p, voxel_size=voxel_size, voxels_only=unit == "vox") for p in paths]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -202,7 +202,7 @@ def print_pick_metrics(m: dict[str, Any]) -> None:
 
 
 def run_picks(args: argparse.Namespace) -> int:
-    from deepict_dask.evaluate._io import write_json
+    from deepict_dask.evaluate.files import write_json
     from deepict_dask.evaluate.picking import check_unit, evaluate_picks
     from deepict_dask.io.atomic import atomic_path
 
@@ -238,7 +238,7 @@ def run_picks(args: argparse.Namespace) -> int:
 
 def _open(path: str, group: str | None, *, prediction: bool = False):
     """A volume; for ``prediction`` a store's ``predictions/<model>`` map, not the tomogram at its root."""
-    from deepict_dask.evaluate._io import load_volume
+    from deepict_dask.evaluate.files import load_volume
     from deepict_dask.pick.api import open_map
 
     return open_map(_existing(path), group=group) if prediction else load_volume(path, group=group)
@@ -248,7 +248,7 @@ def run_masks(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from deepict_dask.evaluate._io import write_json
+    from deepict_dask.evaluate.files import write_json
     from deepict_dask.evaluate.segmentation import mask_metrics, probability_metrics
 
     refuse_existing(args.json, overwrite=args.overwrite)
@@ -306,9 +306,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from deepict_dask.evaluate._io import write_json
+    from deepict_dask.evaluate.files import write_json
     from deepict_dask.evaluate.picking import check_unit
-    from deepict_dask.evaluate.segmentation import _spatial
+    from deepict_dask.evaluate.segmentation import spatial_array
     from deepict_dask.evaluate.sweep import sweep
     from deepict_dask.io.volume import make_volume, origin_of, voxel_size_of
 
@@ -326,7 +326,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     tomos = sorted(set(truth["tomo"].astype(str)))
     for name, path in items:
         vol = _open(path, args.pred_group, prediction=True)
-        arr = _spatial(vol, args.channel, path, "probability map")
+        arr = spatial_array(vol, args.channel, path, "probability map")
         if name not in tomos and len(items) == 1 and len(tomos) == 1:
             name = tomos[0]
         maps[name] = make_volume(arr, voxel_size_of(vol), origin_of(vol), attrs=dict(vol.attrs))
@@ -365,7 +365,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_tune(args: argparse.Namespace, truth) -> int:
     """``evaluate sweep --write-model``: tune each class on the predictions and record the best settings."""
-    from deepict_dask.evaluate._io import write_json
+    from deepict_dask.evaluate.files import write_json
     from deepict_dask.evaluate.tune import tune
     from deepict_dask.models.spec import resolve_model_path
     from deepict_dask.pick.api import open_map

@@ -32,7 +32,7 @@ def _array(vol: Any) -> da.Array:
     return vol if isinstance(vol, da.Array) else da.from_array(np.asarray(vol), chunks="auto")
 
 
-def _spatial(vol: Any, channel: str | int | None, path: Any, what: str) -> da.Array:
+def spatial_array(vol: Any, channel: str | int | None, path: Any, what: str) -> da.Array:
     """The 3D array to evaluate; a 4D (c, z, y, x) map needs ``channel`` (name or index)."""
     arr = _array(vol)
     if arr.ndim == 4:
@@ -105,8 +105,8 @@ def mask_metrics(
     Binary masks are label volumes with the single label 1. ``labels`` defaults to every non-zero
     label found in either volume. The top level holds the pooled (micro-averaged) counts over labels.
     """
-    p = _spatial(pred, None, pred_path, "prediction")
-    t = _same_grid(pred, truth, p, _spatial(truth, None, truth_path, "truth"), pred_path, truth_path)
+    p = spatial_array(pred, None, pred_path, "prediction")
+    t = _same_grid(pred, truth, p, spatial_array(truth, None, truth_path, "truth"), pred_path, truth_path)
     (counts,) = dask.compute(dask.delayed(_merge)(_blocks(p, t, _pair_counts)))
     found = sorted({k for pair in counts for k in pair if k != 0})
     labels = found if labels is None else [int(x) for x in labels]
@@ -191,8 +191,8 @@ def score_histograms(
     truth_path: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Per-level voxel counts of positives and negatives, and the level-to-probability divisor."""
-    p = _spatial(prob, channel, pred_path, "probability map")
-    t = _same_grid(prob, truth, p, _spatial(truth, None, truth_path, "truth"), pred_path, truth_path)
+    p = spatial_array(prob, channel, pred_path, "probability map")
+    t = _same_grid(prob, truth, p, spatial_array(truth, None, truth_path, "truth"), pred_path, truth_path)
     attrs = prob.attrs if isinstance(prob, xr.DataArray) else None
     n_levels, scale = quantization(p.dtype, attrs, levels)
     parts = _blocks(p, t, lambda a, b: _histograms(a, b, n_levels, scale, truth_label))

@@ -49,10 +49,10 @@ def _check_same_model(maps: Mapping[str, xr.DataArray], model: Path, info_pickin
 
 def _class_map(vol: xr.DataArray, cls: str, tomo: str) -> xr.DataArray:
     """The class's 3D probability map, keeping the voxel size, origin and probability scale."""
-    from deepict_dask.evaluate.segmentation import _spatial
+    from deepict_dask.evaluate.segmentation import spatial_array
     from deepict_dask.io.volume import make_volume, origin_of, voxel_size_of
 
-    arr = _spatial(vol, cls if vol.ndim == 4 else None, tomo, "probability map")
+    arr = spatial_array(vol, cls if vol.ndim == 4 else None, tomo, "probability map")
     return make_volume(arr, voxel_size_of(vol), origin_of(vol), attrs=dict(vol.attrs))
 
 

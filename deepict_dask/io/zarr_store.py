@@ -215,7 +215,7 @@ def _multiscale_level(
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def _compressor(name: str, zarr_format: int) -> Any:
+def compressor_codec(name: str, zarr_format: int) -> Any:
     """Blosc with ``name``; zstd at level 1: on uint8 probability maps it compressed 2.7x vs 2.8x at
     level 3, 2.6x faster (52 vs 138 ms per 6 Mvoxel map), which is CPU taken from inference; on
     float32 tomograms both levels reach only ~1.1x."""
@@ -255,7 +255,7 @@ def _store_aligned(data: da.Array, chunks: tuple[int, ...]) -> da.Array:
 
 def _create_array(group: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any,
                   compressor: str, zarr_format: int, dims: Sequence[str]) -> Any:
-    kwargs: dict[str, Any] = {"compressors": _compressor(compressor, zarr_format)}
+    kwargs: dict[str, Any] = {"compressors": compressor_codec(compressor, zarr_format)}
     if zarr_format == 2:
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
     else:
@@ -358,7 +358,7 @@ def write_ome_zarr(
     if data.dtype.byteorder not in ("=", "|"):
         data = data.astype(data.dtype.newbyteorder("="))
     chunk_shape = _chunk_shape(data.shape, chunks)
-    _compressor(compressor, zarr_format)  # reject a bad name before creating anything
+    compressor_codec(compressor, zarr_format)  # reject a bad name before creating anything
     voxel, origin = voxel_size_of(vol), origin_of(vol)
     channels = [str(c) for c in vol["c"].values] if channel else None
     extra: dict[str, Any] = {k: v for k, v in vol.attrs.items() if k not in READER_ATTRS}

@@ -7,6 +7,8 @@ Public API (volumes are dask-backed ``xarray.DataArray`` objects, see :mod:`deep
 - :func:`write_ome_zarr` writes a multiscale OME-Zarr image (or a label image), atomically.
 - :func:`write_mrc` writes an MRC file chunk by chunk, atomically.
 - :func:`read_mrc_header` checks an MRC header; :func:`count_nonfinite` counts NaN/inf voxels.
+- :func:`convert` with :class:`ConvertOptions` converts a tomogram file (``deepict convert``).
+- Coordinate tables (read, write, formats) are :mod:`deepict_dask.io.tables`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import xarray as xr
 
 from deepict_dask.errors import InputError
+from deepict_dask.io.convert import ConvertOptions, convert
 from deepict_dask.io.mrc import MRC_SUFFIXES, MrcHeader, open_mrc, read_mrc_header, write_mrc
 from deepict_dask.io.progress import compute, show_progress
 from deepict_dask.io.volume import (
@@ -32,8 +35,10 @@ from deepict_dask.io.zarr_store import open_zarr, write_ome_zarr
 
 __all__ = [
     "MRC_SUFFIXES",
+    "ConvertOptions",
     "MrcHeader",
     "compute",
+    "convert",
     "count_nonfinite",
     "is_zarr_path",
     "make_volume",

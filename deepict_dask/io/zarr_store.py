@@ -328,6 +328,42 @@ def write_ome_zarr(
     ``value_range`` (e.g. ``(0, 255)`` for a uint8 probability map) is the contrast viewers open
     channels with (default: the level-0 min/max when computed); ``label_names`` maps label values to
     class names for the ``image-label`` colours. The metadata validates with ome-zarr-models.
+
+    Parameters
+    ----------
+    volume : DataArray
+        A ZYX or CZYX volume (as :func:`~deepict_dask.io.open_volume` or ``make_volume`` make them).
+    path : path
+        The store.
+    group : str, optional
+        A group inside the store to write (an existing store keeps its other groups).
+    levels : int
+        Pyramid levels, at least 1.
+    chunks : int or sequence of int
+        Chunk edge (one value for all spatial axes, or z, y, x).
+    compressor : str
+        ``"zstd"``, ``"lz4"`` or ``"none"``.
+    overwrite : bool
+        Replace an existing image; False makes an existing one an error.
+    attrs : mapping, optional
+        Extra metadata stored under ``deepict``.
+    label : bool
+        Write a label image (strided levels, under ``labels/``).
+    ngff_version : str, optional
+        ``"0.4"`` (Zarr v2, the default) or ``"0.5"`` (Zarr v3); a group follows its store's.
+    stats : bool
+        Compute level-0 statistics while writing.
+    resources : mapping, optional
+        Dask worker resources that computing ``volume`` needs.
+    value_range : (float, float), optional
+        The contrast viewers open channels with.
+    label_names : mapping of int to str, optional
+        Label value -> class name.
+
+    Returns
+    -------
+    Path
+        The written image: ``path``, or ``path/group``.
     """
     import zarr
 

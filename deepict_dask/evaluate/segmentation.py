@@ -104,6 +104,21 @@ def mask_metrics(
 
     Binary masks are label volumes with the single label 1. ``labels`` defaults to every non-zero
     label found in either volume. The top level holds the pooled (micro-averaged) counts over labels.
+
+    Parameters
+    ----------
+    pred, truth : DataArray or array
+        The predicted and the true label volumes (same grid; a one-channel CZYX volume counts as ZYX).
+    labels : list of int, optional
+        The labels to score.
+    pred_path, truth_path : path, optional
+        The volumes' files, named in error messages.
+
+    Returns
+    -------
+    dict
+        Pooled ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1``, ``iou``, ``n_voxels`` and
+        ``per_class`` (label -> the same counts and ratios).
     """
     p = spatial_array(pred, None, pred_path, "prediction")
     t = _same_grid(pred, truth, p, spatial_array(truth, None, truth_path, "truth"), pred_path, truth_path)
@@ -252,6 +267,29 @@ def probability_metrics(
     """AUPRC, PR curve, best F1 and voxel metrics at ``threshold`` of a probability map vs a mask.
 
     The top level holds the voxel ``tp, fp, fn, precision, recall, f1`` at ``threshold``.
+
+    Parameters
+    ----------
+    prob : DataArray or array
+        The probability map: float in [0, 1], or uint8/uint16 scaled to the full range.
+    truth : DataArray or array
+        The true mask or label volume, on the same grid.
+    threshold : float
+        The probability (in [0, 1]) at which the voxel metrics are taken.
+    channel : str or int, optional
+        The class (name or index) of a multi-channel map.
+    truth_label : int, optional
+        The label that counts as positive in ``truth`` (default: every non-zero voxel).
+    levels : int, optional
+        Probability levels of a float map's histogram (default 1001).
+    pred_path, truth_path : path, optional
+        The volumes' files, named in error messages.
+
+    Returns
+    -------
+    dict
+        The voxel metrics at ``threshold``, ``auprc``, ``best_f1`` and ``best_threshold``, the PR
+        ``curve``, the positive/negative voxel counts, ``levels`` and ``per_class``.
     """
     if not 0.0 <= float(threshold) <= 1.0:
         raise InputError(f"threshold must lie in [0, 1], got {threshold}")

@@ -80,7 +80,22 @@ def _cluster_has_gpu_resources() -> bool:
 
 
 def make_ref(model: str | Path, options: PredictOptions, loader: Callable | None = None) -> PredictorRef:
-    """The picklable model reference every task carries (path + sha256 + options)."""
+    """The picklable model reference every task carries (path + sha256 + options).
+
+    Parameters
+    ----------
+    model : path
+        The model file (a segmentation model; an autoencoder is refused).
+    options : PredictOptions
+        Device, batch size, precision, TTA and the other settings the tasks' predictor uses.
+    loader : callable, optional
+        Builds the predictor instead of loading ``model`` (tests, custom networks).
+
+    Returns
+    -------
+    PredictorRef
+        The reference to pass to :func:`predict_volume`, :func:`predict_file` or :func:`predict_many`.
+    """
     from deepict_dask.models.spec import read_model_info, require_segmentation
 
     path = Path(model)

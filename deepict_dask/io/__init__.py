@@ -90,6 +90,26 @@ def open_volume(
     Attributes: ``voxel_size`` (z, y, x Angstrom), ``origin``, ``source``, ``format`` and the MRC
     header fields (``mrc_header``) or stored ``deepict`` metadata. ``voxel_size`` (Angstrom, one value
     or z, y, x) replaces the file's; without it a voxel size of 0, NaN or below is an InputError.
+
+    Parameters
+    ----------
+    path : path
+        An MRC file or a Zarr / OME-Zarr directory.
+    chunks : optional
+        Dask chunks (see above).
+    level : int
+        Pyramid level of an OME-Zarr image.
+    group : str, optional
+        Sub-image of an OME-Zarr store (e.g. ``predictions/<model>``).
+    allow_2d : bool
+        Accept a single image.
+    voxel_size : float or (float, float, float), optional
+        Angstrom per voxel, replacing the file's.
+
+    Returns
+    -------
+    DataArray
+        The lazy (dask-backed) volume with dims ``z, y, x`` (or ``c, z, y, x``).
     """
     p = Path(path)
     if is_zarr_path(p):

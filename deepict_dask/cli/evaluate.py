@@ -159,7 +159,7 @@ def print_pick_metrics(m: dict[str, Any]) -> None:
 
 
 def run_picks(args: argparse.Namespace) -> int:
-    from deepict_dask.evaluate._io import check_same_units, load_tables, write_json
+    from deepict_dask.evaluate.files import check_same_units, load_tables, write_json
     from deepict_dask.evaluate.picking import check_unit, evaluate_picks
     from deepict_dask.io.atomic import atomic_path
 
@@ -197,7 +197,7 @@ def run_masks(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from deepict_dask.evaluate._io import load_volume, open_prediction, write_json
+    from deepict_dask.evaluate.files import load_volume, open_prediction, write_json
     from deepict_dask.evaluate.segmentation import map_kind, mask_metrics, probability_metrics
 
     refuse_existing(args.json, overwrite=args.overwrite)
@@ -243,7 +243,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from deepict_dask.evaluate._io import load_tables, write_json
+    from deepict_dask.evaluate.files import load_tables, write_json
     from deepict_dask.evaluate.picking import check_unit
     from deepict_dask.evaluate.sweep import open_sweep_maps, parse_values, sweep
 
@@ -292,7 +292,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_tune(args: argparse.Namespace, truth) -> int:
     """``evaluate sweep --write-model``: tune each class on the predictions and record the best settings."""
-    from deepict_dask.evaluate._io import open_prediction, write_json
+    from deepict_dask.evaluate.files import open_prediction, write_json
     from deepict_dask.evaluate.sweep import named_maps, parse_values
     from deepict_dask.evaluate.tune import tune
     from deepict_dask.models.spec import resolve_model_path

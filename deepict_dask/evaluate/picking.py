@@ -184,6 +184,33 @@ def evaluate_picks(
     "common" only tomograms in both tables, "strict" requires the same names. ``by_class`` matches
     only within a class (default: when both tables have classes in common). ``pred_class`` /
     ``truth_class`` select one class on each side (then compared regardless of name).
+
+    Parameters
+    ----------
+    pred, truth : DataFrame
+        The predicted and the true positions (project table schema: ``tomo``, ``class``, x/y/z in
+        voxels, x_A/y_A/z_A in Angstrom; ``pred`` may carry a ``score``).
+    tolerance : float
+        The matching radius, in ``unit``; positive.
+    unit : str
+        ``"vox"`` (compare x/y/z) or ``"A"`` (compare x_A/y_A/z_A); aliases as in :data:`UNITS`.
+    protocol : str
+        ``"optimal"`` (one-to-one assignment) or ``"deepict"`` (greedy by score, see the module).
+    tomograms : str
+        Which tomograms count: ``"truth"``, ``"common"`` or ``"strict"`` (see above).
+    by_class : bool, optional
+        Match only within a class; default: when both tables have classes in common.
+    pred_class, truth_class : str, optional
+        Keep only this class of the predictions / of the truth.
+    curve_points : int
+        Score thresholds of the precision/recall curve (``optimal``); 0 computes no curve.
+    pred_path, truth_path : path, optional
+        The tables' files, named in error messages.
+
+    Returns
+    -------
+    PickEvaluation
+        The metrics (overall, per class and per tomogram) and both tables with the outcome of every row.
     """
     unit = check_unit(unit)
     if protocol not in PROTOCOLS:

@@ -20,7 +20,8 @@ STATUS_COLOURS = {"TP": "#009E73", "FP": "#D55E00", "FN": "#56B4E9", "redundant"
 CONTOUR_COLOURS = ["#CC79A7", "#F0E442", "#0072B2", "#E69F00", "#009E73"]
 
 
-def _png(fig: Figure) -> bytes:
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` rendered off-screen as PNG bytes (100 dpi, tight box): every figure of a report or gallery."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -43,7 +44,7 @@ def pr_curves_png(curves: Mapping[str, Mapping[str, Sequence[float]]], title: st
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=8, loc="lower left")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def f1_curves_png(curves: Mapping[str, Mapping[str, Sequence[float]]], xlabel: str = "score threshold", title: str = "F1") -> bytes:
@@ -63,7 +64,7 @@ def f1_curves_png(curves: Mapping[str, Mapping[str, Sequence[float]]], xlabel: s
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def sweep_heatmap_png(grid: Sequence[Mapping[str, Any]]) -> bytes:
@@ -85,7 +86,7 @@ def sweep_heatmap_png(grid: Sequence[Mapping[str, Any]]) -> bytes:
                     color="black" if vals[i, j] > 0.6 else "white", weight="bold" if (i, j) == (bi, bj) else None)
     ax.set_title("F1 by threshold and minimum size")
     fig.colorbar(im, ax=ax, label="F1")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def spectra_png(spectra: Mapping[str, pd.DataFrame]) -> bytes:
@@ -105,7 +106,7 @@ def spectra_png(spectra: Mapping[str, pd.DataFrame]) -> bytes:
     ax.grid(alpha=0.3)
     if spectra:
         ax.legend(fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _contrast(img: np.ndarray) -> tuple[float, float]:
@@ -159,4 +160,4 @@ def orthoslices_png(
         fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=min(6, len(handles)), fontsize=8)
     if title:
         fig.suptitle(title)
-    return _png(fig)
+    return figure_png(fig)

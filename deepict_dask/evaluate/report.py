@@ -375,7 +375,7 @@ def orthoslice_figure(
 
 def _read_any_table(path: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str | None]:
     """(particle table, plain table, problem) for a CSV/STAR file."""
-    from deepict_dask.evaluate._io import load_table
+    from deepict_dask.evaluate.files import load_table
 
     try:
         return load_table(path), None, None

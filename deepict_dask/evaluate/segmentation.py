@@ -32,7 +32,7 @@ def _array(vol: Any) -> da.Array:
     return vol if isinstance(vol, da.Array) else da.from_array(np.asarray(vol), chunks="auto")
 
 
-def _spatial(vol: Any, channel: str | int | None, path: Any, what: str) -> da.Array:
+def spatial_array(vol: Any, channel: str | int | None, path: Any, what: str) -> da.Array:
     """The 3D array to evaluate; a 4D (c, z, y, x) map needs ``channel`` (name or index)."""
     arr = _array(vol)
     if arr.ndim == 4:
@@ -104,9 +104,24 @@ def mask_metrics(
 
     Binary masks are label volumes with the single label 1. ``labels`` defaults to every non-zero
     label found in either volume. The top level holds the pooled (micro-averaged) counts over labels.
+
+    Parameters
+    ----------
+    pred, truth : DataArray or array
+        The predicted and the true label volumes (same grid; a one-channel CZYX volume counts as ZYX).
+    labels : list of int, optional
+        The labels to score.
+    pred_path, truth_path : path, optional
+        The volumes' files, named in error messages.
+
+    Returns
+    -------
+    dict
+        Pooled ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1``, ``iou``, ``n_voxels`` and
+        ``per_class`` (label -> the same counts and ratios).
     """
-    p = _spatial(pred, None, pred_path, "prediction")
-    t = _same_grid(pred, truth, p, _spatial(truth, None, truth_path, "truth"), pred_path, truth_path)
+    p = spatial_array(pred, None, pred_path, "prediction")
+    t = _same_grid(pred, truth, p, spatial_array(truth, None, truth_path, "truth"), pred_path, truth_path)
     (counts,) = dask.compute(dask.delayed(_merge)(_blocks(p, t, _pair_counts)))
     found = sorted({k for pair in counts for k in pair if k != 0})
     labels = found if labels is None else [int(x) for x in labels]
@@ -191,8 +206,8 @@ def score_histograms(
     truth_path: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Per-level voxel counts of positives and negatives, and the level-to-probability divisor."""
-    p = _spatial(prob, channel, pred_path, "probability map")
-    t = _same_grid(prob, truth, p, _spatial(truth, None, truth_path, "truth"), pred_path, truth_path)
+    p = spatial_array(prob, channel, pred_path, "probability map")
+    t = _same_grid(prob, truth, p, spatial_array(truth, None, truth_path, "truth"), pred_path, truth_path)
     attrs = prob.attrs if isinstance(prob, xr.DataArray) else None
     n_levels, scale = quantization(p.dtype, attrs, levels)
     parts = _blocks(p, t, lambda a, b: _histograms(a, b, n_levels, scale, truth_label))
@@ -252,6 +267,29 @@ def probability_metrics(
     """AUPRC, PR curve, best F1 and voxel metrics at ``threshold`` of a probability map vs a mask.
 
     The top level holds the voxel ``tp, fp, fn, precision, recall, f1`` at ``threshold``.
+
+    Parameters
+    ----------
+    prob : DataArray or array
+        The probability map: float in [0, 1], or uint8/uint16 scaled to the full range.
+    truth : DataArray or array
+        The true mask or label volume, on the same grid.
+    threshold : float
+        The probability (in [0, 1]) at which the voxel metrics are taken.
+    channel : str or int, optional
+        The class (name or index) of a multi-channel map.
+    truth_label : int, optional
+        The label that counts as positive in ``truth`` (default: every non-zero voxel).
+    levels : int, optional
+        Probability levels of a float map's histogram (default 1001).
+    pred_path, truth_path : path, optional
+        The volumes' files, named in error messages.
+
+    Returns
+    -------
+    dict
+        The voxel metrics at ``threshold``, ``auprc``, ``best_f1`` and ``best_threshold``, the PR
+        ``curve``, the positive/negative voxel counts, ``levels`` and ``per_class``.
     """
     if not 0.0 <= float(threshold) <= 1.0:
         raise InputError(f"threshold must lie in [0, 1], got {threshold}")

@@ -60,6 +60,37 @@ def sweep(
 
     ``maps`` maps tomogram names (as in ``truth["tomo"]``) to 3D probability maps of one class;
     ``class_name`` selects that class in the truth table (default: all its rows).
+
+    Parameters
+    ----------
+    maps : mapping of str to DataArray
+        Tomogram name -> its 3D probability map of the class.
+    truth : DataFrame
+        True positions (``tomo``, optionally ``class``, x/y/z) of every tomogram in ``maps``.
+    tolerance : float
+        The matching radius, in ``unit``.
+    thresholds : sequence of float
+        Probability thresholds to try, each in (0, 1].
+    min_sizes : sequence of int
+        Minimum cluster sizes (voxels) to try.
+    max_size : int, optional
+        Clusters larger than this (voxels) are dropped at every setting.
+    unit : str
+        ``"vox"`` or ``"A"``, as in :func:`~deepict_dask.evaluate.picking.evaluate_picks`.
+    class_name : str, optional
+        The class of the truth rows to compare with.
+    connectivity : int
+        Voxel connectivity (6, 18 or 26) of the default connected-component clustering.
+    clusters : callable, optional
+        ``clusters(map, threshold)`` -> a table of clusters (x, y, z, size, score); default
+        :func:`cluster_stats` (the map is clustered once per threshold).
+
+    Returns
+    -------
+    dict
+        The best setting's ``tp``/``fp``/``fn``/``precision``/``recall``/``f1``, ``best_threshold``,
+        ``best_min_size``, ``per_class``, ``tolerance``, ``unit``, the whole ``grid`` (one row per
+        setting) and ``edges`` (warnings when the best setting lies on the edge of the grid).
     """
     thresholds = sorted({float(t) for t in thresholds})
     min_sizes = sorted({int(s) for s in min_sizes})
@@ -203,13 +234,13 @@ def open_sweep_maps(items: Sequence[str], truth: pd.DataFrame, *, group: str | N
                     channel: str | int | None = None) -> dict[str, xr.DataArray]:
     """The probability maps of a sweep by tomogram name: one spatial channel each (``channel`` of a
     multi-class map), with the map's voxel size, origin and attributes."""
-    from deepict_dask.evaluate._io import open_prediction
-    from deepict_dask.evaluate.segmentation import _spatial
+    from deepict_dask.evaluate.files import open_prediction
+    from deepict_dask.evaluate.segmentation import spatial_array
     from deepict_dask.io.volume import make_volume
 
     maps = {}
     for name, path in named_maps(items, truth).items():
         vol = open_prediction(path, group)
-        arr = _spatial(vol, channel, path, "probability map")
+        arr = spatial_array(vol, channel, path, "probability map")
         maps[name] = make_volume(arr, voxel_size_of(vol), origin_of(vol), attrs=dict(vol.attrs))
     return maps

@@ -49,10 +49,10 @@ def _check_same_model(maps: Mapping[str, xr.DataArray], model: Path, info_pickin
 
 def _class_map(vol: xr.DataArray, cls: str, tomo: str) -> xr.DataArray:
     """The class's 3D probability map, keeping the voxel size, origin and probability scale."""
-    from deepict_dask.evaluate.segmentation import _spatial
+    from deepict_dask.evaluate.segmentation import spatial_array
     from deepict_dask.io.volume import make_volume, origin_of, voxel_size_of
 
-    arr = _spatial(vol, cls if vol.ndim == 4 else None, tomo, "probability map")
+    arr = spatial_array(vol, cls if vol.ndim == 4 else None, tomo, "probability map")
     return make_volume(arr, voxel_size_of(vol), origin_of(vol), attrs=dict(vol.attrs))
 
 
@@ -77,7 +77,37 @@ def tune_class(maps: Mapping[str, xr.DataArray], truth: pd.DataFrame, cls: str, 
                unit: str, thresholds: Sequence[float], min_sizes: Sequence[int], method: str = "cc",
                min_distances: Sequence[float] | None = None, connectivity: int = 26,
                max_size: int | None = None) -> dict[str, Any]:
-    """The best setting of one class over the whole grid (``min_distances`` in Angstrom)."""
+    """The best setting of one class over the whole grid (``min_distances`` in Angstrom).
+
+    Parameters
+    ----------
+    maps : mapping of str to DataArray
+        Tomogram name -> its prediction (the class's channel is taken from a 4D map).
+    truth : DataFrame
+        True positions of every tomogram in ``maps``.
+    cls : str
+        The class to tune.
+    tolerance : float
+        The matching radius, in ``unit``.
+    unit : str
+        ``"vox"`` or ``"A"``.
+    thresholds, min_sizes : sequence
+        The probability thresholds and minimum cluster sizes (voxels) to try.
+    method : str
+        The picking method whose clusters are scored (``cc``, ``watershed``, ``peaks``...).
+    min_distances : sequence of float, optional
+        Seed distances (Angstrom) to try for ``watershed`` and ``peaks``; ignored by other methods.
+    connectivity : int
+        Voxel connectivity (6, 18 or 26).
+    max_size : int, optional
+        Clusters larger than this (voxels) are dropped.
+
+    Returns
+    -------
+    dict
+        ``entry`` (the chosen settings with their F1, precision, recall, tolerance, unit and the
+        validation tomograms), ``edges`` (grid-edge warnings) and ``grid`` (the best distance's grid).
+    """
     class_maps = {tomo: _class_map(vol, cls, tomo) for tomo, vol in maps.items()}
     distances = sorted({float(v) for v in min_distances or []}) if method in SPLIT_METHODS else [None]
     runs = []
@@ -107,6 +137,39 @@ def tune(model: str | os.PathLike, maps: Mapping[str, xr.DataArray], truth: pd.D
     group, channels named after the classes; a 3D map for a one-class model). ``truth`` holds the
     true positions of every tomogram (``tomo``, ``class``, x/y/z). Returns per class the written
     entry, the grid-edge warnings and the grid of the best minimum distance.
+
+    Parameters
+    ----------
+    model : path
+        The model file; its ``picking`` metadata receives the tuned settings.
+    maps : mapping of str to DataArray
+        Tomogram name -> that tomogram's prediction by this model.
+    truth : DataFrame
+        True positions of every validation tomogram (``tomo``, ``class``, x/y/z).
+    tolerance : float
+        The matching radius, in ``unit``.
+    classes : sequence of str, optional
+        The classes to tune; default all the model's.
+    unit : str
+        ``"vox"`` or ``"A"``.
+    thresholds, min_sizes : sequence
+        The probability thresholds and minimum cluster sizes (voxels) to try.
+    method : str
+        The picking method to tune (``cc``, ``watershed``, ``peaks``...).
+    min_distances : sequence of float, optional
+        Seed distances (Angstrom) to try for ``watershed`` and ``peaks``.
+    connectivity : int
+        Voxel connectivity (6, 18 or 26).
+    max_size : int, optional
+        Clusters larger than this (voxels) are dropped.
+    write : bool
+        Write the settings into ``model`` (False: only report them).
+
+    Returns
+    -------
+    dict
+        Class -> ``{"entry", "edges", "grid"}`` as :func:`tune_class` returns them (``entry`` also
+        records ``validated_sha256``).
     """
     from deepict_dask.io.checksum import file_sha256
     from deepict_dask.models.spec import read_model_info, require_segmentation

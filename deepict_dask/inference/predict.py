@@ -80,7 +80,22 @@ def _cluster_has_gpu_resources() -> bool:
 
 
 def make_ref(model: str | Path, options: PredictOptions, loader: Callable | None = None) -> PredictorRef:
-    """The picklable model reference every task carries (path + sha256 + options)."""
+    """The picklable model reference every task carries (path + sha256 + options).
+
+    Parameters
+    ----------
+    model : path
+        The model file (a segmentation model; an autoencoder is refused).
+    options : PredictOptions
+        Device, batch size, precision, TTA and the other settings the tasks' predictor uses.
+    loader : callable, optional
+        Builds the predictor instead of loading ``model`` (tests, custom networks).
+
+    Returns
+    -------
+    PredictorRef
+        The reference to pass to :func:`predict_volume`, :func:`predict_file` or :func:`predict_many`.
+    """
     from deepict_dask.models.spec import read_model_info, require_segmentation
 
     path = Path(model)
@@ -128,6 +143,22 @@ def predict_volume(volume: xr.DataArray, ref: PredictorRef, options: PredictOpti
     ``as_stored=True`` (what writing uses): where nothing follows the network (3D model, no
     rescaling, no TTA variance), the tasks emit ``options.dtype`` (uint8: ``p * 255``) directly,
     so no float32 block waits in a worker between prediction and store.
+
+    Parameters
+    ----------
+    volume : DataArray
+        The tomogram, ``z, y, x``, with its voxel size.
+    ref : PredictorRef
+        The model (:func:`make_ref`).
+    options : PredictOptions
+        Window, margin, blending, chunks, output dtype, device settings.
+    as_stored : bool
+        Emit the stored dtype directly where possible (see above).
+
+    Returns
+    -------
+    Prediction
+        Lazy probabilities (and TTA variance) with the model's metadata.
     """
     from deepict_dask.models import check_voxel_size
 
@@ -363,6 +394,28 @@ def predict_file(tomo: str | Path, ref: PredictorRef, out_dir: str | Path, optio
     """Predict one tomogram file and write ``<out_dir>/<tomo>.ome.zarr``; returns the probability group.
 
     ``voxel_size`` (Angstrom) replaces the file's (needed for files whose header has none).
+
+    Parameters
+    ----------
+    tomo : path
+        The tomogram file (MRC or Zarr/OME-Zarr).
+    ref : PredictorRef
+        The model (:func:`make_ref`).
+    out_dir : path
+        Folder of the output store ``<tomo>.ome.zarr``.
+    options : PredictOptions
+        The prediction settings.
+    overwrite : bool
+        Replace an existing prediction of this model.
+    chunks : int, optional
+        Read chunk edge (default ``min(options.chunk, 256)``).
+    voxel_size : float or (float, float, float), optional
+        Angstrom per voxel, replacing the file's.
+
+    Returns
+    -------
+    Path
+        The probability group written (see :func:`write_prediction`).
     """
     from deepict_dask.io import open_volume
 
@@ -397,6 +450,31 @@ def predict_many(
     Each tomogram's graph is submitted from its own thread, so several tomograms share the workers
     (a small one does not leave them idle) while memory stays bounded. A tomogram that fails with a
     :class:`DeepictError` is reported and the others go on; other errors stop the run.
+
+    Parameters
+    ----------
+    tomos : sequence of path
+        The tomogram files.
+    ref : PredictorRef
+        The model (:func:`make_ref`).
+    out_dir : path
+        Folder of the output stores.
+    options : PredictOptions
+        The prediction settings.
+    overwrite : bool
+        Replace existing predictions of this model.
+    max_in_flight : int
+        Tomograms predicted at the same time (at least 1).
+    on_done : callable, optional
+        ``on_done(tomo, group or None, error or None)`` after each tomogram.
+    voxel_size : float or (float, float, float), optional
+        Angstrom per voxel, replacing the files'.
+
+    Returns
+    -------
+    dict
+        Tomogram (as given, a string) -> its probability group, or the :class:`DeepictError` it
+        failed with.
     """
     if max_in_flight < 1:
         raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")

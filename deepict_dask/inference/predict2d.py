@@ -51,7 +51,37 @@ def predict2d(
     normalize: tuple[float, float] | None = None,
 ) -> da.Array:
     """Lazy float32 ``(n_out, z, y, x)`` prediction of a normalized ZYX array (or of a raw one
-    z-scored in the tasks with ``normalize=(mean, std)``), smoothed along z."""
+    z-scored in the tasks with ``normalize=(mean, std)``), smoothed along z.
+
+    Parameters
+    ----------
+    x : dask.array.Array
+        The ZYX tomogram.
+    get_predictor : callable
+        Returns the predictor (batch of tiles -> probabilities); called in the tasks, so that each
+        worker loads the model once.
+    n_out : int
+        Output channels of the network.
+    tile : int
+        Tile edge in pixels (y and x).
+    margin : int
+        Pixels cropped per tile side (``crop``) or weighted down (``gaussian``).
+    blend : str
+        ``"crop"`` or ``"gaussian"``: how overlapping tiles are combined.
+    sigma_z : float
+        Sigma (slices) of the Gaussian smoothing along z; 0 smooths nothing.
+    z_chunk, yx_chunk : int
+        Output chunk edges along z and along y/x.
+    gpu : bool
+        Annotate the tasks with ``resources={"GPU": 1}``.
+    normalize : (float, float), optional
+        ``(mean, std)`` to z-score raw data inside the tasks; None: ``x`` is normalized already.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy float32 probabilities, ``(n_out, z, y, x)``.
+    """
     shape = x.shape
     grids = grids_2d(shape, tile, margin, blend)
     out_chunks = tuple(

@@ -34,6 +34,35 @@ def predict3d(
 
     Output chunks are ``chunk`` rounded to whole window cores, so with ``crop`` no window is ever
     computed twice; any other chunking gives the same values.
+
+    Parameters
+    ----------
+    x : dask.array.Array
+        The ZYX tomogram.
+    get_predictor : callable
+        Returns the predictor (batch of windows -> probabilities); called in the tasks, so that each
+        worker loads the model once.
+    n_out : int
+        Output channels of the network.
+    window : int
+        Window edge in voxels (all three axes).
+    margin : int
+        Voxels cropped per window side (``crop``) or weighted down (``gaussian``).
+    blend : str
+        ``"crop"`` or ``"gaussian"``: how overlapping windows are combined.
+    chunk : int
+        Wanted output chunk edge (rounded to whole window cores).
+    out_dtype : str
+        Output dtype: ``float32``, ``float16`` or ``uint8`` (probability * 255).
+    gpu : bool
+        Annotate the tasks with ``resources={"GPU": 1}``.
+    normalize : (float, float), optional
+        ``(mean, std)`` to z-score raw data inside the tasks; None: ``x`` is normalized already.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy probabilities, ``(n_out, z, y, x)``, of ``out_dtype``.
     """
     grids = grids_3d(x.shape, window, margin, blend)
     out_chunks = tuple(aligned_chunks(n, g, chunk) for n, g in zip(x.shape, grids))

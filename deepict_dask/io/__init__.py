@@ -7,6 +7,8 @@ Public API (volumes are dask-backed ``xarray.DataArray`` objects, see :mod:`deep
 - :func:`write_ome_zarr` writes a multiscale OME-Zarr image (or a label image), atomically.
 - :func:`write_mrc` writes an MRC file chunk by chunk, atomically.
 - :func:`read_mrc_header` checks an MRC header; :func:`count_nonfinite` counts NaN/inf voxels.
+- :func:`convert` with :class:`ConvertOptions` converts a tomogram file (``deepict convert``).
+- Coordinate tables (read, write, formats) are :mod:`deepict_dask.io.tables`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import xarray as xr
 
 from deepict_dask.errors import InputError
+from deepict_dask.io.convert import ConvertOptions, convert
 from deepict_dask.io.mrc import MRC_SUFFIXES, MrcHeader, open_mrc, read_mrc_header, write_mrc
 from deepict_dask.io.progress import compute, show_progress
 from deepict_dask.io.volume import (
@@ -32,8 +35,10 @@ from deepict_dask.io.zarr_store import open_zarr, write_ome_zarr
 
 __all__ = [
     "MRC_SUFFIXES",
+    "ConvertOptions",
     "MrcHeader",
     "compute",
+    "convert",
     "count_nonfinite",
     "is_zarr_path",
     "make_volume",
@@ -85,6 +90,26 @@ def open_volume(
     Attributes: ``voxel_size`` (z, y, x Angstrom), ``origin``, ``source``, ``format`` and the MRC
     header fields (``mrc_header``) or stored ``deepict`` metadata. ``voxel_size`` (Angstrom, one value
     or z, y, x) replaces the file's; without it a voxel size of 0, NaN or below is an InputError.
+
+    Parameters
+    ----------
+    path : path
+        An MRC file or a Zarr / OME-Zarr directory.
+    chunks : optional
+        Dask chunks (see above).
+    level : int
+        Pyramid level of an OME-Zarr image.
+    group : str, optional
+        Sub-image of an OME-Zarr store (e.g. ``predictions/<model>``).
+    allow_2d : bool
+        Accept a single image.
+    voxel_size : float or (float, float, float), optional
+        Angstrom per voxel, replacing the file's.
+
+    Returns
+    -------
+    DataArray
+        The lazy (dask-backed) volume with dims ``z, y, x`` (or ``c, z, y, x``).
     """
     p = Path(path)
     if is_zarr_path(p):

@@ -138,6 +138,34 @@ def image_attrs(
     Channels get a display window (``dtype`` / ``value_range``) and a distinct colour each, as
     ome-zarr-models requires and napari shows; label images get colours (``label_names``: value ->
     class name) and point to the image two levels up (``labels/<name>`` of an image).
+
+    Parameters
+    ----------
+    name : str
+        The image's name in the metadata.
+    n_levels : int
+        Pyramid levels (level k is downsampled 2**k times).
+    voxel_size, origin : sequence of float
+        Level 0's voxel size and origin (z, y, x, Angstrom).
+    label : bool
+        A label image (strided pyramid, ``image-label`` block) rather than an intensity image.
+    channels : sequence of str, optional
+        Channel names of a CZYX image; None for ZYX.
+    version : str
+        The NGFF version written, ``"0.4"`` or ``"0.5"``.
+    extra : mapping
+        The project's own metadata, stored as ``deepict`` (made JSON-safe).
+    dtype : dtype
+        The stored dtype (sets the channels' display range).
+    value_range : (float, float), optional
+        The data's range, when known: the contrast a viewer opens with.
+    label_names : mapping of int to str, optional
+        Label value -> class name (label images).
+
+    Returns
+    -------
+    dict
+        The attributes, already checked to serialize as JSON.
     """
     if version not in VERSIONS:
         raise ValueError(f"NGFF version must be one of {VERSIONS}, got {version!r}")

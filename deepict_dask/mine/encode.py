@@ -106,7 +106,7 @@ def write_codes(stack: str | os.PathLike, model: str | os.PathLike, out: str | o
     """
     import zarr
 
-    from deepict_dask.io.zarr_store import _compressor
+    from deepict_dask.io.zarr_store import compressor_codec as _compressor
 
     arr = open_patch_stack(stack)
     info = autoencoder_info_of(model)

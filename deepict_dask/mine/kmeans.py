@@ -170,7 +170,7 @@ def choose_k_png(scores: pd.DataFrame) -> bytes:
     """Both indices against k, side by side (PNG bytes)."""
     from matplotlib.figure import Figure
 
-    from deepict_dask.evaluate.plots import _png
+    from deepict_dask.evaluate.plots import figure_png as _png
 
     fig = Figure(figsize=(9, 3.4))
     a, b = fig.subplots(1, 2)

@@ -112,7 +112,7 @@ def write_patch_stack(volumes: Mapping[str, xr.DataArray], centres: pd.DataFrame
     """
     import zarr
 
-    from deepict_dask.io.zarr_store import _compressor
+    from deepict_dask.io.zarr_store import compressor_codec as _compressor
 
     shapes = {name: spatial_shape(v) for name, v in volumes.items()}
     table = fitting_centres(centres, shapes, opts.patch_shape)

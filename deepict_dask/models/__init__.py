@@ -9,10 +9,9 @@ commands that only check models (a re-run of a finished workflow) start instantl
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from deepict_dask.lazy import lazy_namespace
 
-_WHERE = {
+__all__, __getattr__ = lazy_namespace(__name__, {
     "DEMO_MODELS": "spec",
     "EDSS3D": "edss3d",
     "META_KEY": "spec",
@@ -35,14 +34,4 @@ _WHERE = {
     "UNet3D": "unet",
     "architecture_from": "unet",
     "Autoencoder3D": "autoencoder",
-}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'deepict_dask.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"deepict_dask.models.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+})

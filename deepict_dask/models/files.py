@@ -59,6 +59,22 @@ def save_model(path: str | os.PathLike, module: nn.Module, info: ModelInfo, *, h
 
     ``half=True`` stores floating weights as float16 (halves the file; they are cast back to
     float32 on load).
+
+    Parameters
+    ----------
+    path : path
+        The model file to write.
+    module : torch.nn.Module
+        The network (a :class:`ProbabilityHead` is unwrapped: the bare network is stored).
+    info : ModelInfo
+        The metadata stored with the weights.
+    half : bool
+        Store floating weights as float16.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     from safetensors.torch import save_file
 
@@ -86,6 +102,20 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", *,
     or softmax whose channel 0 is background); ``probabilities=False`` returns the bare logits
     network (for fine-tuning). Input is ``(N, in_channels, Z, Y, X)`` (3D) or ``(N, C, Y, X)`` (2D),
     normalised as ``info.normalization`` says.
+
+    Parameters
+    ----------
+    path : path
+        The model file (.safetensors; weights only, no code is executed).
+    device : str or torch.device
+        Where to put the module.
+    probabilities : bool
+        Wrap the network so that it returns probabilities.
+
+    Returns
+    -------
+    (torch.nn.Module, ModelInfo)
+        The module in eval mode and the model's metadata.
     """
     from safetensors import safe_open
 

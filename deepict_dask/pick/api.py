@@ -53,7 +53,22 @@ class PickResult:
 
 def open_map(path: str | os.PathLike, *, group: str | None = None, chunks: Any = None) -> xr.DataArray:
     """Open a probability map: MRC, Zarr array, OME-Zarr image, or a tomogram store holding one
-    ``predictions/<model>`` group (several: name one with ``group``)."""
+    ``predictions/<model>`` group (several: name one with ``group``).
+
+    Parameters
+    ----------
+    path : path
+        The map's file or store.
+    group : str, optional
+        The group inside a Zarr store (e.g. ``predictions/<model>``).
+    chunks : optional
+        Dask chunks, as for :func:`~deepict_dask.io.open_volume`.
+
+    Returns
+    -------
+    DataArray
+        The lazy map, ZYX or CZYX (channels named after the classes).
+    """
     from deepict_dask.io import is_zarr_path, open_volume
     from deepict_dask.layout import TomoStore
 
@@ -298,12 +313,31 @@ class _Outputs:
 def write_outputs(result: PickResult, out: str | os.PathLike, *, labels_out: str | os.PathLike | None = None,
                   summary_out: str | os.PathLike | None = None, overwrite: bool = True) -> Path:
     """Write label images (``labels_out``: OME-Zarr store, groups ``labels/<class>``), the summary JSON
-    and the table (last, so a finished table means a finished pick). Each output is atomic."""
+    and the table (last, so a finished table means a finished pick). Each output is atomic.
+
+    Parameters
+    ----------
+    result : PickResult
+        What :func:`pick` returned.
+    out : path
+        The table; its suffix chooses the format (see :mod:`deepict_dask.io.tables`).
+    labels_out : path, optional
+        OME-Zarr store for the label images (``pick(..., labels=True)``).
+    summary_out : path, optional
+        JSON file for the per-class summary.
+    overwrite : bool
+        Replace existing outputs.
+
+    Returns
+    -------
+    Path
+        The table written.
+    """
     import json
 
     from deepict_dask.io import write_ome_zarr
     from deepict_dask.io.atomic import atomic_path
-    from deepict_dask.io.coords import table_format, write_table
+    from deepict_dask.io.tables import table_format, write_table
     from deepict_dask.layout import TomoStore
 
     table_format(out)  # a bad suffix fails before any work is written

@@ -20,7 +20,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
-from deepict_dask.io.coords import empty_table, make_table
+from deepict_dask.io.tables import empty_table, make_table
 
 CENTERLINE_COLUMNS = ["score", "size", "label", "path", "arc_A", "dir_z", "dir_y", "dir_x"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepict_dask.io.coords import empty_table, make_table
+from deepict_dask.io.tables import empty_table, make_table
 
 #: columns a pick table carries beyond the schema's required ones, in this order
 PICK_COLUMNS = ["score", "size", "label", "mean_prob", "max_prob"]

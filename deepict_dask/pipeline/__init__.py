@@ -11,11 +11,21 @@ Modules: :mod:`.config` (schema), :mod:`.example` (``deepict init-config``), :mo
 resolution and checks), :mod:`.engine` (stage chains on Dask: hashing, skipping, bounded submission,
 failure isolation), :mod:`.manifest` (completion records), :mod:`.stages` (the stages, thin calls
 into io / preprocess / inference / pick), :mod:`.run` (orchestration), :mod:`.summary` (run-level
-outputs), :mod:`.progress` (display), :mod:`.demo`.
+outputs), :mod:`.progress` (display), :mod:`.demo`. Names are imported on first use, so reading a
+configuration does not import the engine.
 """
 
-from deepict_dask.pipeline.config import RunConfig, load_config, parse_config
-from deepict_dask.pipeline.demo import run_demo
-from deepict_dask.pipeline.run import RunResult, dry_run, run_workflow
+from __future__ import annotations
 
-__all__ = ["RunConfig", "RunResult", "dry_run", "load_config", "parse_config", "run_demo", "run_workflow"]
+from deepict_dask.lazy import lazy_namespace
+
+__all__, __getattr__ = lazy_namespace(__name__, {
+    "RunConfig": "config",
+    "load_config": "config",
+    "parse_config": "config",
+    "run_demo": "demo",
+    "example_config": "example",
+    "RunResult": "run",
+    "dry_run": "run",
+    "run_workflow": "run",
+})

@@ -151,7 +151,32 @@ def run_demo(
     progress: ProgressSink | None = None,
     force: Sequence[str] = (),
 ) -> RunResult:
-    """Simulate ``n`` tomograms, run the workflow with the shipped models, evaluate, report."""
+    """Simulate ``n`` tomograms, run the workflow with the shipped models, evaluate, report.
+
+    Parameters
+    ----------
+    out : path
+        The demo folder (simulated data, ``run.yaml`` and the run directory).
+    n : int
+        Tomograms to simulate (at least 1).
+    shape : sequence of int
+        Tomogram shape, z, y, x (each at least 32).
+    seed : int
+        Seed of the first tomogram (the next ones count up).
+    workers : int, optional
+        LocalCluster workers (default: one per core).
+    client : distributed.Client, optional
+        An existing client to use instead of starting a LocalCluster.
+    progress : ProgressSink, optional
+        Receives progress events.
+    force : sequence of str
+        Stages to recompute, as for :func:`~deepict_dask.pipeline.run.run_workflow`.
+
+    Returns
+    -------
+    RunResult
+        The workflow's result.
+    """
     if n < 1:
         raise ConfigError(f"n (--n) must be at least 1, got {n}")
     if len(shape) != 3 or min(shape) < 32:

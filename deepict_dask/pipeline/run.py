@@ -302,7 +302,26 @@ def _save_headers(manifest: Manifest, tomos: list[InputTomogram]) -> None:
 
 def dry_run(config: RunConfig, *, force: Iterable[str] = (), console: Any = None, verify: bool = False,
             overwrite: bool = False) -> dict[str, list[tuple[str, str]]]:
-    """Check everything cheap and report, per tomogram, which stages would run and why."""
+    """Check everything cheap and report, per tomogram, which stages would run and why.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The run configuration.
+    force : iterable of str
+        Stages to recompute, as for :func:`run_workflow`.
+    console : rich.console.Console, optional
+        Where to print the plan (nothing is printed without one).
+    verify : bool
+        Re-hash finished outputs (default: file sizes only).
+    overwrite : bool
+        Allow an ``output.dir`` that holds other files.
+
+    Returns
+    -------
+    dict
+        Tomogram name -> ``(stage, reason)`` per stage (``"done"`` for a stage that would be skipped).
+    """
     from collections import Counter
 
     force = check_force(force, config)

@@ -78,7 +78,7 @@ def run_evaluate(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str,
     import pandas as pd
 
     from deepict_dask.evaluate.picking import evaluate_picks
-    from deepict_dask.io.coords import read_table
+    from deepict_dask.io.tables import read_table
 
     truths = params["truth"]
     done = [n for n in truths if n in set(params["done"])]

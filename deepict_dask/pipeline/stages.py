@@ -100,7 +100,7 @@ def run_segment(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, 
 def run_pick(job: TomoJob, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
     """Threshold, cluster, filter by size and context -> table + ``labels/<target>``."""
     from deepict_dask.io import write_ome_zarr
-    from deepict_dask.io.coords import write_table
+    from deepict_dask.io.tables import write_table
     from deepict_dask.pick.api import pick
     from deepict_dask.pick.options import PickOptions
 

@@ -241,6 +241,26 @@ def equalization_filter(
 
     ``voxel_size`` is the input tomogram's (z, y, x) voxel size in A (its coarsest axis sets Nyquist).
     The gain is tabulated on a uniform grid as fine as the input spectrum's shells.
+
+    Parameters
+    ----------
+    input_spectrum : DataFrame
+        The input volume's radial amplitude spectrum (:func:`~.spectrum.radial_spectrum`).
+    target : DataFrame
+        The target spectrum (as :func:`~.spectrum.read_spectrum` returns it).
+    voxel_size : float or (float, float, float)
+        The input's voxel size, Angstrom.
+    lowpass_cutoff : float, optional
+        Low-pass cutoff as a fraction of Nyquist; None: no low-pass.
+    lowpass_width : float
+        The low-pass's 1/e width (fraction of Nyquist); 0 makes it a step.
+    volume_source : str, optional
+        The input's file, named in error messages.
+
+    Returns
+    -------
+    EqualizationFilter
+        The rotationally symmetric gain, ready for :func:`apply_filter`.
     """
     from deepict_dask.io.volume import as_voxel_size
 

@@ -88,6 +88,34 @@ def simulate_tomogram(
     ``crowded=0.1``, ``classes=("ribosome",)``) or :class:`~.imaging.ImagingParams` (``snr``,
     ``defocus_um``, ``tilt_min``, ``tilt_max``, ...). ``blockwise`` None: automatic by size.
     Raises :class:`~deepict_dask.errors.DeepictError` for bad input, before any heavy work.
+
+    Parameters
+    ----------
+    shape : (int, int, int)
+        Tomogram shape, z, y, x (voxels).
+    voxel_size : float
+        Angstrom per voxel.
+    seed : int
+        Random seed: the same seed and settings give the same tomogram.
+    preset : str
+        The content preset.
+    imaging : str
+        The imaging preset.
+    name : str, optional
+        The tomogram's name (default ``sim_<seed>``, e.g. ``sim_0007``).
+    blockwise : bool, optional
+        Render lazily in Dask blocks; None decides by size.
+    chunks : int or (int, int, int)
+        Block shape of the blockwise rendering.
+    halo : int
+        Voxels each block renders beyond its edges.
+    **overrides
+        Content or imaging parameters (see above).
+
+    Returns
+    -------
+    SimulatedTomogram
+        The tomogram with its ground truth (particle table, label volumes) and parameters.
     """
     scene, img = plan_tomogram(shape, voxel_size, seed, preset, imaging=imaging, **overrides)
     return render_tomogram(scene, img, preset=preset, imaging=imaging, name=name, blockwise=blockwise,

@@ -57,11 +57,30 @@ def output_paths(out_dir, name: str, fmt: str = "mrc") -> dict[str, Path]:
 
 def write_simulation(sim: SimulatedTomogram, out_dir, name: str | None = None, fmt: str = "mrc",
                      overwrite: bool = True) -> dict[str, Path]:
-    """Write a simulation in the documented layout; returns the paths written (see :func:`output_paths`)."""
+    """Write a simulation in the documented layout; returns the paths written (see :func:`output_paths`).
+
+    Parameters
+    ----------
+    sim : SimulatedTomogram
+        What :func:`~deepict_dask.simulate.simulate_tomogram` returned.
+    out_dir : path
+        The output folder (``tomograms/``, ``labels/``, ``tables/`` are made in it).
+    name : str, optional
+        The file names' stem (default ``sim.name``).
+    fmt : str
+        ``"mrc"`` (one file per volume) or ``"zarr"`` (one OME-Zarr store with label images).
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    dict
+        Output kind (``tomogram``, ``table``, ``filaments``, ...) -> its path.
+    """
     import dask.array as da
 
     from deepict_dask.io import make_volume, write_mrc, write_ome_zarr
-    from deepict_dask.io.coords import write_table
+    from deepict_dask.io.tables import write_table
 
     name = name or sim.name
     paths = output_paths(out_dir, name, fmt)

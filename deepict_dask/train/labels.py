@@ -137,6 +137,30 @@ def paint_labels(
     with a template). ``radii`` gives each particle class's sphere radius in voxels; with a
     ``template`` it only bounds the search and the template's own extent is used. ``masks`` are
     existing binary/label volumes of further classes (non-zero = class).
+
+    Parameters
+    ----------
+    table : DataFrame
+        The particles (project schema).
+    shape : sequence of int
+        The volume's shape, z, y, x.
+    voxel_size : float
+        Angstrom per voxel (converts the template's size).
+    radii : mapping of str to float
+        Class -> sphere radius in voxels.
+    class_ids : mapping of str to int, optional
+        Class -> label value (default: 1, 2, ... for the ``radii`` classes, then the ``masks`` ones).
+    template : Template, optional
+        A shape to paint, rotated by each particle's angles, instead of spheres.
+    masks : mapping of str to DataArray, optional
+        Class -> a volume whose non-zero voxels are that class.
+    chunks : int or sequence of int
+        Chunks of the label volume.
+
+    Returns
+    -------
+    (dask.array.Array, dict)
+        The lazy label volume (uint8, or uint16 beyond 255 classes) and ``class -> id``.
     """
     shape = tuple(int(s) for s in shape)
     masks = dict(masks or {})

@@ -247,6 +247,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, comm
     """Train ``cfg``; returns where the model went and the best validation scores.
 
     ``resume=True`` continues from ``output.dir/checkpoint_last.pt`` (same batches from there on).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        The training configuration (:func:`~deepict_dask.train.config.load_config`).
+    resume : bool
+        Continue from the last checkpoint.
+    progress : bool
+        Show a progress bar.
+    command : str
+        The command line, recorded in the model's metadata.
+
+    Returns
+    -------
+    TrainResult
+        The model file, steps run, the best validation scores and the throughput.
     """
     out = Path(cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -242,7 +242,54 @@ def stack_config(*, name: str, model: dict[str, Any], patches: str | Path, label
                  crop: Sequence[int] | None = None) -> TrainConfig:
     """The TrainConfig of the published patch-stack recipe: Adam with a constant rate, one validation per
     epoch (a pass over the training patches), early stopping after ``patience`` epochs without a
-    better validation loss, the best model kept."""
+    better validation loss, the best model kept.
+
+    Parameters
+    ----------
+    name : str
+        The model's name.
+    model : dict
+        Architecture arguments (``kind`` and its settings).
+    patches : path
+        The patch stack (Zarr array, N x Z x Y x X).
+    labels : path, optional
+        Per-patch class labels (EDSS3D); None for an autoencoder.
+    classes : sequence of str
+        Class names (empty for an autoencoder).
+    out : path
+        Output directory; the model is ``out/model.safetensors``.
+    batch_size, max_epochs, patience : int
+        Patches per step, the epoch limit, and epochs without improvement before stopping.
+    lr : float
+        Adam's (constant) learning rate.
+    betas : (float, float)
+        Adam's betas.
+    validation_fraction : float
+        Share of the patches held out for validation.
+    validation_patches : int
+        Held-out patches scored every epoch (at most).
+    augment_patches : bool
+        Rotate and jitter patches; False turns every augmentation off.
+    seed : int
+        Seed of the split, sampling and initialisation.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    threads : int, optional
+        CPU threads of torch.
+    voxel_size : float, optional
+        Angstrom per voxel recorded in the model.
+    max_minutes : float, optional
+        Stop after this much training time.
+    activation : str
+        ``"softmax"`` or ``"sigmoid"`` output of a classifier (sets a CE or BCE loss).
+    crop : sequence of int, optional
+        Train on random crops (z, y, x) of the patches.
+
+    Returns
+    -------
+    TrainConfig
+        The validated configuration.
+    """
     from deepict_dask.train.config import parse_config
 
     n_train = len(split_indices(_stack_length(patches), validation_fraction, seed)[0])

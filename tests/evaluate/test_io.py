@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from deepict_dask.errors import InputError
-from deepict_dask.evaluate._io import check_same_units, load_tables, open_prediction
+from deepict_dask.evaluate.files import check_same_units, load_tables, open_prediction
 from tests.helpers import mrc_file
 
 

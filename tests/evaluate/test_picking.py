@@ -11,7 +11,7 @@ import pytest
 
 from deepict_dask.cli.main import main
 from deepict_dask.errors import ConfigError, InputError
-from deepict_dask.evaluate._io import load_table
+from deepict_dask.evaluate.files import load_table
 from deepict_dask.evaluate.matching import REDUNDANT, TP, match_greedy, match_optimal
 from deepict_dask.evaluate.picking import evaluate_picks
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from deepict_dask.cli.main import main
-from deepict_dask.evaluate._io import write_json
+from deepict_dask.evaluate.files import write_json
 from deepict_dask.evaluate.picking import evaluate_picks
 from deepict_dask.evaluate.report import build_report, discover
 from deepict_dask.evaluate.segmentation import probability_metrics

@@ -63,7 +63,7 @@ def test_sweep_errors_and_cli(tmp_path, capsys):
 
 def test_sweep_voxel_only_truth_with_voxel_size(tmp_path, capsys):
     """Truth with x, y, z only: a voxel tolerance needs nothing, an Angstrom one a voxel size."""
-    from deepict_dask.evaluate._io import load_table
+    from deepict_dask.evaluate.files import load_table
 
     prob, truth = synthetic()
     tpath = tmp_path / "truth_vox.csv"

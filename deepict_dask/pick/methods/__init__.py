@@ -15,6 +15,8 @@ from deepict_dask.options import Options
 from deepict_dask.pick.label import ClusterMethod
 from deepict_dask.units import Length
 
+__all__ = ["METHODS", "MethodParams", "available_methods", "get_method", "register_method", "unregister_method"]
+
 
 class MethodParams(Options):
     """The settings of one clustering method; ``name`` selects the method."""

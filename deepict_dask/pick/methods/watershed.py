@@ -91,15 +91,45 @@ def split_params(
 ) -> dict[str, Any]:
     """Validated parameters of ``watershed`` / ``peaks`` (the ``params`` of the pick stage).
 
-    ``min_distance``: seeds closer than this are one particle (voxels, or a string like ``"80A"``);
-    default: the expected particle ``radius``. ``seeds``: ``edt`` (default for watershed: the
-    mask's shape decides) or ``prob`` (default and only choice for peaks). ``sigma``: Gaussian
-    smoothing (voxels) of the seed landscape (default 1 for ``prob``, 0 for ``edt``). ``h_maxima``:
-    ignore maxima less than ``h`` above their surroundings (probability units for ``prob``, voxels
-    for ``edt``). ``diameter``: the largest particle diameter, which sets the halo (default
-    twice the radius or ``min_distance``, whichever is larger). ``coarsen``: find seeds and basins
-    on a grid this many times coarser (``"auto"``, the default: as coarse as keeps seeds at least
-    :data:`COARSE_MIN_DISTANCE` voxels apart; ``1``: full resolution; see :func:`coarse_factor`).
+    Parameters
+    ----------
+    method : str
+        ``"watershed"`` or ``"peaks"``.
+    min_distance : float or str, optional
+        Seeds closer than this are one particle (voxels, or a string like ``"80A"``); default: the
+        expected particle ``radius`` (one of the two is required).
+    voxel_size : sequence of float
+        The map's voxel size (z, y, x, Angstrom), to convert Angstrom lengths.
+    shape : sequence of int, optional
+        The map's shape, to check a distance against it.
+    radius : float or str, optional
+        The expected particle radius (voxels or a length string).
+    seeds : str, optional
+        ``edt`` (default for watershed: the mask's shape decides) or ``prob`` (default and only
+        choice for peaks).
+    sigma : float, optional
+        Gaussian smoothing (voxels) of the seed landscape (default 1 for ``prob``, 0 for ``edt``).
+    h_maxima : float, optional
+        Ignore maxima less than ``h`` above their surroundings (probability units for ``prob``,
+        voxels for ``edt``).
+    diameter : float or str, optional
+        The largest particle diameter, which sets the halo (default twice the radius or
+        ``min_distance``, whichever is larger).
+    coarsen : int or str, optional
+        Find seeds and basins on a grid this many times coarser (``"auto"``, the default: as coarse
+        as keeps seeds at least :data:`COARSE_MIN_DISTANCE` voxels apart; ``1``: full resolution;
+        see :func:`coarse_factor`).
+
+    Returns
+    -------
+    dict
+        ``method``, ``coarsen`` (the bin factor), ``min_distance_vox`` (z, y, x), ``seeds``,
+        ``sigma``, ``h_maxima``, ``diameter_vox`` and ``spacing`` (the voxel size), JSON-ready.
+
+    Raises
+    ------
+    ConfigError
+        A missing distance, an unknown method or seed source, or a negative ``sigma``/``h_maxima``.
     """
     if method not in ("watershed", "peaks"):
         raise ConfigError(f"unknown splitting method {method!r}")

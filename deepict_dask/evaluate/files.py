@@ -14,14 +14,14 @@ from deepict_dask.errors import InputError
 
 
 def load_table(path: str | os.PathLike, *, voxel_size: Any = None, voxels_only: bool = False) -> pd.DataFrame:
-    """A coordinate table in the project schema (any format :mod:`deepict_dask.io.coords` reads).
+    """A coordinate table in the project schema (any format :mod:`deepict_dask.io.tables` reads).
 
     ``voxels_only``: matching in voxels needs no voxel size, so a voxel table that records none is
     read with empty (NaN) Angstrom columns instead of refused. With ``voxel_size`` the table's
     x/y/z and x_A/y_A/z_A columns must agree with it.
     """
-    from deepict_dask.io.coords import read_table
     from deepict_dask.io.table_checks import check_units
+    from deepict_dask.io.tables import read_table
 
     df = read_table(path, voxel_size=voxel_size, angstrom_optional=voxels_only)
     if voxel_size is not None:

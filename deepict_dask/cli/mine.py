@@ -59,6 +59,8 @@ def register(sub: Any) -> None:
     s.add_argument("--max-minutes", type=float, metavar="M", help="time budget: stop after M minutes, best model kept")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto (a GPU when visible)")
     s.add_argument("--seed", type=int, help="seed of the validation split and the batches (default 0)")
+    s.add_argument("--filters", type=int, metavar="N", help="convolution channels (default 32, as published)")
+    s.add_argument("--code-dim", type=int, metavar="N", help="numbers per code (default 32, as published)")
     add_progress_arg(s)
     add_overwrite_arg(s, "an existing autoencoder")
     s.set_defaults(func=_train_ae)
@@ -257,11 +259,12 @@ def _client(args: argparse.Namespace) -> Any:
 
 def _patches(args: argparse.Namespace) -> int:
     from deepict_dask.mine import MineLayout
-    from deepict_dask.mine.workflow import make_patches
+    from deepict_dask.mine.workflow import check_patch_fits, make_patches
 
     centres, patches = _centres(args), _patches_opts(args)
     layout = MineLayout.at(args.out)
     refuse_existing(layout.patches, layout.patches_table, overwrite=args.overwrite)
+    check_patch_fits(args.tomograms, patches.patch_shape)
     with _client(args):
         table = make_patches(args.tomograms, layout, centres, patches)
     per_tomo = ", ".join(f"{t} {n}" for t, n in table["tomo"].value_counts(sort=False).items())
@@ -281,7 +284,8 @@ def _train_ae(args: argparse.Namespace) -> int:
                                                 "batch_size": "batch_size", "max_minutes": "max_minutes",
                                                 "device": "device", "seed": "seed"}.items()
               if getattr(args, d) is not None}
-    opts = build(StackTrainOptions, {**values, "progress": progress_wanted(args)}, flags=flags)
+    arch = {k: v for k, v in (("filters", args.filters), ("code_dim", args.code_dim)) if v is not None}
+    opts = build(StackTrainOptions, {**values, "model": arch, "progress": progress_wanted(args)}, flags=flags)
     layout = MineLayout.at(args.dir)
     require(layout, "patches")
     refuse_existing(layout.autoencoder, overwrite=args.overwrite)
@@ -390,11 +394,12 @@ def _labels(args: argparse.Namespace) -> int:
 
 def _filter(args: argparse.Namespace) -> int:
     from deepict_dask.mine import MineLayout
-    from deepict_dask.mine.workflow import filter_tomograms
+    from deepict_dask.mine.workflow import check_filter, filter_tomograms
 
     selection, source = _selection(args)
     opts, centres = _encode_opts(args), _centres(args)
     refuse_existing(args.out, overwrite=args.overwrite)
+    check_filter(MineLayout.at(args.dir), selection, source)
     with _client(args):
         table = filter_tomograms(MineLayout.at(args.dir), args.tomograms, selection, args.out, centres=centres,
                                  options=opts, into=args.into, source=source, overwrite=args.overwrite)
@@ -405,9 +410,10 @@ def _filter(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from deepict_dask.mine.config import load_mine_config
-    from deepict_dask.mine.workflow import run_mine
+    from deepict_dask.mine.workflow import refuse_earlier_run, run_mine
 
     config = load_mine_config(args.config)
+    refuse_earlier_run(config.out, args.overwrite)
     with _client(args):
         table = run_mine(config, overwrite=args.overwrite, progress=progress_wanted(args), say=print)
     print(f"{len(table)} clusters; look at {config.out}/gallery.html, then 'deepict mine labels {config.out} "

@@ -317,6 +317,21 @@ def weak_labels(out: str | os.PathLike | MineLayout, selection: dict[str, list[i
     return WeakLabelResult(written.out, path, written.classes, written.patches_per_class, written.voxel_fraction)
 
 
+def check_filter(out: str | os.PathLike | MineLayout, selection: dict[str, list[int]],
+                 source: str | os.PathLike | None = None) -> tuple[Path, np.ndarray]:
+    """``(autoencoder, cluster centres)`` of ``out`` after checking that the selection names existing,
+    non-empty clusters (before any patch of a new tomogram is cut)."""
+    from deepict_dask.mine.kmeans import read_centres
+    from deepict_dask.mine.labels import check_selection, parse_selection
+
+    layout = _layout(out)
+    model = require(layout, "autoencoder")
+    require(layout, "labels")
+    centre_vectors = read_centres(layout.cluster_centres)
+    check_selection(parse_selection(selection, source), patch_clusters(layout), len(centre_vectors), source)
+    return model, centre_vectors
+
+
 def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, selection: dict[str, list[int]],
                      table: str | os.PathLike, *, centres: CentreOptions = CentreOptions(),
                      patches: PatchOptions | None = None, options: EncodeOptions = EncodeOptions(),
@@ -346,15 +361,12 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
     The written table.
     """
     from deepict_dask.io.coords import write_table
-    from deepict_dask.mine.kmeans import assign, read_centres
-    from deepict_dask.mine.labels import check_selection, parse_selection
+    from deepict_dask.mine.kmeans import assign
+    from deepict_dask.mine.labels import parse_selection
 
     layout = _layout(out)
-    model = require(layout, "autoencoder")
-    require(layout, "labels")
-    selection = parse_selection(selection, source)
-    centre_vectors = read_centres(layout.cluster_centres)
-    check_selection(selection, patch_clusters(layout), len(centre_vectors), source)
+    model, centre_vectors = check_filter(layout, selection, source)
+    class_of = {c: name for name, ids in parse_selection(selection, source).items() for c in ids}
     if not overwrite and Path(table).exists():
         from deepict_dask.errors import OutputError
 
@@ -365,7 +377,6 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
         new = MineLayout.at(into if into is not None else work.name)  # type: ignore[union-attr]
         rows = encode_new(tomograms, new, model, centres, patches, options)
         nearest = assign(api._codes(new), centre_vectors)
-        class_of = {c: name for name, ids in selection.items() for c in ids}
         keep = np.isin(nearest, list(class_of))
         kept = rows.loc[keep].copy()
         kept["cluster"] = nearest[keep].astype(np.int64)
@@ -376,6 +387,17 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
         if work is not None:
             work.cleanup()
     return kept
+
+
+def refuse_earlier_run(out: str | os.PathLike | MineLayout, overwrite: bool = False) -> None:
+    """Fail when ``out`` holds an earlier run's outputs and ``overwrite`` is off (before any work)."""
+    from deepict_dask.errors import OutputError
+
+    layout = _layout(out)
+    if not overwrite:
+        for path in (layout.patches, layout.autoencoder, layout.codes, layout.labels, layout.gallery):
+            if path.exists():
+                raise OutputError("already exists (use --overwrite to replace the earlier run)", path)
 
 
 def run_mine(config: Any, *, overwrite: bool = False, progress: bool = False,
@@ -397,13 +419,8 @@ def run_mine(config: Any, *, overwrite: bool = False, progress: bool = False,
     -------
     The clusters table.
     """
-    from deepict_dask.errors import OutputError
-
     layout = MineLayout.at(config.out)
-    if not overwrite:
-        for path in (layout.patches, layout.autoencoder, layout.codes, layout.labels, layout.gallery):
-            if path.exists():
-                raise OutputError("already exists (use --overwrite to replace the earlier run)", path)
+    refuse_earlier_run(layout, overwrite)
     table = make_patches(config.tomograms, layout, config.centres, config.patches)
     say(f"patches: {len(table)} of {config.patches.patch_shape} voxels -> {layout.patches}")
     result = train_ae(layout, config.train.model_copy(update={"progress": progress}))

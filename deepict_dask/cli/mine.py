@@ -125,6 +125,13 @@ def register(sub: Any) -> None:
     s.add_argument("--polarity", choices=["dark", "bright"], default="dark",
                    help="dark (default): voxels <= threshold are the class (cryo-ET density as stored)")
     s.add_argument("--device", default="auto", help="device of the autoencoder (default auto)")
+    g = s.add_argument_group("EDSS3D training (written to train.yaml)")
+    g.add_argument("--batch-size", type=int, metavar="N", help="patches per step (default 128, as published)")
+    g.add_argument("--filters", type=int, metavar="N", help="convolution channels (default 32, as published)")
+    g.add_argument("--crop", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="random-crop size of the training patches (default 3/4 of the patch, a multiple of 4)")
+    g.add_argument("--epochs", type=int, metavar="N", help="at most N epochs (default 200)")
+    g.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without improvement (default 20)")
     add_overwrite_arg(s, "an existing LABELDIR")
     s.set_defaults(func=_labels)
 
@@ -381,10 +388,20 @@ def _gallery(args: argparse.Namespace) -> int:
 def _labels(args: argparse.Namespace) -> int:
     from deepict_dask.mine import MineLayout
     from deepict_dask.mine.workflow import weak_labels
+    from deepict_dask.options import build
+    from deepict_dask.train.patch_stack import StackTrainOptions
 
+    flags = {"batch_size": "--batch-size", "crop": "--crop", "max_epochs": "--epochs", "patience": "--patience"}
+    values = {f: getattr(args, d) for f, d in (("batch_size", "batch_size"), ("crop", "crop"),
+                                               ("max_epochs", "epochs"), ("patience", "patience"))
+              if getattr(args, d) is not None}
+    if args.filters is not None:
+        values["model"] = {"filters": args.filters}
+    train = build(StackTrainOptions, values, flags=flags)
     selection, source = _selection(args)
     result = weak_labels(MineLayout.at(args.dir), selection, args.out, threshold=args.threshold,
-                         polarity=args.polarity, source=source, overwrite=args.overwrite, device=args.device)
+                         polarity=args.polarity, source=source, overwrite=args.overwrite, device=args.device,
+                         train_options=train)
     for name in result.classes:
         print(f"{name}: {result.patches_per_class[name]} patches, {100 * result.voxel_fraction[name]:.1f}% of "
               "their voxels labelled")

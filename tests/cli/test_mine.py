@@ -86,13 +86,15 @@ def test_steps_to_edss3d_predict_and_pick(mined, tmp_path, threads, capsys):
     big = _largest_cluster(layout)
     weak = tmp_path / "weak"
     capsys.readouterr()
-    _ok("mine", "labels", str(out), "--select", f"blob={big}", "-o", str(weak), "--device", "cpu")
+    _ok("mine", "labels", str(out), "--select", f"blob={big}", "-o", str(weak), "--device", "cpu",
+        "--batch-size", "16", "--filters", "4")
     assert f"deepict train {weak / 'train.yaml'}" in capsys.readouterr().out
     meta = json.loads((weak / "classes.json").read_text())
     assert meta["classes"] == ["blob"] and meta["selection"] == {"blob": [big]}
     assert len(meta["patch_index"]) == int((np.asarray(zarr.open_array(str(layout.labels))[:]) == big).sum())
     config = yaml.safe_load((weak / "train.yaml").read_text())
-    assert config["model"] == {"preset": "edss3d"} and config["activation"] == "softmax"
+    assert config["model"] == {"preset": "edss3d", "filters": 4} and config["activation"] == "softmax"
+    assert config["data"]["batch_size"] == 16 and config["loss"] == [{"kind": "ce"}]
     assert config["data"]["patch_size"] == [12, 12, 12]  # random crops: objects not always centred
     assert config["data"]["patch_stack"] == {"patches": "patches.zarr", "labels": "labels.zarr"}
 
@@ -102,7 +104,7 @@ def test_steps_to_edss3d_predict_and_pick(mined, tmp_path, threads, capsys):
     pred = tmp_path / "pred"
     new = sim / "tomograms" / "sim_0001.mrc"
     _ok("predict", str(new), "--model", str(model), "-o", str(pred), "--device", "cpu", "--workers", "1",
-        "--no-progress")
+        "--no-progress", "--patch", "48")  # EDSS3D is fully convolutional: any window
     picks = tmp_path / "picks.csv"
     _ok("pick", str(pred / "sim_0001.ome.zarr"), "-o", str(picks), "--workers", "1", "--no-progress")
     table = pd.read_csv(picks)

@@ -241,6 +241,14 @@ def test_models_of_the_wrong_task_are_refused(mined, tmp_path, capsys):
     err = _err(capsys)
     assert len(err) == 1 and "is an autoencoder (task autoencoder), not a segmentation model" in err[0]
     assert not pred.exists()
+    config = tmp_path / "run.yaml"
+    config.write_text(f"inputs: {{paths: [{sim / 'tomograms' / 'sim_0001.mrc'}]}}\noutput: {{dir: run}}\n"
+                      f"models: [{{name: ae, path: {layout.autoencoder}}}]\n"
+                      "targets: [{name: blob, model: ae, kind: segmentation}]\n")
+    assert main(["run", str(config), "--workers", "1", "--no-progress"]) == 2
+    err = _err(capsys)
+    assert len(err) == 1 and f"models: ae: {layout.autoencoder}: model 'autoencoder3d' is an autoencoder" in err[0]
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
 
 
 def test_init_config_writes_an_example_that_validates(tmp_path, capsys):

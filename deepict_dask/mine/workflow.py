@@ -155,17 +155,30 @@ def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: st
     return table
 
 
+def require_varied_codes(layout: MineLayout) -> None:
+    """Fail when every patch has the same code: an autoencoder that collapsed (or stopped too early)
+    leaves k-means nothing to separate, and the clusters would be noise."""
+    import dask.array as da
+
+    codes = da.from_zarr(str(require(layout, "codes")))
+    spread = float(codes.std(axis=0).max().compute(scheduler="threads"))
+    if not spread > 1e-6 * max(1.0, float(abs(codes).max().compute(scheduler="threads"))):
+        raise InputError("every patch has the same code: the autoencoder does not tell the patches apart; train it "
+                         f"longer (deepict mine train-ae {layout.root} --overwrite --epochs N) and encode again",
+                         layout.codes)
+
+
 def cluster(out: str | os.PathLike | MineLayout, options: ClusterOptions = ClusterOptions()) -> np.ndarray:
     """k-means of ``out``'s codes (``clusters/``); returns the cluster of every patch."""
     layout = _layout(out)
-    require(layout, "codes")
+    require_varied_codes(layout)
     return api.cluster_codes(layout, options)
 
 
 def choose_k(out: str | os.PathLike | MineLayout, options: ChooseKOptions = ChooseKOptions()) -> pd.DataFrame:
     """Calinski-Harabasz and gap statistic per k of ``out``'s codes (``clusters/choose_k.csv``, ``.png``)."""
     layout = _layout(out)
-    require(layout, "codes")
+    require_varied_codes(layout)
     return api.score_k(layout, options)
 
 

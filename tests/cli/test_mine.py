@@ -131,6 +131,12 @@ def test_filter_assigns_new_patches_to_the_nearest_centre(mined, tmp_path, threa
         "-o", str(table2), "--grid", "8", "--device", "cpu", "--workers", "1")
     assert pd.read_csv(table2)["patch"].tolist() == expected.tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.csv", "kept2.csv", "new"]
+    # `mine encode DIR TOMO --into DIR2` cuts and encodes the same patches as filter did
+    other = tmp_path / "other"
+    _ok("mine", "encode", str(out), str(sim / "tomograms" / "sim_0001.mrc"), "--into", str(other), "--grid", "8",
+        "--device", "cpu", "--workers", "1")
+    np.testing.assert_array_equal(zarr.open_array(str(MineLayout.at(other).codes))[:],
+                                  zarr.open_array(str(MineLayout.at(into).codes))[:])
 
 
 def test_run_config_does_the_unsupervised_part(mined, tmp_path, threads, capsys):
@@ -187,6 +193,12 @@ def test_k_larger_than_the_patches_and_missing_steps(mined, tmp_path, capsys):
     _fails(capsys, ["mine", "cluster", str(work), "--k", str(n + 1), "--overwrite"],
            f"k = {n + 1} clusters is more than the {n} patches")
     assert layout.labels.stat().st_mtime_ns == before and not list(layout.clusters.glob(".*"))
+    codes = zarr.open_array(str(layout.codes), mode="r+")
+    codes[:] = np.float32(0.25)  # a collapsed autoencoder: one code for every patch
+    for step in (["cluster", "--k", "4", "--overwrite"], ["choose-k", "--ks", "2", "3"]):
+        _fails(capsys, ["mine", step[0], str(work), *step[1:]],
+               f"{layout.codes}: every patch has the same code: the autoencoder does not tell the patches apart")
+    assert layout.labels.stat().st_mtime_ns == before and not layout.choose_k_table.exists()
     shutil.rmtree(layout.codes)
     shutil.rmtree(layout.clusters)
     _fails(capsys, ["mine", "cluster", str(work), "--k", "4"],

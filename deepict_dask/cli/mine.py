@@ -58,6 +58,7 @@ def register(sub: Any) -> None:
     s.add_argument("--batch-size", type=int, metavar="N", help="patches per step (default 8)")
     s.add_argument("--max-minutes", type=float, metavar="M", help="time budget: stop after M minutes, best model kept")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto (a GPU when visible)")
+    s.add_argument("--lr", type=float, help="Adam learning rate (default 0.001, as published)")
     s.add_argument("--seed", type=int, help="seed of the validation split and the batches (default 0)")
     s.add_argument("--filters", type=int, metavar="N", help="convolution channels (default 32, as published)")
     s.add_argument("--code-dim", type=int, metavar="N", help="numbers per code (default 32, as published)")
@@ -286,10 +287,10 @@ def _train_ae(args: argparse.Namespace) -> int:
     from deepict_dask.train.patch_stack import StackTrainOptions
 
     flags = {"max_epochs": "--epochs", "patience": "--patience", "batch_size": "--batch-size",
-             "max_minutes": "--max-minutes", "device": "--device", "seed": "--seed"}
+             "max_minutes": "--max-minutes", "device": "--device", "seed": "--seed", "lr": "--lr"}
     values = {f: getattr(args, d) for f, d in {"max_epochs": "epochs", "patience": "patience",
                                                 "batch_size": "batch_size", "max_minutes": "max_minutes",
-                                                "device": "device", "seed": "seed"}.items()
+                                                "device": "device", "seed": "seed", "lr": "lr"}.items()
               if getattr(args, d) is not None}
     arch = {k: v for k, v in (("filters", args.filters), ("code_dim", args.code_dim)) if v is not None}
     opts = build(StackTrainOptions, {**values, "model": arch, "progress": progress_wanted(args)}, flags=flags)

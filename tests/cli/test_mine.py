@@ -272,3 +272,18 @@ def test_init_config_writes_an_example_that_validates(tmp_path, capsys):
     assert cfg.cluster.k == 100 and cfg.patches.patch_shape == (32, 32, 32)
     assert cfg.out == str(tmp_path / "mine")
     _fails(capsys, ["mine", "init-config", "-o", str(path)], "already exists")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["cluster", "D", "--k", "1"], "--k (k): Input should be greater than or equal to 2"),
+    (["train-ae", "D", "--lr", "0"], "--lr (lr): Input should be greater than 0"),
+    (["patches", "t.mrc", "-o", "D", "--patch-size", "2"], "--patch-size (patch_shape): patch edges must be >= 4 voxels"),
+    (["patches", "t.mrc", "-o", "D", "--patch-size", "8", "8"], "--patch-size: one edge or three (Z Y X), got 2"),
+    (["patches", "t.mrc", "-o", "D", "--grid", "0"], "--grid (stride): Input should be greater than or equal to 1"),
+    (["choose-k", "D", "--ks", "1", "5"], "--ks (ks): ks must be values >= 2, got [1, 5]"),
+    (["encode", "D", "t.mrc"], "encoding new tomograms needs --into DIR2"),
+])
+def test_bad_option_values_name_their_flag_before_any_work(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    _fails(capsys, ["mine", *argv], message)
+    assert not list(tmp_path.iterdir())

@@ -11,10 +11,12 @@ from pathlib import Path
 class MineLayout:
     """Paths of one mining directory ``root``::
 
+        tomograms.json         the tomogram paths the patches came from (for the gallery's overlays)
         centres.csv            patch centres (before dropping those too close to a border)
         patches.zarr           patch stack, N x D x H x W float32
         patches.csv            where each patch comes from (column ``patch`` = row of the stack)
         models/ae.safetensors  the autoencoder
+        models/ae_training/    its training run (checkpoints, log.csv, config.json)
         codes.zarr             codes, N x code_dim float32
         clusters/labels.zarr   cluster of each patch (int32)
         clusters/centres.json  k-means centres and cluster sizes
@@ -28,6 +30,10 @@ class MineLayout:
     @classmethod
     def at(cls, root: str | os.PathLike) -> MineLayout:
         return cls(Path(root))
+
+    @property
+    def tomograms(self) -> Path:
+        return self.root / "tomograms.json"
 
     @property
     def centres(self) -> Path:
@@ -48,6 +54,10 @@ class MineLayout:
     @property
     def autoencoder(self) -> Path:
         return self.models / "ae.safetensors"
+
+    @property
+    def ae_training(self) -> Path:
+        return self.models / "ae_training"
 
     @property
     def codes(self) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Options(BaseModel):
@@ -81,8 +81,9 @@ class ChooseKOptions(_Options):
     sample: int = Field(20000, ge=10, description="codes sampled for the scores")
     references: int = Field(5, ge=1, description="uniform reference sets of the gap statistic")
 
-    @model_validator(mode="after")
-    def _ks(self) -> ChooseKOptions:
-        if not self.ks or min(self.ks) < 2:
-            raise ValueError(f"ks must be values >= 2, got {list(self.ks)}")
-        return self
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or min(v) < 2:  # a field check, so errors name the field (and its flag, --ks)
+            raise ValueError(f"ks must be values >= 2, got {list(v)}")
+        return v

@@ -1,0 +1,452 @@
+"""``deepict mine STEP``: feature mining without labels (Autoencoder3D + k-means), then weak labels for EDSS3D.
+
+Each step is a thin shell over :mod:`deepict_dask.mine.workflow`: flags become the step's options
+model (:func:`deepict_dask.options.build`, so a bad value names its flag), the step runs, a short
+summary is printed. Steps that cut or encode patches run on a Dask cluster (an embedded
+LocalCluster by default; see the "Dask cluster" options).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+from deepict_dask.cli.common import (
+    add_cluster_args,
+    add_overwrite_arg,
+    add_progress_arg,
+    progress_wanted,
+    refuse_existing,
+)
+
+# option dest -> (options field, flag) of the centre and patch options every patch-cutting step shares
+_CENTRE_FLAGS = {"sigma": "--sigma", "dog_sigma": "--dog-sigma", "dog_k": "--dog-k", "min_distance": "--min-distance",
+                 "threshold": "--threshold", "max_peaks": "--max-peaks", "polarity": "--polarity", "block": "--block"}
+_PATCH_FLAGS = {"patch_shape": "--patch-size", "normalization": "--normalization", "chunk": "--chunk"}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "mine",
+        help="feature mining without labels: autoencoder + k-means clusters, weak labels for EDSS3D",
+        description="Unsupervised feature mining (Autoencoder3D + k-means, Zeng et al.): cut patches, train an "
+        "autoencoder on them, encode, cluster, look at the clusters in an HTML gallery, turn the clusters you "
+        "pick into weak labels and a 'deepict train' config for EDSS3D. Lengths are in voxels. "
+        "'deepict mine run CONFIG' does the unsupervised part in one go.",
+    )
+    steps = p.add_subparsers(dest="step", metavar="STEP")
+    p.set_defaults(func=lambda args: _no_step(p))
+
+    s = steps.add_parser("patches", help="patch centres (DoG peaks or a grid) and the patch stack",
+                         description="Find patch centres (Difference-of-Gaussians peaks, or --grid) in TOMO... "
+                         "and cut the patches into DIR/patches.zarr (+ patches.csv, centres.csv).")
+    s.add_argument("tomograms", nargs="+", metavar="TOMO", help="tomograms (MRC or OME-Zarr)")
+    s.add_argument("-o", "--out", required=True, metavar="DIR", help="the mining directory")
+    _centre_args(s)
+    _patch_args(s)
+    add_overwrite_arg(s, "an existing patch stack")
+    add_cluster_args(s)
+    s.set_defaults(func=_patches)
+
+    s = steps.add_parser("train-ae", help="train the autoencoder on DIR's patches",
+                         description="Train an Autoencoder3D on DIR/patches.zarr (MSE, Adam 1e-3, early stopping on "
+                         "the validation loss); the best model goes to DIR/models/ae.safetensors.")
+    s.add_argument("dir", metavar="DIR", help="the mining directory")
+    s.add_argument("--epochs", type=int, metavar="N", help="at most N epochs (default 200)")
+    s.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without improvement (default 20)")
+    s.add_argument("--batch-size", type=int, metavar="N", help="patches per step (default 8)")
+    s.add_argument("--max-minutes", type=float, metavar="M", help="time budget: stop after M minutes, best model kept")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto (a GPU when visible)")
+    s.add_argument("--lr", type=float, help="Adam learning rate (default 0.001, as published)")
+    s.add_argument("--seed", type=int, help="seed of the validation split and the batches (default 0)")
+    s.add_argument("--filters", type=int, metavar="N", help="convolution channels (default 32, as published)")
+    s.add_argument("--code-dim", type=int, metavar="N", help="numbers per code (default 32, as published)")
+    add_progress_arg(s)
+    add_overwrite_arg(s, "an existing autoencoder")
+    s.set_defaults(func=_train_ae)
+
+    s = steps.add_parser("encode", help="encode DIR's patches (or new tomograms' patches) with the autoencoder",
+                         description="Encode DIR/patches.zarr into DIR/codes.zarr with DIR's autoencoder (or --model). "
+                         "With TOMO... and --into DIR2: cut the new tomograms' patches into DIR2 and encode them there.")
+    s.add_argument("dir", metavar="DIR", help="the mining directory")
+    s.add_argument("tomograms", nargs="*", metavar="TOMO", help="new tomograms to encode (needs --into)")
+    s.add_argument("--into", metavar="DIR2", help="mining directory for the new tomograms' patches and codes")
+    s.add_argument("--model", metavar="AE", help="autoencoder model file (default DIR/models/ae.safetensors)")
+    _encode_args(s)
+    _centre_args(s)
+    add_overwrite_arg(s, "existing codes")
+    add_cluster_args(s)
+    s.set_defaults(func=_encode)
+
+    s = steps.add_parser("choose-k", help="Calinski-Harabasz and gap statistic for several k",
+                         description="Score k-means of DIR's codes for each k (DIR/clusters/choose_k.csv and .png). "
+                         "The two indices often disagree: neither decides k alone; compare galleries.")
+    s.add_argument("dir", metavar="DIR", help="the mining directory")
+    s.add_argument("--ks", type=int, nargs="+", metavar="K", help="values of k (default 2 5 10 20 50 100)")
+    s.add_argument("--seed", type=int, help="default 0")
+    s.add_argument("--sample", type=int, metavar="N", help="codes sampled for the scores (default 20000)")
+    s.add_argument("--references", type=int, metavar="N", help="reference sets of the gap statistic (default 5)")
+    add_overwrite_arg(s, "existing scores")
+    s.set_defaults(func=_choose_k)
+
+    s = steps.add_parser("cluster", help="k-means of DIR's codes",
+                         description="Cluster DIR/codes.zarr with k-means (MiniBatchKMeans, bounded memory, "
+                         "reproducible with --seed) into DIR/clusters/.")
+    s.add_argument("dir", metavar="DIR", help="the mining directory")
+    s.add_argument("--k", type=int, help="number of clusters (default 100)")
+    s.add_argument("--seed", type=int, help="default 0")
+    s.add_argument("--batch-size", type=int, metavar="N", help="codes per k-means step (default 4096)")
+    s.add_argument("--epochs", type=int, metavar="N", help="passes over the codes (default 3)")
+    add_overwrite_arg(s, "existing clusters")
+    s.set_defaults(func=_cluster)
+
+    s = steps.add_parser("gallery", help="HTML gallery of the clusters",
+                         description="Write DIR/gallery.html (per cluster: size, decoded centre, average patch, "
+                         "where its patches lie) and DIR/clusters/clusters.csv.")
+    s.add_argument("dir", metavar="DIR", help="the mining directory")
+    s.add_argument("--tomo", dest="tomograms", nargs="+", metavar="TOMO",
+                   help="tomograms for the overlays (default: those 'deepict mine patches' cut)")
+    s.add_argument("--columns", type=int, metavar="N", help="slices per montage row (default 8)")
+    s.add_argument("--max-clusters", type=int, metavar="N", help="show only the N largest clusters")
+    s.add_argument("--title", help="page title")
+    s.add_argument("--device", default="auto", help="device of the decoder (default auto)")
+    add_overwrite_arg(s, "an existing gallery")
+    s.set_defaults(func=_gallery)
+
+    s = steps.add_parser("labels", help="weak labels of the selected clusters + a train.yaml for EDSS3D",
+                         description="Label the patches of the selected clusters from their decoded images "
+                         "(min-max scaled, voxels <= --threshold are the class for dark objects) and write them "
+                         "with a 'deepict train' config for EDSS3D to LABELDIR.")
+    s.add_argument("dir", metavar="DIR", help="the mining directory")
+    _select_arg(s)
+    s.add_argument("-o", "--out", required=True, metavar="LABELDIR",
+                   help="output: patches.zarr, labels.zarr, classes.json, train.yaml")
+    s.add_argument("--threshold", type=float, default=0.5, help="on the min-max scaled decoded image (default 0.5)")
+    s.add_argument("--polarity", choices=["dark", "bright"], default="dark",
+                   help="dark (default): voxels <= threshold are the class (cryo-ET density as stored)")
+    s.add_argument("--device", default="auto", help="device of the autoencoder (default auto)")
+    g = s.add_argument_group("EDSS3D training (written to train.yaml)")
+    g.add_argument("--batch-size", type=int, metavar="N", help="patches per step (default 128, as published)")
+    g.add_argument("--filters", type=int, metavar="N", help="convolution channels (default 32, as published)")
+    g.add_argument("--crop", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="random-crop size of the training patches (default 3/4 of the patch, a multiple of 4)")
+    g.add_argument("--epochs", type=int, metavar="N", help="at most N epochs (default 200)")
+    g.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without improvement (default 20)")
+    add_overwrite_arg(s, "an existing LABELDIR")
+    s.set_defaults(func=_labels)
+
+    s = steps.add_parser("filter", help="keep the patches of new tomograms that fall in selected clusters",
+                         description="The paper's test on new tomograms: cut their patches, encode them with DIR's "
+                         "autoencoder, assign each to the nearest cluster centre and write those in the selected "
+                         "clusters as a coordinate table (class = the selection's class name).")
+    s.add_argument("dir", metavar="DIR", help="the mining directory (autoencoder and clusters)")
+    s.add_argument("tomograms", nargs="+", metavar="TOMO", help="new tomograms")
+    _select_arg(s)
+    s.add_argument("-o", "--out", required=True, metavar="TABLE", help="output table (.csv, .star, ...)")
+    s.add_argument("--into", metavar="DIR2", help="keep the new patches and codes in DIR2 (default: removed)")
+    _encode_args(s)
+    _centre_args(s)
+    add_overwrite_arg(s, "an existing table")
+    add_cluster_args(s)
+    s.set_defaults(func=_filter)
+
+    s = steps.add_parser("run", help="the unsupervised part in one go from a config",
+                         description="patches -> train-ae -> encode -> choose-k (optional) -> cluster -> gallery, "
+                         "as CONFIG (YAML; see 'deepict mine init-config') says.")
+    s.add_argument("config", metavar="CONFIG", help="mining configuration (YAML)")
+    add_progress_arg(s)
+    add_overwrite_arg(s, "the outputs of an earlier run")
+    add_cluster_args(s)
+    s.set_defaults(func=_run)
+
+    s = steps.add_parser("init-config", help="write a commented example configuration for 'deepict mine run'")
+    s.add_argument("-o", "--out", metavar="FILE", help="write it to FILE (default: print it)")
+    add_overwrite_arg(s, "an existing FILE")
+    s.set_defaults(func=_init_config)
+
+
+def _no_step(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def _centre_args(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("patch centres (voxels)")
+    g.add_argument("--grid", type=int, metavar="STRIDE", help="a regular grid with this stride instead of DoG peaks")
+    g.add_argument("--sigma", type=float, help="Gaussian smoothing before the DoG (default 2)")
+    g.add_argument("--dog-sigma", type=float, help="narrow Gaussian of the DoG (default 5)")
+    g.add_argument("--dog-k", type=float, help="wide / narrow Gaussian ratio (default 1.1)")
+    g.add_argument("--min-distance", type=float, help="peaks closer than this keep the strongest (default 10)")
+    g.add_argument("--threshold", type=float, help="minimum DoG response (default: any positive)")
+    g.add_argument("--max-peaks", type=int, metavar="N", help="at most N strongest peaks per tomogram")
+    g.add_argument("--polarity", choices=["dark", "bright"], help="dark (default): particles darker than the ice")
+    g.add_argument("--block", type=int, metavar="N", help="edge of the blocks the DoG runs on (default 128)")
+
+
+def _patch_args(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("patches")
+    g.add_argument("--patch-size", dest="patch_shape", type=int, nargs="+", metavar="N",
+                   help="patch edge, or Z Y X (default 32; multiples of 4 for the autoencoder)")
+    g.add_argument("--normalization", choices=["tomogram", "patch", "none"], help="z-score (default: per tomogram)")
+    g.add_argument("--chunk", type=int, metavar="N", help="patches per chunk of the stack (default 256)")
+
+
+def _encode_args(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("encoding")
+    g.add_argument("--device", help="auto (default), cpu or cuda[:N]")
+    g.add_argument("--batch-size", type=int, metavar="N", help="patches per forward pass")
+    g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
+
+
+def _select_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--select", required=True, metavar="SEL",
+                   help="a selection YAML file ({surface: [39, 43], globular: [98, 12]}) or the same as text: "
+                   "\"surface=39,43 globular=98,12\"")
+
+
+def _given(args: argparse.Namespace, flags: Mapping[str, str]) -> dict[str, Any]:
+    return {field: getattr(args, field) for field in flags if getattr(args, field, None) is not None}
+
+
+def _centres(args: argparse.Namespace) -> Any:
+    from deepict_dask.mine.options import CentreOptions
+    from deepict_dask.options import build
+
+    values = _given(args, _CENTRE_FLAGS)
+    if args.grid is not None:
+        values.update(method="grid", stride=args.grid)
+    return build(CentreOptions, values, flags={**_CENTRE_FLAGS, "stride": "--grid", "method": "--grid"})
+
+
+def _patches_opts(args: argparse.Namespace) -> Any:
+    from deepict_dask.errors import ConfigError
+    from deepict_dask.mine.options import PatchOptions
+    from deepict_dask.options import build
+
+    values = _given(args, _PATCH_FLAGS)
+    size = values.get("patch_shape")
+    if size is not None:
+        if len(size) not in (1, 3):
+            raise ConfigError(f"--patch-size: one edge or three (Z Y X), got {len(size)} values")
+        values["patch_shape"] = tuple(size * 3 if len(size) == 1 else size)
+    return build(PatchOptions, values, flags=_PATCH_FLAGS)
+
+
+def _encode_opts(args: argparse.Namespace) -> Any:
+    from deepict_dask.mine.options import EncodeOptions
+    from deepict_dask.options import build
+
+    flags = {"device": "--device", "batch_size": "--batch-size", "precision": "--precision"}
+    return build(EncodeOptions, _given(args, flags), flags=flags)
+
+
+def _selection(args: argparse.Namespace) -> tuple[dict[str, list[int]], str]:
+    """The ``--select`` value: a YAML file when one exists at that path (or it ends in .yaml/.yml), else text."""
+    from pathlib import Path
+
+    from deepict_dask.mine.labels import parse_selection_text, read_selection
+
+    text = args.select
+    if Path(text).is_file() or text.endswith((".yaml", ".yml")):
+        return read_selection(text), text
+    return parse_selection_text(text), "--select"
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from deepict_dask.cluster import dask_client, spec_from_args
+
+    return dask_client(spec_from_args(args))
+
+
+# ------------------------------------------------------------------------------------------------- steps
+
+
+def _patches(args: argparse.Namespace) -> int:
+    from deepict_dask.mine import MineLayout
+    from deepict_dask.mine.workflow import check_patch_fits, make_patches
+
+    centres, patches = _centres(args), _patches_opts(args)
+    layout = MineLayout.at(args.out)
+    refuse_existing(layout.patches, layout.patches_table, overwrite=args.overwrite)
+    check_patch_fits(args.tomograms, patches.patch_shape)
+    with _client(args):
+        table = make_patches(args.tomograms, layout, centres, patches)
+    per_tomo = ", ".join(f"{t} {n}" for t, n in table["tomo"].value_counts(sort=False).items())
+    print(f"{len(table)} patches of {list(patches.patch_shape)} voxels ({centres.method}; {per_tomo}) -> {layout.patches}")
+    return 0
+
+
+def _train_ae(args: argparse.Namespace) -> int:
+    from deepict_dask.mine import MineLayout
+    from deepict_dask.mine.workflow import require, train_ae
+    from deepict_dask.options import build
+    from deepict_dask.train.patch_stack import StackTrainOptions
+
+    flags = {"max_epochs": "--epochs", "patience": "--patience", "batch_size": "--batch-size",
+             "max_minutes": "--max-minutes", "device": "--device", "seed": "--seed", "lr": "--lr"}
+    values = {f: getattr(args, d) for f, d in {"max_epochs": "epochs", "patience": "patience",
+                                                "batch_size": "batch_size", "max_minutes": "max_minutes",
+                                                "device": "device", "seed": "seed", "lr": "lr"}.items()
+              if getattr(args, d) is not None}
+    arch = {k: v for k, v in (("filters", args.filters), ("code_dim", args.code_dim)) if v is not None}
+    opts = build(StackTrainOptions, {**values, "model": arch, "progress": progress_wanted(args)}, flags=flags)
+    layout = MineLayout.at(args.dir)
+    require(layout, "patches")
+    refuse_existing(layout.autoencoder, overwrite=args.overwrite)
+    result = train_ae(layout, opts)
+    best = result.best or {}
+    stop = " (stopped early)" if result.stopped_early else (" (time budget reached)" if result.time_budget_reached else "")
+    print(f"trained {result.steps} steps{stop}; best validation loss {best.get('val_loss')}; model: {layout.autoencoder}")
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from deepict_dask.errors import ConfigError
+    from deepict_dask.mine import MineLayout
+    from deepict_dask.mine.encode import autoencoder_info_of
+    from deepict_dask.mine.workflow import encode, encode_new, require
+
+    opts = _encode_opts(args)
+    layout = MineLayout.at(args.dir)
+    if args.tomograms:
+        if not args.into:
+            raise ConfigError("encoding new tomograms needs --into DIR2 (their patches and codes go there)")
+        into = MineLayout.at(args.into)
+        model = args.model or require(layout, "autoencoder")
+        autoencoder_info_of(model)
+        centres = _centres(args)
+        refuse_existing(into.patches, into.codes, overwrite=args.overwrite)
+        with _client(args):
+            table = encode_new(args.tomograms, into, model, centres, None, opts)
+        print(f"{len(table)} patches of {len(args.tomograms)} tomogram(s) encoded -> {into.codes}")
+        return 0
+    if args.into:
+        raise ConfigError("--into needs new tomograms (TOMO...) to encode")
+    require(layout, "patches")
+    autoencoder_info_of(args.model or require(layout, "autoencoder"))
+    refuse_existing(layout.codes, overwrite=args.overwrite)
+    with _client(args):
+        codes = encode(layout, args.model, opts)
+    print(f"{codes.shape[0]} patches encoded to {codes.shape[1]} numbers each -> {layout.codes}")
+    return 0
+
+
+def _choose_k(args: argparse.Namespace) -> int:
+    from deepict_dask.mine import ChooseKOptions, MineLayout
+    from deepict_dask.mine.workflow import choose_k, require
+    from deepict_dask.options import build
+
+    flags = {"ks": "--ks", "seed": "--seed", "sample": "--sample", "references": "--references"}
+    opts = build(ChooseKOptions, _given(args, flags), flags=flags)
+    layout = MineLayout.at(args.dir)
+    require(layout, "codes")
+    refuse_existing(layout.choose_k_table, overwrite=args.overwrite)
+    scores = choose_k(layout, opts)
+    print(scores[["k", "calinski_harabasz", "gap", "gap_sd"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"-> {layout.choose_k_table} (plot {layout.choose_k_plot.name}); neither index decides k alone: "
+          "compare the galleries of a few k")
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from deepict_dask.mine import ClusterOptions, MineLayout
+    from deepict_dask.mine.workflow import cluster, require
+    from deepict_dask.options import build
+
+    flags = {"k": "--k", "seed": "--seed", "batch_size": "--batch-size", "epochs": "--epochs"}
+    opts = build(ClusterOptions, _given(args, flags), flags=flags)
+    layout = MineLayout.at(args.dir)
+    require(layout, "codes")
+    refuse_existing(layout.labels, overwrite=args.overwrite)
+    labels = cluster(layout, opts)
+    sizes = np.bincount(labels, minlength=opts.k)
+    print(f"{len(labels)} patches in k = {opts.k} clusters (sizes {int(sizes.min())}..{int(sizes.max())}, "
+          f"{int((sizes == 0).sum())} empty) -> {layout.clusters}")
+    return 0
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    from deepict_dask.mine import GalleryOptions, MineLayout
+    from deepict_dask.mine.workflow import gallery, require
+    from deepict_dask.options import build
+
+    flags = {"columns": "--columns", "max_clusters": "--max-clusters", "title": "--title"}
+    opts = build(GalleryOptions, _given(args, flags), flags=flags)
+    layout = MineLayout.at(args.dir)
+    require(layout, "labels")
+    refuse_existing(layout.gallery, overwrite=args.overwrite)
+    table = gallery(layout, args.tomograms, opts, args.device)
+    print(f"{len(table)} clusters -> {layout.gallery} (table {layout.clusters_table})")
+    return 0
+
+
+def _labels(args: argparse.Namespace) -> int:
+    from deepict_dask.mine import MineLayout
+    from deepict_dask.mine.workflow import weak_labels
+    from deepict_dask.options import build
+    from deepict_dask.train.patch_stack import StackTrainOptions
+
+    flags = {"batch_size": "--batch-size", "crop": "--crop", "max_epochs": "--epochs", "patience": "--patience"}
+    values = {f: getattr(args, d) for f, d in (("batch_size", "batch_size"), ("crop", "crop"),
+                                               ("max_epochs", "epochs"), ("patience", "patience"))
+              if getattr(args, d) is not None}
+    if args.filters is not None:
+        values["model"] = {"filters": args.filters}
+    train = build(StackTrainOptions, values, flags=flags)
+    selection, source = _selection(args)
+    result = weak_labels(MineLayout.at(args.dir), selection, args.out, threshold=args.threshold,
+                         polarity=args.polarity, source=source, overwrite=args.overwrite, device=args.device,
+                         train_options=train)
+    for name in result.classes:
+        print(f"{name}: {result.patches_per_class[name]} patches, {100 * result.voxel_fraction[name]:.1f}% of "
+              "their voxels labelled")
+    print(f"weak labels -> {result.out}; train EDSS3D with: deepict train {result.train_config}")
+    return 0
+
+
+def _filter(args: argparse.Namespace) -> int:
+    from deepict_dask.mine import MineLayout
+    from deepict_dask.mine.workflow import check_filter, filter_tomograms
+
+    selection, source = _selection(args)
+    opts, centres = _encode_opts(args), _centres(args)
+    refuse_existing(args.out, overwrite=args.overwrite)
+    check_filter(MineLayout.at(args.dir), selection, source)
+    with _client(args):
+        table = filter_tomograms(MineLayout.at(args.dir), args.tomograms, selection, args.out, centres=centres,
+                                 options=opts, into=args.into, source=source, overwrite=args.overwrite)
+    counts = ", ".join(f"{c} {int((table['class'] == c).sum())}" for c in selection)
+    print(f"{len(table)} patches in the selected clusters ({counts}) -> {args.out}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from deepict_dask.mine.config import load_mine_config
+    from deepict_dask.mine.workflow import refuse_earlier_run, run_mine
+
+    config = load_mine_config(args.config)
+    refuse_earlier_run(config.out, args.overwrite)
+    with _client(args):
+        table = run_mine(config, overwrite=args.overwrite, progress=progress_wanted(args), say=print)
+    print(f"{len(table)} clusters; look at {config.out}/gallery.html, then 'deepict mine labels {config.out} "
+          "--select ...'")
+    return 0
+
+
+def _init_config(args: argparse.Namespace) -> int:
+    from deepict_dask.io.atomic import atomic_path
+    from deepict_dask.mine.config import EXAMPLE
+
+    if not args.out:
+        print(EXAMPLE, end="")
+        return 0
+    with atomic_path(args.out, overwrite=args.overwrite) as tmp:
+        tmp.write_text(EXAMPLE)
+    print(f"wrote {args.out}; edit tomograms and out, then: deepict mine run {args.out}")
+    return 0

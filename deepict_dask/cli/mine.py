@@ -257,7 +257,8 @@ def _selection(args: argparse.Namespace) -> tuple[dict[str, list[int]], str]:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from deepict_dask.cluster import dask_client, spec_from_args
+    from deepict_dask.cli.common import spec_from_args
+    from deepict_dask.cluster import dask_client
 
     return dask_client(spec_from_args(args))
 

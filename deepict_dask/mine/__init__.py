@@ -8,6 +8,7 @@ holds the steps a user runs (``deepict mine``: each checks that the step before 
 :func:`run_mine` with a :class:`MineConfig` the unsupervised part in one go.
 """
 
+from deepict_dask.layout import MineLayout
 from deepict_dask.mine.api import (
     cluster_codes,
     encode_patches,
@@ -17,7 +18,6 @@ from deepict_dask.mine.api import (
     write_gallery,
 )
 from deepict_dask.mine.kmeans import assign, choose_k
-from deepict_dask.mine.layout import MineLayout
 from deepict_dask.mine.options import (
     CentreOptions,
     ChooseKOptions,

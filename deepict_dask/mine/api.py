@@ -2,7 +2,7 @@
 
 ``find_centres`` -> ``extract_patches`` -> (train the autoencoder) -> ``encode_patches`` ->
 ``cluster_codes`` -> ``write_gallery``. Every step reads and writes the files that
-:class:`~deepict_dask.mine.layout.MineLayout` names under one directory, so steps can run
+:class:`~deepict_dask.layout.MineLayout` names under one directory, so steps can run
 separately (the CLI) or in one go. Runs on the active Dask scheduler (a ``distributed`` client
 when one exists).
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from deepict_dask.errors import InputError
-from deepict_dask.mine.layout import MineLayout
+from deepict_dask.layout import MineLayout
 from deepict_dask.mine.options import (
     CentreOptions,
     ChooseKOptions,

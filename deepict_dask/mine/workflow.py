@@ -21,8 +21,8 @@ import pandas as pd
 
 from deepict_dask.errors import InputError
 from deepict_dask.io.atomic import atomic_path, remove_path
+from deepict_dask.layout import MineLayout
 from deepict_dask.mine import api
-from deepict_dask.mine.layout import MineLayout
 from deepict_dask.mine.options import (
     CentreOptions,
     ChooseKOptions,

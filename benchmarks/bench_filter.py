@@ -96,20 +96,19 @@ def write_tomogram(path: Path, shape: tuple[int, int, int], chunk: int = 128) ->
 
 def blockwise_peak_mb(shape: tuple[int, int, int], workdir: Path) -> tuple[float, float]:
     """Peak worker VmHWM (MB) of ``deepict filter --mode blockwise`` on a ``shape`` tomogram; also the idle RSS."""
-    from deepict_dask.cli.filter import filter_one
-    from deepict_dask.cli.main import build_parser
     from deepict_dask.cluster import ClusterSpec, dask_client
     from deepict_dask.io import open_volume
+    from deepict_dask.preprocess.files import filter_to_zarr
+    from deepict_dask.preprocess.options import FilterOptions
 
     src, out = workdir / "in.ome.zarr", workdir / "out" / "in.ome.zarr"
     write_tomogram(src, shape)
-    args = build_parser().parse_args(["filter", str(src), "--out", str(out.parent), "--mode", "blockwise"])
     spec = ClusterSpec(n_workers=2, threads_per_worker=1, dashboard_address=":0")
     try:
         with dask_client(spec, quiet=True) as client:
             client.run(lambda: __import__("deepict_dask.preprocess"))
             idle = max(client.run(peak_rss_mb).values())
-            filter_one(open_volume(src), None, out, args)
+            filter_to_zarr(open_volume(src), out, FilterOptions(mode="blockwise"))
             peak = max(client.run(peak_rss_mb).values())
     finally:
         shutil.rmtree(src, ignore_errors=True)

@@ -125,6 +125,18 @@ def select_clusters(table: pd.DataFrame, min_purity: float) -> dict[str, list[in
     return {c: ids for c, ids in sel.items() if ids}
 
 
+def top_clusters(table: pd.DataFrame, n: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """Per user class, the ``n`` clusters with the largest share of it: why a selection is (not) made."""
+    out = {}
+    for c in USER_CLASSES:
+        if c not in table:
+            continue
+        share = (table[c] / table["size"].clip(lower=1)).sort_values(ascending=False).head(n)
+        out[c] = [{"cluster": int(i), "size": int(table.loc[i, "size"]), "share": round(float(v), 3),
+                   "majority": str(table.loc[i, "majority"])} for i, v in share.items()]
+    return out
+
+
 def decoder(model: Path):
     """Patches (n, Z, Y, X) -> the autoencoder's reconstructions (n, Z, Y, X), for the weak labels."""
     import torch
@@ -293,6 +305,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         write_gallery(layouts["A"], [paths["A"]["tomogram"]], ae.model_path, device="cpu")
         times["gallery_s"] = time.perf_counter() - t
 
+    res["top_clusters_A"] = top_clusters(table_a)
     selection = select_clusters(table_a, args.user_purity)
     res["selection"] = {c: {"clusters": ids, "patches_A": int(table_a.loc[ids, "size"].sum())} for c, ids in selection.items()}
     res["weak"] = {}
@@ -358,6 +371,9 @@ def report(res: dict[str, Any]) -> str:
                  f"{res['clusters_B']['class_counts']}")
     lines.append(f"selection (user purity >= {res['settings']['user_purity']}): "
                  + json.dumps({c: v['clusters'] for c, v in res['selection'].items()}))
+    for c, rows in res.get("top_clusters_A", {}).items():
+        lines.append(f"most {c}-rich clusters of A (cluster: share of size): "
+                     + ", ".join(f"{r['cluster']}: {r['share']:.2f} of {r['size']}" for r in rows))
     lines.append(f"times (s): {json.dumps(res['times_s'])}")
     return "\n".join(lines) + "\n"
 

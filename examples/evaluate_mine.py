@@ -58,6 +58,21 @@ def simulate(data: Path, seed: int, shape: tuple[int, int, int], voxel_size: flo
     return paths
 
 
+def prefiltered(tomo: Path, out_dir: Path, sigma: float) -> Path:
+    """A Gaussian low-passed copy of ``tomo`` (same name, so tables still match), kept when there."""
+    from scipy import ndimage
+
+    from deepict_dask.io import open_volume, write_mrc
+    from deepict_dask.io.volume import make_volume, voxel_size_of
+
+    path = out_dir / tomo.name
+    if not path.exists():
+        vol = open_volume(tomo)
+        data = ndimage.gaussian_filter(np.asarray(vol.data, np.float32), sigma)
+        write_mrc(make_volume(data, voxel_size=voxel_size_of(vol)), path)
+    return path
+
+
 def truth_classes(patches: pd.DataFrame, paths: dict[str, Path], radius: int) -> np.ndarray:
     """Truth class name of every patch: the object at its centre, else membrane, else background."""
     from deepict_dask.io import open_volume
@@ -182,7 +197,7 @@ def weak_label_quality(weak_dir: Path, patches: pd.DataFrame, paths: dict[str, P
 
 
 def ribosome_picking(store: Path, group: str, truth_table: Path, name: str, voxel_size: float,
-                     radius_frac: float) -> dict[str, Any]:
+                     radius_frac: float, threshold: float = 0.5) -> dict[str, Any]:
     """Pick ribosomes in the predicted map and score them against the truth (6 voxels tolerance)."""
     from deepict_dask.evaluate.picking import evaluate_picks
     from deepict_dask.io.coords import read_table
@@ -190,29 +205,65 @@ def ribosome_picking(store: Path, group: str, truth_table: Path, name: str, voxe
     from deepict_dask.simulate.shapes import class_radius
 
     radius = class_radius("ribosome") * radius_frac
-    res = pick(store, group=group, classes=["ribosome"], threshold=0.5, radius=f"{radius:.1f}A", tomo=name)
+    res = pick(store, group=group, classes=["ribosome"], threshold=threshold, radius=f"{radius:.1f}A", tomo=name)
     truth = read_table(truth_table)
     truth = truth[truth["class"] == "ribosome"]
     picks = res.table[res.table["class"] == "ribosome"]
     ev = evaluate_picks(picks, truth, 6 * voxel_size, unit="A", tomograms="truth", by_class=False)
     m = ev.metrics
-    return {"radius_A": round(radius, 1), "picked": int(len(picks)), "truth": int(len(truth)),
+    return {"threshold": threshold, "radius_A": round(radius, 1), "picked": int(len(picks)), "truth": int(len(truth)),
             **{k: (round(float(m[k]), 4) if isinstance(m.get(k), float) else m.get(k))
                for k in ("tp", "fp", "fn", "precision", "recall", "f1")}}
 
 
-def membrane_voxels(store: Path, group: str, paths: dict[str, Path]) -> dict[str, Any]:
-    """Voxel F1 of the predicted membrane channel (probability >= 0.5) against the membrane mask."""
+def membrane_voxels(store: Path, group: str, paths: dict[str, Path], threshold: float = 0.5) -> dict[str, Any]:
+    """Voxel F1 of the predicted membrane channel (probability >= ``threshold``) against the membrane mask."""
     from deepict_dask.evaluate.segmentation import mask_metrics
     from deepict_dask.io import open_volume
     from deepict_dask.pick.threshold import probability_scale
 
     prob = open_volume(store, group=group)
     scale = probability_scale(prob.dtype, prob.attrs)
-    mask = (np.asarray(prob.sel(c="membrane").data, np.float32) * scale >= 0.5).astype(np.uint8)
+    mask = (np.asarray(prob.sel(c="membrane").data, np.float32) / scale >= threshold).astype(np.uint8)
     truth = (np.asarray(open_volume(paths["membrane"]).data) > 0).astype(np.uint8)
     m = mask_metrics(mask, truth, labels=[1])
-    return {k: round(float(m[k]), 4) for k in ("precision", "recall", "f1", "iou")}
+    return {"threshold": threshold, **{k: round(float(m[k]), 4) for k in ("precision", "recall", "f1", "iou")}}
+
+
+def score_segmentation(args: argparse.Namespace, out: Path, paths: dict, source: dict, model: Path,
+                       classes: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Predict A and B with EDSS3D (the ``deepict predict`` engine); score B at threshold 0.5 and at the
+    thresholds that score best on A (the training tomogram: tuning on it never looks at B's truth)."""
+    from deepict_dask.inference.predict import PredictOptions, make_ref, predict_file
+
+    opts = PredictOptions(device="cpu", window=args.window, threads=args.threads)
+    ref = make_ref(model, opts)
+    res: dict[str, Any] = {}
+    times: dict[str, float] = {}
+    where = {}
+    for key in "AB":
+        t = time.perf_counter()
+        group = Path(str(predict_file(source[key], ref, out / "predict", opts, overwrite=True)))
+        times[f"predict_{key}_s"] = time.perf_counter() - t
+        where[key] = (group.parent.parent, f"predictions/{group.name}")
+    vs = float(args.voxel_size)
+    grid = [float(g) for g in args.tune_thresholds]
+    if "ribosome" in classes:
+        def rib(key: str, thr: float) -> dict[str, Any]:
+            return ribosome_picking(*where[key], paths[key]["table"], f"sim_{args.seeds['AB'.index(key)]:04d}", vs,
+                                    args.pick_radius, thr)
+
+        sweep = {thr: rib("A", thr) for thr in grid}
+        best = max(grid, key=lambda thr: sweep[thr]["f1"] or 0.0)
+        res["ribosome_picking"] = rib("B", 0.5)
+        res["ribosome_picking_tuned_on_A"] = {**rib("B", best), "sweep_A_f1": {str(k): v["f1"] for k, v in sweep.items()}}
+    if "membrane" in classes:
+        sweep = {thr: membrane_voxels(*where["A"], paths["A"], thr) for thr in grid}
+        best = max(grid, key=lambda thr: sweep[thr]["f1"])
+        res["membrane_voxels"] = membrane_voxels(*where["B"], paths["B"], 0.5)
+        res["membrane_voxels_tuned_on_A"] = {**membrane_voxels(*where["B"], paths["B"], best),
+                                             "sweep_A_f1": {str(k): v["f1"] for k, v in sweep.items()}}
+    return res, times
 
 
 def train_options(args: argparse.Namespace, voxel_size: float, **kw: Any):
@@ -221,21 +272,21 @@ def train_options(args: argparse.Namespace, voxel_size: float, **kw: Any):
     return StackTrainOptions(device="cpu", threads=args.threads, voxel_size=voxel_size, seed=args.seed, **kw)
 
 
-def mine_tomogram(tomo: Path, layout, patch: int, max_peaks: int | None) -> pd.DataFrame:
-    """DoG centres (published settings) and the 32^3 patch stack of one tomogram; kept when there."""
+def mine_tomogram(tomo: Path, source: Path, layout, patch: int, max_peaks: int | None) -> pd.DataFrame:
+    """DoG centres of ``tomo`` (published settings) and the patch stack cut from ``source`` (``tomo``
+    or its low-passed copy); kept when already there."""
     from deepict_dask.io.coords import read_table
     from deepict_dask.mine import CentreOptions, PatchOptions, extract_patches, find_centres
 
     if layout.patches_table.exists() and layout.patches.exists():
         return read_table(layout.patches_table)
     centres = find_centres([tomo], CentreOptions(max_peaks=max_peaks), out=layout.centres)
-    return extract_patches([tomo], centres, layout, PatchOptions(patch_shape=(patch,) * 3, chunk=128))
+    return extract_patches([source], centres, layout, PatchOptions(patch_shape=(patch,) * 3, chunk=128))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import zarr
 
-    from deepict_dask.inference.predict import PredictOptions, make_ref, predict_file
     from deepict_dask.mine import ClusterOptions, EncodeOptions, MineLayout, cluster_codes, encode_patches
     from deepict_dask.mine.encode import decode_codes
     from deepict_dask.mine.kmeans import assign, read_centres
@@ -250,13 +301,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "targets": TARGETS, "paper_s": PAPER}
     t = time.perf_counter()
     paths = {key: simulate(out / "data", seed, tuple(args.shape), vs) for key, seed in zip("AB", args.seeds)}
+    source = {key: paths[key]["tomogram"] for key in "AB"}
+    if args.prefilter > 0:
+        source = {key: prefiltered(p, out / "prefiltered", args.prefilter) for key, p in source.items()}
     times["simulate_s"] = time.perf_counter() - t
 
     layouts = {key: MineLayout.at(out / f"mine_{key}") for key in "AB"}
     tables, truth = {}, {}
     t = time.perf_counter()
     for key in "AB":
-        tables[key] = mine_tomogram(paths[key]["tomogram"], layouts[key], args.patch, args.max_peaks)
+        tables[key] = mine_tomogram(paths[key]["tomogram"], source[key], layouts[key], args.patch, args.max_peaks)
         truth[key] = truth_classes(tables[key], paths[key], args.truth_radius)
     times["centres_patches_s"] = time.perf_counter() - t
     res["patches"] = {key: int(len(tables[key])) for key in "AB"}
@@ -302,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from deepict_dask.mine import write_gallery
 
         t = time.perf_counter()
-        write_gallery(layouts["A"], [paths["A"]["tomogram"]], ae.model_path, device="cpu")
+        write_gallery(layouts["A"], [source["A"]], ae.model_path, device="cpu")
         times["gallery_s"] = time.perf_counter() - t
 
     res["top_clusters_A"] = top_clusters(table_a)
@@ -323,19 +377,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["edss3d"] = {"model": str(edss.model_path), "steps": edss.steps, "stopped_early": edss.stopped_early,
                          "time_budget_reached": edss.time_budget_reached,
                          "best": {k: v for k, v in edss.best.items() if isinstance(v, (int, float, str))}}
-        t = time.perf_counter()
-        opts = PredictOptions(device="cpu", window=args.window, threads=args.threads)
-        group = predict_file(paths["B"]["tomogram"], make_ref(edss.model_path, opts), out / "predict", opts,
-                             overwrite=True)
-        times["predict_B_s"] = time.perf_counter() - t
-        store = Path(str(group)).parent.parent
-        group_name = f"predictions/{Path(str(group)).name}"
-        name_b = f"sim_{args.seeds[1]:04d}"
-        if "ribosome" in weak.classes:
-            res["ribosome_picking"] = ribosome_picking(store, group_name, paths["B"]["table"], name_b, vs,
-                                                       args.pick_radius)
-        if "membrane" in weak.classes:
-            res["membrane_voxels"] = membrane_voxels(store, group_name, paths["B"])
+        scores, seconds = score_segmentation(args, out, paths, source, edss.model_path, weak.classes)
+        res.update(scores)
+        times.update(seconds)
     missing = [c for c in USER_CLASSES if c not in selection]
     if missing:
         res["not_selected"] = {c: f"no cluster of A has >= {args.user_purity} {c} patches" for c in missing}
@@ -353,7 +397,9 @@ def figures(res: dict[str, Any]) -> dict[str, float]:
             "purity_membrane_B": b["class_purity"].get("membrane", 0.0),
             "adjusted_rand_index_B": max(0.0, b["adjusted_rand_index"]),
             "ribosome_pick_f1": float((res.get("ribosome_picking") or {}).get("f1") or 0.0),
-            "membrane_voxel_f1": float((res.get("membrane_voxels") or {}).get("f1") or 0.0)}
+            "membrane_voxel_f1": float((res.get("membrane_voxels") or {}).get("f1") or 0.0),
+            "ribosome_pick_f1_tuned_on_A": float((res.get("ribosome_picking_tuned_on_A") or {}).get("f1") or 0.0),
+            "membrane_voxel_f1_tuned_on_A": float((res.get("membrane_voxels_tuned_on_A") or {}).get("f1") or 0.0)}
 
 
 def report(res: dict[str, Any]) -> str:
@@ -387,6 +433,9 @@ def parser() -> argparse.ArgumentParser:
                    help="simulation seeds of the training and the held-out tomogram")
     p.add_argument("--patch", type=int, default=32, help="patch edge (voxels)")
     p.add_argument("--max-peaks", type=int, default=None, help="keep at most this many DoG peaks per tomogram")
+    p.add_argument("--prefilter", type=float, default=0.0,
+                   help="Gaussian sigma (voxels) of a low-pass applied before patches are cut and before EDSS3D "
+                        "predicts (0: raw tomograms; the centres always come from the raw tomogram)")
     p.add_argument("--truth-radius", type=int, default=2, help="ball (voxels) around a centre that gives its class")
     p.add_argument("--k", type=int, default=100, help="k-means clusters")
     p.add_argument("--ae-epochs", type=int, default=200)
@@ -401,6 +450,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=None, help="prediction window edge (default: the engine's)")
     p.add_argument("--pick-radius", type=float, default=0.6,
                    help="expected ribosome radius for picking, as a fraction of its bounding radius")
+    p.add_argument("--tune-thresholds", type=float, nargs="+", default=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+                   help="probability thresholds tried on tomogram A (picking and membrane voxels)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-gallery", action="store_true", help="skip the HTML gallery of A's clusters")

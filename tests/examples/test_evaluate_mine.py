@@ -54,7 +54,7 @@ def test_simulated_user_selects_pure_clusters_once(script):
 def test_tiny_run_writes_every_figure(script, tmp_path):
     out = tmp_path / "eval"
     res = script.main(["--out", str(out), "--shape", "48", "96", "96", "--k", "5", "--ae-epochs", "1",
-                       "--edss-epochs", "1", "--crop", "16", "--threads", "1", "--user-purity", "0.3",
+                       "--edss-epochs", "1", "--crop", "16", "--threads", "1", "--user-purity", "0.3", "--prefilter", "1",
                        "--no-gallery"])
     saved = json.loads((out / "results.json").read_text())
     assert saved["figures"] == res["figures"]
@@ -62,5 +62,6 @@ def test_tiny_run_writes_every_figure(script, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in saved["figures"].values()), saved["figures"]
     assert saved["selection"], "the simulated user selected nothing: the EDSS3D half did not run"
     assert "predict_B_s" in saved["times_s"] and ("ribosome_picking" in saved or "membrane_voxels" in saved)
+    assert (out / "prefiltered" / "sim_0301.mrc").is_file()  # patches and prediction ran on the low-passed copies
     assert saved["patches"]["A"] >= 5 and saved["clusters_B"]["patches"] == saved["patches"]["B"]
     assert "| majority_accuracy_B |" in (out / "report.md").read_text()

@@ -65,3 +65,25 @@ def test_tiny_run_writes_every_figure(script, tmp_path):
     assert (out / "prefiltered" / "sim_0301.mrc").is_file()  # patches and prediction ran on the low-passed copies
     assert saved["patches"]["A"] >= 5 and saved["clusters_B"]["patches"] == saved["patches"]["B"]
     assert "| majority_accuracy_B |" in (out / "report.md").read_text()
+
+
+def test_membrane_voxels_reads_stored_probabilities(script, tmp_path):
+    """A uint8 map stores probability x 255: the threshold applies to the probability, not the byte."""
+    from deepict_dask.io import write_mrc, write_ome_zarr
+    from deepict_dask.io.volume import make_volume
+
+    prob = np.zeros((2, 8, 8, 8), np.uint8)
+    prob[1, 2:4] = 230  # membrane probability 0.9 in two slabs...
+    prob[1, 5] = 100  # ...and 0.39 in one, below 0.5
+    store = tmp_path / "p.ome.zarr"
+    write_ome_zarr(make_volume(prob, 10.0, channels=["ribosome", "membrane"],
+                               attrs={"prediction": {"scale": 1 / 255, "activation": "softmax"}}),
+                   store, group="predictions/m", levels=1)
+    truth = np.zeros((8, 8, 8), np.uint8)
+    truth[2:4] = 1
+    truth[6] = 1
+    write_mrc(make_volume(truth, 10.0), tmp_path / "mem.mrc")
+    m = script.membrane_voxels(store, "predictions/m", {"membrane": tmp_path / "mem.mrc"}, 0.5)
+    assert m["precision"] == 1.0 and m["recall"] == pytest.approx(2 / 3, abs=1e-4)
+    assert script.membrane_voxels(store, "predictions/m", {"membrane": tmp_path / "mem.mrc"}, 0.3)["precision"] \
+        == pytest.approx(2 / 3, abs=1e-4)

@@ -21,7 +21,8 @@ Tomogram A trains, tomogram B is the held-out one, as in the paper's test on a s
    EDSS3D is trained on them with random crops, run over B through the inference engine
    (``predict_file``, what ``deepict predict`` runs), ribosomes are picked (``deepict_dask.pick``)
    and scored against the truth table (``evaluate_picks``, tolerance 6 voxels as the demo), the
-   membrane channel (probability >= 0.5) is scored voxel-wise (``mask_metrics``).
+   membrane channel (probability >= 0.5) is scored voxel-wise (``mask_metrics``); both also at the
+   probability threshold that scores best on A (``--tune-thresholds``; B's truth chooses nothing).
 
 Everything goes to ``--out``: ``results.json`` (every figure, the settings and the times),
 ``report.md`` (the same as a short table) and the intermediate files (mining directories, models,

@@ -1,0 +1,476 @@
+"""Measure the feature-mining targets (issue 20) on two simulated cell tomograms with known truth.
+
+    python examples/evaluate_mine.py [--shape 96 192 192] [--seeds 301 302] [--out mine_eval]
+
+Tomogram A trains, tomogram B is the held-out one, as in the paper's test on a second tomogram:
+
+1. Both tomograms are simulated (``cell`` content, the demo's voxel size); patch centres are DoG
+   peaks with the published settings (Gaussian sigma 2, DoG sigma 5, K 1.1, peaks 10 voxels apart),
+   patches 32^3. The truth class of a patch is the class of the object at its centre (the most
+   frequent particle/filament class id within ``--truth-radius`` voxels), else ``membrane`` when the
+   membrane mask touches that ball, else ``background``.
+2. The autoencoder is trained on A's patches only (``train_autoencoder``; time-capped on a CPU),
+   both stacks are encoded; k-means (k = 100) is fitted on A's codes and B's codes are assigned to
+   the nearest centre (the paper's filtering of a new tomogram, issue step 8).
+3. Cluster quality on B: the fraction of patches whose cluster's majority truth class is their own
+   (majority taken over B's patches of the cluster, and, stricter, over A's, as a user who labelled
+   the clusters on A would), per class the patch-weighted purity of the clusters its patches land in,
+   and the adjusted Rand index against the truth classes.
+4. A simulated user selects, on A, every cluster whose purity for ``ribosome`` or ``membrane`` is
+   >= ``--user-purity``; the decoded images of those patches give weak labels (dark polarity);
+   EDSS3D is trained on them with random crops, run over B through the inference engine
+   (``predict_file``, what ``deepict predict`` runs), ribosomes are picked (``deepict_dask.pick``)
+   and scored against the truth table (``evaluate_picks``, tolerance 6 voxels as the demo), the
+   membrane channel (probability >= 0.5) is scored voxel-wise (``mask_metrics``); both also at the
+   probability threshold that scores best on A (``--tune-thresholds``; B's truth chooses nothing).
+
+Everything goes to ``--out``: ``results.json`` (every figure, the settings and the times),
+``report.md`` (the same as a short table) and the intermediate files (mining directories, models,
+predictions), so a second run resumes from the simulated tomograms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+USER_CLASSES = ("ribosome", "membrane")
+PAPER = {"train_s_per_patch_epoch": 0.013, "encode_s_per_patch": 0.0012, "decode_s_per_patch": 0.0023}
+TARGETS = {"majority_accuracy_B": 0.8, "purity_ribosome_B": 0.8, "purity_membrane_B": 0.8,
+           "ribosome_pick_f1": 0.7, "membrane_voxel_f1": 0.6}
+
+
+def simulate(data: Path, seed: int, shape: tuple[int, int, int], voxel_size: float) -> dict[str, Path]:
+    """Simulate and write one cell tomogram unless it is already there; returns its file paths."""
+    from deepict_dask.simulate import output_paths, simulate_tomogram, write_simulation
+
+    name = f"sim_{seed:04d}"
+    paths = output_paths(data, name)
+    if not paths["meta"].exists():
+        sim = simulate_tomogram(shape, voxel_size, seed=seed, preset="cell", name=name)
+        write_simulation(sim, data, name=name)
+    return paths
+
+
+def prefiltered(tomo: Path, out_dir: Path, sigma: float) -> Path:
+    """A Gaussian low-passed copy of ``tomo`` (same name, so tables still match), kept when there."""
+    from scipy import ndimage
+
+    from deepict_dask.io import open_volume, write_mrc
+    from deepict_dask.io.volume import make_volume, voxel_size_of
+
+    path = out_dir / tomo.name
+    if not path.exists():
+        vol = open_volume(tomo)
+        data = ndimage.gaussian_filter(np.asarray(vol.data, np.float32), sigma)
+        write_mrc(make_volume(data, voxel_size=voxel_size_of(vol)), path)
+    return path
+
+
+def truth_classes(patches: pd.DataFrame, paths: dict[str, Path], radius: int) -> np.ndarray:
+    """Truth class name of every patch: the object at its centre, else membrane, else background."""
+    from deepict_dask.io import open_volume
+
+    meta = json.loads(paths["meta"].read_text())
+    names = {int(v): k for k, v in meta["class_ids"].items()}
+    classes = np.asarray(open_volume(paths["labels"]).data)
+    membrane = np.asarray(open_volume(paths["membrane"]).data) > 0
+    r = int(radius)
+    off = np.stack(np.meshgrid(*[np.arange(-r, r + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    off = off[(off**2).sum(1) <= r * r]
+    out = []
+    for zyx in np.rint(patches[["z", "y", "x"]].to_numpy(float)).astype(int):
+        pts = np.clip(zyx + off, 0, np.asarray(classes.shape) - 1)
+        ids = classes[tuple(pts.T)]
+        ids = ids[ids > 0]
+        if len(ids):
+            out.append(names.get(int(Counter(ids.tolist()).most_common(1)[0][0]), "other"))
+        elif membrane[tuple(pts.T)].any():
+            out.append("membrane")
+        else:
+            out.append("background")
+    return np.asarray(out, dtype=object)
+
+
+def cluster_table(clusters: np.ndarray, truth: np.ndarray, k: int) -> pd.DataFrame:
+    """One row per cluster: size, majority class, its purity, and the count of every class."""
+    df = pd.crosstab(pd.Series(clusters, name="cluster"), pd.Series(truth, name="class"))
+    df = df.reindex(range(k), fill_value=0)
+    size = df.sum(axis=1)
+    out = pd.DataFrame({"size": size, "majority": df.idxmax(axis=1).where(size > 0, ""),
+                        "purity": (df.max(axis=1) / size.clip(lower=1)).round(4)})
+    return pd.concat([out, df], axis=1)
+
+
+def cluster_scores(clusters: np.ndarray, truth: np.ndarray, k: int, majority_of: pd.Series | None = None) -> dict[str, Any]:
+    """Majority accuracy, per-class purity of the clusters each class lands in, ARI, class counts.
+
+    ``majority_of``: the cluster -> majority class to use (default: the majority among these patches).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    table = cluster_table(clusters, truth, k)
+    major = table["majority"] if majority_of is None else majority_of
+    own = np.asarray(major.reindex(clusters).to_numpy(), dtype=object) == truth
+    classes = sorted(set(truth.tolist()))
+    frac = {c: (table[c] / table["size"].clip(lower=1)) for c in classes}
+    purity = {c: round(float(frac[c].reindex(clusters[truth == c]).mean()), 4) for c in classes}
+    return {"patches": int(len(truth)), "majority_accuracy": round(float(own.mean()), 4),
+            "class_purity": purity, "class_counts": {c: int((truth == c).sum()) for c in classes},
+            "adjusted_rand_index": round(float(adjusted_rand_score(truth, clusters)), 4),
+            "clusters_used": int((table["size"] > 0).sum())}
+
+
+def select_clusters(table: pd.DataFrame, min_purity: float) -> dict[str, list[int]]:
+    """The simulated user: a cluster goes to a class when that class makes up >= ``min_purity`` of it
+    (to the class with the larger share when two qualify, as a cluster can name one class only)."""
+    present = [c for c in USER_CLASSES if c in table]
+    if not present:
+        return {}
+    frac = table[present].div(table["size"].clip(lower=1), axis=0)
+    best = frac.idxmax(axis=1)
+    ok = (frac.max(axis=1) >= min_purity) & (table["size"] > 0)
+    sel = {c: [int(i) for i in table.index[ok & (best == c)]] for c in present}
+    return {c: ids for c, ids in sel.items() if ids}
+
+
+def top_clusters(table: pd.DataFrame, n: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """Per user class, the ``n`` clusters with the largest share of it: why a selection is (not) made."""
+    out = {}
+    for c in USER_CLASSES:
+        if c not in table:
+            continue
+        share = (table[c] / table["size"].clip(lower=1)).sort_values(ascending=False).head(n)
+        out[c] = [{"cluster": int(i), "size": int(table.loc[i, "size"]), "share": round(float(v), 3),
+                   "majority": str(table.loc[i, "majority"])} for i, v in share.items()]
+    return out
+
+
+def decoder(model: Path):
+    """Patches (n, Z, Y, X) -> the autoencoder's reconstructions (n, Z, Y, X), for the weak labels."""
+    import torch
+
+    from deepict_dask.mine.encode import load_autoencoder
+
+    net, _ = load_autoencoder(str(model), "cpu")
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(np.ascontiguousarray(batch[:, None], np.float32)))[:, 0].numpy()
+
+    return run
+
+
+def weak_label_quality(weak_dir: Path, patches: pd.DataFrame, paths: dict[str, Path], classes: list[str]) -> dict:
+    """Voxel F1 of the weak labels against the true masks inside the labelled patches, per class."""
+    import zarr
+
+    from deepict_dask.io import open_volume
+
+    meta = json.loads((weak_dir / "classes.json").read_text())
+    ids = json.loads(paths["meta"].read_text())["class_ids"]
+    true_cls = np.asarray(open_volume(paths["labels"]).data)
+    true_mem = np.asarray(open_volume(paths["membrane"]).data) > 0
+    labels = zarr.open_array(str(weak_dir / "labels.zarr"), mode="r")
+    shape = np.asarray(labels.shape[1:])
+    counts = {c: [0, 0, 0] for c in classes}
+    for row, src in enumerate(meta["patch_index"]):
+        zyx = np.rint(patches.loc[src, ["z", "y", "x"]].to_numpy(float)).astype(int)
+        sl = tuple(slice(int(a), int(a) + int(s)) for a, s in zip(zyx - shape // 2, shape))
+        lab = np.asarray(labels[row])
+        for i, c in enumerate(classes):
+            if not (lab == i + 1).any():
+                continue
+            t = true_mem[sl] if c == "membrane" else true_cls[sl] == ids[c]
+            p = lab == i + 1
+            counts[c][0] += int((p & t).sum())
+            counts[c][1] += int((p & ~t).sum())
+            counts[c][2] += int((~p & t).sum())
+    return {c: {"voxel_f1": round(2 * tp / max(1, 2 * tp + fp + fn), 4), "precision": round(tp / max(1, tp + fp), 4),
+                "recall": round(tp / max(1, tp + fn), 4)} for c, (tp, fp, fn) in counts.items()}
+
+
+def ribosome_picking(store: Path, group: str, truth_table: Path, name: str, voxel_size: float,
+                     radius_frac: float, threshold: float = 0.5) -> dict[str, Any]:
+    """Pick ribosomes in the predicted map and score them against the truth (6 voxels tolerance)."""
+    from deepict_dask.evaluate.picking import evaluate_picks
+    from deepict_dask.io.coords import read_table
+    from deepict_dask.pick.api import pick
+    from deepict_dask.simulate.shapes import class_radius
+
+    radius = class_radius("ribosome") * radius_frac
+    res = pick(store, group=group, classes=["ribosome"], threshold=threshold, radius=f"{radius:.1f}A", tomo=name)
+    truth = read_table(truth_table)
+    truth = truth[truth["class"] == "ribosome"]
+    picks = res.table[res.table["class"] == "ribosome"]
+    ev = evaluate_picks(picks, truth, 6 * voxel_size, unit="A", tomograms="truth", by_class=False)
+    m = ev.metrics
+    return {"threshold": threshold, "radius_A": round(radius, 1), "picked": int(len(picks)), "truth": int(len(truth)),
+            **{k: (round(float(m[k]), 4) if isinstance(m.get(k), float) else m.get(k))
+               for k in ("tp", "fp", "fn", "precision", "recall", "f1")}}
+
+
+def membrane_voxels(store: Path, group: str, paths: dict[str, Path], threshold: float = 0.5) -> dict[str, Any]:
+    """Voxel F1 of the predicted membrane channel (probability >= ``threshold``) against the membrane mask."""
+    from deepict_dask.evaluate.segmentation import mask_metrics
+    from deepict_dask.io import open_volume
+    from deepict_dask.pick.threshold import probability_scale
+
+    prob = open_volume(store, group=group)
+    scale = probability_scale(prob.dtype, prob.attrs)
+    mask = (np.asarray(prob.sel(c="membrane").data, np.float32) / scale >= threshold).astype(np.uint8)
+    truth = (np.asarray(open_volume(paths["membrane"]).data) > 0).astype(np.uint8)
+    m = mask_metrics(mask, truth, labels=[1])
+    return {"threshold": threshold, **{k: round(float(m[k]), 4) for k in ("precision", "recall", "f1", "iou")}}
+
+
+def score_segmentation(args: argparse.Namespace, out: Path, paths: dict, source: dict, model: Path,
+                       classes: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Predict A and B with EDSS3D (the ``deepict predict`` engine); score B at threshold 0.5 and at the
+    thresholds that score best on A (the training tomogram: tuning on it never looks at B's truth)."""
+    from deepict_dask.inference.predict import PredictOptions, make_ref, predict_file
+
+    opts = PredictOptions(device="cpu", window=args.window, threads=args.threads)
+    ref = make_ref(model, opts)
+    res: dict[str, Any] = {}
+    times: dict[str, float] = {}
+    where = {}
+    for key in "AB":
+        t = time.perf_counter()
+        group = Path(str(predict_file(source[key], ref, out / "predict", opts, overwrite=True)))
+        times[f"predict_{key}_s"] = time.perf_counter() - t
+        where[key] = (group.parent.parent, f"predictions/{group.name}")
+    vs = float(args.voxel_size)
+    grid = [float(g) for g in args.tune_thresholds]
+    if "ribosome" in classes:
+        def rib(key: str, thr: float) -> dict[str, Any]:
+            return ribosome_picking(*where[key], paths[key]["table"], f"sim_{args.seeds['AB'.index(key)]:04d}", vs,
+                                    args.pick_radius, thr)
+
+        sweep = {thr: rib("A", thr) for thr in grid}
+        best = max(grid, key=lambda thr: sweep[thr]["f1"] or 0.0)
+        res["ribosome_picking"] = rib("B", 0.5)
+        res["ribosome_picking_tuned_on_A"] = {**rib("B", best), "sweep_A_f1": {str(k): v["f1"] for k, v in sweep.items()}}
+    if "membrane" in classes:
+        sweep = {thr: membrane_voxels(*where["A"], paths["A"], thr) for thr in grid}
+        best = max(grid, key=lambda thr: sweep[thr]["f1"])
+        res["membrane_voxels"] = membrane_voxels(*where["B"], paths["B"], 0.5)
+        res["membrane_voxels_tuned_on_A"] = {**membrane_voxels(*where["B"], paths["B"], best),
+                                             "sweep_A_f1": {str(k): v["f1"] for k, v in sweep.items()}}
+    return res, times
+
+
+def train_options(args: argparse.Namespace, voxel_size: float, **kw: Any):
+    from deepict_dask.train.patch_stack import StackTrainOptions
+
+    return StackTrainOptions(device="cpu", threads=args.threads, voxel_size=voxel_size, seed=args.seed, **kw)
+
+
+def mine_tomogram(tomo: Path, source: Path, layout, patch: int, max_peaks: int | None) -> pd.DataFrame:
+    """DoG centres of ``tomo`` (published settings) and the patch stack cut from ``source`` (``tomo``
+    or its low-passed copy); kept when already there."""
+    from deepict_dask.io.coords import read_table
+    from deepict_dask.mine import CentreOptions, PatchOptions, extract_patches, find_centres
+
+    if layout.patches_table.exists() and layout.patches.exists():
+        return read_table(layout.patches_table)
+    centres = find_centres([tomo], CentreOptions(max_peaks=max_peaks), out=layout.centres)
+    return extract_patches([source], centres, layout, PatchOptions(patch_shape=(patch,) * 3, chunk=128))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import zarr
+
+    from deepict_dask.mine import ClusterOptions, EncodeOptions, MineLayout, cluster_codes, encode_patches
+    from deepict_dask.mine.encode import decode_codes
+    from deepict_dask.mine.kmeans import assign, read_centres
+    from deepict_dask.mine.labels import write_weak_labels
+    from deepict_dask.train.patch_stack import train_autoencoder, train_edss3d
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    vs = float(args.voxel_size)
+    times: dict[str, float] = {}
+    res: dict[str, Any] = {"settings": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in vars(args).items()},
+                           "targets": TARGETS, "paper_s": PAPER}
+    t = time.perf_counter()
+    paths = {key: simulate(out / "data", seed, tuple(args.shape), vs) for key, seed in zip("AB", args.seeds)}
+    source = {key: paths[key]["tomogram"] for key in "AB"}
+    if args.prefilter > 0:
+        source = {key: prefiltered(p, out / "prefiltered", args.prefilter) for key, p in source.items()}
+    times["simulate_s"] = time.perf_counter() - t
+
+    layouts = {key: MineLayout.at(out / f"mine_{key}") for key in "AB"}
+    tables, truth = {}, {}
+    t = time.perf_counter()
+    for key in "AB":
+        tables[key] = mine_tomogram(paths[key]["tomogram"], source[key], layouts[key], args.patch, args.max_peaks)
+        truth[key] = truth_classes(tables[key], paths[key], args.truth_radius)
+    times["centres_patches_s"] = time.perf_counter() - t
+    res["patches"] = {key: int(len(tables[key])) for key in "AB"}
+
+    t = time.perf_counter()
+    ae = train_autoencoder(layouts["A"].patches, out / "ae_run", train_options(
+        args, vs, max_epochs=args.ae_epochs, patience=args.ae_patience, max_minutes=args.ae_minutes))
+    times["train_ae_s"] = time.perf_counter() - t
+    n_train_a = len(tables["A"]) - max(1, round(0.1 * len(tables["A"])))
+    epochs = ae.steps * 8 / max(1, n_train_a)
+    res["autoencoder"] = {"model": str(ae.model_path), "steps": ae.steps, "epochs": round(epochs, 2),
+                          "best": {k: v for k, v in ae.best.items() if isinstance(v, (int, float, str))},
+                          "stopped_early": ae.stopped_early, "time_budget_reached": ae.time_budget_reached,
+                          "train_s_per_patch_epoch": round(times["train_ae_s"] / max(1.0, epochs * n_train_a), 5)}
+
+    enc = EncodeOptions(device="cpu")
+    for key in "AB":
+        t = time.perf_counter()
+        encode_patches(layouts[key], ae.model_path, enc)
+        times[f"encode_{key}_s"] = time.perf_counter() - t
+    codes_b = zarr.open_array(str(layouts["B"].codes), mode="r")
+    t = time.perf_counter()
+    labels_a = cluster_codes(layouts["A"], ClusterOptions(k=args.k, seed=args.seed))
+    times["kmeans_s"] = time.perf_counter() - t
+    centres = read_centres(layouts["A"].cluster_centres)
+    labels_b = assign(codes_b, centres)
+    t = time.perf_counter()
+    decode_codes(ae.model_path, np.asarray(codes_b[:]), "cpu")
+    times["decode_B_s"] = time.perf_counter() - t
+    res["speed_s_per_patch"] = {"encode": round(times["encode_B_s"] / len(tables["B"]), 5),
+                                "decode": round(times["decode_B_s"] / len(tables["B"]), 5),
+                                "train_per_epoch": res["autoencoder"]["train_s_per_patch_epoch"]}
+
+    table_a = cluster_table(labels_a, truth["A"], args.k)
+    table_b = cluster_table(labels_b, truth["B"], args.k)
+    table_a.to_csv(out / "clusters_A.csv", index_label="cluster")
+    table_b.to_csv(out / "clusters_B.csv", index_label="cluster")
+    res["clusters_A"] = cluster_scores(labels_a, truth["A"], args.k)
+    res["clusters_B"] = cluster_scores(labels_b, truth["B"], args.k)
+    res["clusters_B_majority_from_A"] = cluster_scores(labels_b, truth["B"], args.k,
+                                                       table_a["majority"].where(table_a["size"] > 0, ""))
+    if not args.no_gallery:
+        from deepict_dask.mine import write_gallery
+
+        t = time.perf_counter()
+        write_gallery(layouts["A"], [source["A"]], ae.model_path, device="cpu")
+        times["gallery_s"] = time.perf_counter() - t
+
+    res["top_clusters_A"] = top_clusters(table_a)
+    selection = select_clusters(table_a, args.user_purity)
+    res["selection"] = {c: {"clusters": ids, "patches_A": int(table_a.loc[ids, "size"].sum())} for c, ids in selection.items()}
+    res["weak"] = {}
+    if selection:
+        t = time.perf_counter()
+        weak = write_weak_labels(layouts["A"].patches, decoder(ae.model_path), labels_a, selection, out / "weak",
+                                 k=args.k, polarity="dark", voxel_size=vs, overwrite=True)
+        res["weak"] = {"patches_per_class": weak.patches_per_class, "voxel_fraction": weak.voxel_fraction,
+                       "against_truth": weak_label_quality(out / "weak", tables["A"], paths["A"], weak.classes)}
+        total = sum(weak.patches_per_class.values())
+        edss = train_edss3d(weak.patches, weak.labels, weak.classes, out / "edss_run", train_options(
+            args, vs, max_epochs=args.edss_epochs, patience=args.edss_patience, max_minutes=args.edss_minutes,
+            crop=[args.crop] * 3, batch_size=min(args.edss_batch, max(2, total - max(1, round(0.1 * total))))))
+        times["train_edss3d_s"] = time.perf_counter() - t
+        res["edss3d"] = {"model": str(edss.model_path), "steps": edss.steps, "stopped_early": edss.stopped_early,
+                         "time_budget_reached": edss.time_budget_reached,
+                         "best": {k: v for k, v in edss.best.items() if isinstance(v, (int, float, str))}}
+        scores, seconds = score_segmentation(args, out, paths, source, edss.model_path, weak.classes)
+        res.update(scores)
+        times.update(seconds)
+    missing = [c for c in USER_CLASSES if c not in selection]
+    if missing:
+        res["not_selected"] = {c: f"no cluster of A has >= {args.user_purity} {c} patches" for c in missing}
+    res["times_s"] = {k: round(v, 1) for k, v in times.items()}
+    res["figures"] = figures(res)
+    return res
+
+
+def figures(res: dict[str, Any]) -> dict[str, float]:
+    """The headline figures, every one in [0, 1], named as in :data:`TARGETS`."""
+    b = res["clusters_B"]
+    return {"majority_accuracy_B": b["majority_accuracy"],
+            "majority_accuracy_B_from_A": res["clusters_B_majority_from_A"]["majority_accuracy"],
+            "purity_ribosome_B": b["class_purity"].get("ribosome", 0.0),
+            "purity_membrane_B": b["class_purity"].get("membrane", 0.0),
+            "adjusted_rand_index_B": max(0.0, b["adjusted_rand_index"]),
+            "ribosome_pick_f1": float((res.get("ribosome_picking") or {}).get("f1") or 0.0),
+            "membrane_voxel_f1": float((res.get("membrane_voxels") or {}).get("f1") or 0.0),
+            "ribosome_pick_f1_tuned_on_A": float((res.get("ribosome_picking_tuned_on_A") or {}).get("f1") or 0.0),
+            "membrane_voxel_f1_tuned_on_A": float((res.get("membrane_voxels_tuned_on_A") or {}).get("f1") or 0.0)}
+
+
+def report(res: dict[str, Any]) -> str:
+    """A short markdown summary of ``res`` (figures against the targets, speed against the paper)."""
+    f, s = res["figures"], res["speed_s_per_patch"]
+    lines = ["| figure | ours | target |", "|---|---|---|"]
+    for k, v in f.items():
+        target = TARGETS.get(k)
+        lines.append(f"| {k} | {v:.3f} | {'>= ' + format(target, 'g') if target else '-'} |")
+    lines += ["", "| seconds per patch | ours (CPU) | paper (2018 GPU) |", "|---|---|---|",
+              f"| training, per epoch | {s['train_per_epoch']:.4f} | {PAPER['train_s_per_patch_epoch']} |",
+              f"| encoding | {s['encode']:.4f} | {PAPER['encode_s_per_patch']} |",
+              f"| decoding | {s['decode']:.4f} | {PAPER['decode_s_per_patch']} |", ""]
+    lines.append(f"patches A/B: {res['patches']['A']}/{res['patches']['B']}; truth classes of B: "
+                 f"{res['clusters_B']['class_counts']}")
+    lines.append(f"selection (user purity >= {res['settings']['user_purity']}): "
+                 + json.dumps({c: v['clusters'] for c, v in res['selection'].items()}))
+    for c, rows in res.get("top_clusters_A", {}).items():
+        lines.append(f"most {c}-rich clusters of A (cluster: share of size): "
+                     + ", ".join(f"{r['cluster']}: {r['share']:.2f} of {r['size']}" for r in rows))
+    lines.append(f"times (s): {json.dumps(res['times_s'])}")
+    return "\n".join(lines) + "\n"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="mine_eval", help="work directory (default: %(default)s)")
+    p.add_argument("--shape", type=int, nargs=3, default=(96, 192, 192), metavar=("Z", "Y", "X"))
+    p.add_argument("--voxel-size", type=float, default=13.48, help="Angstrom (default: the demo's)")
+    p.add_argument("--seeds", type=int, nargs=2, default=(301, 302), metavar=("A", "B"),
+                   help="simulation seeds of the training and the held-out tomogram")
+    p.add_argument("--patch", type=int, default=32, help="patch edge (voxels)")
+    p.add_argument("--max-peaks", type=int, default=None, help="keep at most this many DoG peaks per tomogram")
+    p.add_argument("--prefilter", type=float, default=0.0,
+                   help="Gaussian sigma (voxels) of a low-pass applied before patches are cut and before EDSS3D "
+                        "predicts (0: raw tomograms; the centres always come from the raw tomogram)")
+    p.add_argument("--truth-radius", type=int, default=2, help="ball (voxels) around a centre that gives its class")
+    p.add_argument("--k", type=int, default=100, help="k-means clusters")
+    p.add_argument("--ae-epochs", type=int, default=200)
+    p.add_argument("--ae-patience", type=int, default=20)
+    p.add_argument("--ae-minutes", type=float, default=None, help="time cap of the autoencoder training")
+    p.add_argument("--user-purity", type=float, default=0.7, help="simulated user: purity to select a cluster")
+    p.add_argument("--crop", type=int, default=24, help="EDSS3D trains on random crops of this edge")
+    p.add_argument("--edss-epochs", type=int, default=200)
+    p.add_argument("--edss-patience", type=int, default=20)
+    p.add_argument("--edss-batch", type=int, default=128, help="EDSS3D batch (the paper's: 128)")
+    p.add_argument("--edss-minutes", type=float, default=None, help="time cap of the EDSS3D training")
+    p.add_argument("--window", type=int, default=None, help="prediction window edge (default: the engine's)")
+    p.add_argument("--pick-radius", type=float, default=0.6,
+                   help="expected ribosome radius for picking, as a fraction of its bounding radius")
+    p.add_argument("--tune-thresholds", type=float, nargs="+", default=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+                   help="probability thresholds tried on tomogram A (picking and membrane voxels)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-gallery", action="store_true", help="skip the HTML gallery of A's clusters")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parser().parse_args(argv)
+    t0 = time.perf_counter()
+    res = run(args)
+    res["times_s"]["total_s"] = round(time.perf_counter() - t0, 1)
+    out = Path(args.out).resolve()
+    (out / "results.json").write_text(json.dumps(res, indent=2, default=float))
+    (out / "report.md").write_text(report(res))
+    print(report(res), end="")
+    print(f"details: {out / 'results.json'}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

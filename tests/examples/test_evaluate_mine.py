@@ -1,0 +1,89 @@
+"""examples/evaluate_mine.py: the issue-20 target measurement runs end to end on a tiny simulation,
+and its cluster scores and simulated user compute what they claim."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("evaluate_mine", EXAMPLES / "evaluate_mine.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["evaluate_mine"] = mod
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("evaluate_mine", None)
+
+
+def test_cluster_scores_by_hand(script):
+    clusters = np.array([0, 0, 1, 1, 1, 2])
+    truth = np.array(["ribosome", "ribosome", "membrane", "membrane", "ribosome", "background"], dtype=object)
+    s = script.cluster_scores(clusters, truth, k=4)
+    assert s["majority_accuracy"] == pytest.approx(5 / 6, abs=1e-4)
+    # ribosome patches sit in cluster 0 (all ribosome) twice and in cluster 1 (1/3 ribosome) once
+    assert s["class_purity"]["ribosome"] == pytest.approx((1 + 1 + 1 / 3) / 3, abs=1e-4)
+    assert s["class_purity"]["membrane"] == pytest.approx(2 / 3, abs=1e-4)
+    assert s["clusters_used"] == 3 and s["class_counts"] == {"background": 1, "membrane": 2, "ribosome": 3}
+    # the majority of another set of patches (a user who labelled the clusters on tomogram A)
+    other = pd.Series(["membrane", "membrane", "background", ""])
+    assert script.cluster_scores(clusters, truth, 4, other)["majority_accuracy"] == pytest.approx(3 / 6, abs=1e-4)
+    perfect = script.cluster_scores(np.array([3, 3, 1]), np.array(["a", "a", "b"], dtype=object), 4)
+    assert perfect["adjusted_rand_index"] == 1.0 and perfect["majority_accuracy"] == 1.0
+
+
+def test_simulated_user_selects_pure_clusters_once(script):
+    clusters = np.array([0] * 10 + [1] * 10 + [2] * 10)
+    truth = np.array(["ribosome"] * 8 + ["background"] * 2 + ["membrane"] * 6 + ["ribosome"] * 4
+                     + ["membrane"] * 5 + ["background"] * 5, dtype=object)
+    table = script.cluster_table(clusters, truth, 4)
+    assert script.select_clusters(table, 0.7) == {"ribosome": [0]}
+    # at a low purity cluster 1 qualifies for both classes: it goes to the larger share only
+    assert script.select_clusters(table, 0.3) == {"ribosome": [0], "membrane": [1, 2]}
+
+
+def test_tiny_run_writes_every_figure(script, tmp_path):
+    out = tmp_path / "eval"
+    res = script.main(["--out", str(out), "--shape", "48", "96", "96", "--k", "5", "--ae-epochs", "1",
+                       "--edss-epochs", "1", "--crop", "16", "--threads", "1", "--user-purity", "0.3", "--prefilter", "1",
+                       "--no-gallery"])
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["figures"] == res["figures"]
+    assert set(script.TARGETS) <= set(saved["figures"])
+    assert all(0.0 <= v <= 1.0 for v in saved["figures"].values()), saved["figures"]
+    assert saved["selection"], "the simulated user selected nothing: the EDSS3D half did not run"
+    assert "predict_B_s" in saved["times_s"] and ("ribosome_picking" in saved or "membrane_voxels" in saved)
+    assert (out / "prefiltered" / "sim_0301.mrc").is_file()  # patches and prediction ran on the low-passed copies
+    assert saved["patches"]["A"] >= 5 and saved["clusters_B"]["patches"] == saved["patches"]["B"]
+    assert "| majority_accuracy_B |" in (out / "report.md").read_text()
+
+
+def test_membrane_voxels_reads_stored_probabilities(script, tmp_path):
+    """A uint8 map stores probability x 255: the threshold applies to the probability, not the byte."""
+    from deepict_dask.io import write_mrc, write_ome_zarr
+    from deepict_dask.io.volume import make_volume
+
+    prob = np.zeros((2, 8, 8, 8), np.uint8)
+    prob[1, 2:4] = 230  # membrane probability 0.9 in two slabs...
+    prob[1, 5] = 100  # ...and 0.39 in one, below 0.5
+    store = tmp_path / "p.ome.zarr"
+    write_ome_zarr(make_volume(prob, 10.0, channels=["ribosome", "membrane"],
+                               attrs={"prediction": {"scale": 1 / 255, "activation": "softmax"}}),
+                   store, group="predictions/m", levels=1)
+    truth = np.zeros((8, 8, 8), np.uint8)
+    truth[2:4] = 1
+    truth[6] = 1
+    write_mrc(make_volume(truth, 10.0), tmp_path / "mem.mrc")
+    m = script.membrane_voxels(store, "predictions/m", {"membrane": tmp_path / "mem.mrc"}, 0.5)
+    assert m["precision"] == 1.0 and m["recall"] == pytest.approx(2 / 3, abs=1e-4)
+    assert script.membrane_voxels(store, "predictions/m", {"membrane": tmp_path / "mem.mrc"}, 0.3)["precision"] \
+        == pytest.approx(2 / 3, abs=1e-4)

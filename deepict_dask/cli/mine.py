@@ -23,7 +23,8 @@ from deepict_dask.cli.common import (
 # option dest -> (options field, flag) of the centre and patch options every patch-cutting step shares
 _CENTRE_FLAGS = {"sigma": "--sigma", "dog_sigma": "--dog-sigma", "dog_k": "--dog-k", "min_distance": "--min-distance",
                  "threshold": "--threshold", "max_peaks": "--max-peaks", "polarity": "--polarity", "block": "--block"}
-_PATCH_FLAGS = {"patch_shape": "--patch-size", "normalization": "--normalization", "chunk": "--chunk"}
+_PATCH_FLAGS = {"patch_shape": "--patch-size", "normalization": "--normalization", "chunk": "--chunk",
+                "lowpass_sigma": "--lowpass"}
 
 
 def register(sub: Any) -> None:
@@ -193,6 +194,9 @@ def _patch_args(s: argparse.ArgumentParser) -> None:
                    help="patch edge, or Z Y X (default 32; multiples of 4 for the autoencoder)")
     g.add_argument("--normalization", choices=["tomogram", "patch", "none"], help="z-score (default: per tomogram)")
     g.add_argument("--chunk", type=int, metavar="N", help="patches per chunk of the stack (default 256)")
+    g.add_argument("--lowpass", dest="lowpass_sigma", type=float, metavar="SIGMA",
+                   help="Gaussian low-pass of the patches, sigma in voxels (default 0: none; about 2 for noisy "
+                        "tomograms, where the autoencoder otherwise learns nothing)")
 
 
 def _encode_args(s: argparse.ArgumentParser) -> None:

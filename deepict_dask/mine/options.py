@@ -38,6 +38,8 @@ class PatchOptions(_Options):
     normalization: Literal["tomogram", "patch", "none"] = Field(
         "tomogram", description="z-score with the tomogram's mean/std, each patch's own, or keep the grey values")
     chunk: int = Field(256, ge=1, description="patches per chunk of the patch stack (one task each)")
+    lowpass_sigma: float = Field(0.0, ge=0, description="Gaussian low-pass of the patches, sigma in voxels (0: none); "
+                                 "noisy tomograms need it for the autoencoder to learn (about 2)")
 
     @field_validator("patch_shape")
     @classmethod

@@ -7,6 +7,11 @@ coordinate table (``tomo``, ``x, y, z`` voxels, ``x_A, y_A, z_A`` Angstrom, ``pa
 stack) says where every patch comes from. Centres whose patch does not fit entirely inside the
 tomogram are dropped (no padding: a mirrored border would invent structure the autoencoder would
 then learn); the patch spans ``centre - shape // 2`` to ``centre - shape // 2 + shape``.
+
+With ``lowpass_sigma`` each patch is read with a halo of ``4 sigma`` (clipped at the tomogram's
+border), smoothed and cropped: the same values as smoothing the whole tomogram (``mode="nearest"``
+at its border) and cutting the patch out, without ever holding the tomogram. Normalisation then uses
+the smoothed tomogram's mean and standard deviation.
 """
 
 from __future__ import annotations
@@ -65,23 +70,50 @@ def fitting_centres(centres: pd.DataFrame, shapes: Mapping[str, tuple[int, int, 
     return table
 
 
-def _norm_stats(volume: xr.DataArray, mode: str, name: str) -> tuple[float, float]:
+def lowpass_halo(sigma: float) -> int:
+    """Voxels read beyond a patch so that its Gaussian low-pass equals the whole tomogram's."""
+    return int(4.0 * sigma + 0.5) if sigma > 0 else 0
+
+
+def _smooth(block: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(block.astype(np.float32, copy=False), sigma, mode="nearest", truncate=4.0)
+
+
+def _norm_stats(volume: xr.DataArray, mode: str, name: str, sigma: float = 0.0) -> tuple[float, float]:
     if mode != "tomogram":
         return 0.0, 1.0
     from deepict_dask.preprocess.normalize import checked_stats
 
+    if sigma > 0:  # the statistics of what the patches are cut from: the smoothed tomogram
+        data = _data(volume)
+        smoothed = data.map_overlap(_smooth, depth=lowpass_halo(sigma), boundary="nearest", dtype=np.float32,
+                                    sigma=sigma)
+        volume = xr.DataArray(smoothed, dims=("z", "y", "x"), attrs=dict(volume.attrs))
     return checked_stats(volume, source=name)
 
 
+def read_patch(reader: RegionReader, start: np.ndarray, patch_shape: tuple[int, int, int], sigma: float) -> np.ndarray:
+    """One patch (float32), low-passed with ``sigma`` voxels when positive (halo read and cropped)."""
+    if sigma <= 0:
+        return reader(tuple(slice(int(s), int(s) + p) for s, p in zip(start, patch_shape)))
+    halo = lowpass_halo(sigma)
+    lo = [max(int(s) - halo, 0) for s in start]
+    hi = [min(int(s) + p + halo, n) for s, p, n in zip(start, patch_shape, reader.shape)]
+    region = _smooth(reader(tuple(slice(a, b) for a, b in zip(lo, hi))), sigma)
+    return region[tuple(slice(int(s) - a, int(s) - a + p) for s, a, p in zip(start, lo, patch_shape))]
+
+
 def _write_chunk(path: str, i0: int, starts: np.ndarray, tomo_index: np.ndarray, readers: tuple[RegionReader, ...],
-                 stats: tuple[tuple[float, float], ...], patch_shape: tuple[int, int, int], mode: str) -> int:
+                 stats: tuple[tuple[float, float], ...], patch_shape: tuple[int, int, int], mode: str,
+                 sigma: float = 0.0) -> int:
     """Read patches ``i0 .. i0+len(starts)`` and store them in the stack's chunk (its own region)."""
     import zarr
 
     out = np.empty((len(starts), *patch_shape), np.float32)
     for j, (start, t) in enumerate(zip(starts, tomo_index)):
-        sl = tuple(slice(int(s), int(s) + p) for s, p in zip(start, patch_shape))
-        patch = readers[t](sl)
+        patch = read_patch(readers[t], start, patch_shape, sigma)
         if mode == "patch":
             mean, std = float(patch.mean()), float(patch.std())
         else:
@@ -118,18 +150,20 @@ def write_patch_stack(volumes: Mapping[str, xr.DataArray], centres: pd.DataFrame
     table = fitting_centres(centres, shapes, opts.patch_shape)
     names = list(volumes)
     readers = tuple(RegionReader.of(_data(volumes[n])) for n in names)
-    stats = tuple(_norm_stats(volumes[n], opts.normalization, n) for n in names)
+    stats = tuple(_norm_stats(volumes[n], opts.normalization, n, opts.lowpass_sigma) for n in names)
     tomo_index = table["tomo"].map({n: i for i, n in enumerate(names)}).to_numpy(np.int64)
     starts = table[["z0", "y0", "x0"]].to_numpy(np.int64)
     n = len(table)
     attrs: dict[str, Any] = {"patch_shape": list(opts.patch_shape), "normalization": opts.normalization,
+                             "lowpass_sigma": opts.lowpass_sigma,
                              "tomograms": names, "deepict": "patch stack"}
     with atomic_path(out) as tmp:
         arr = zarr.create_array(str(tmp), shape=(n, *opts.patch_shape), chunks=(opts.chunk, *opts.patch_shape),
                                 dtype="float32", fill_value=0, compressors=_compressor("zstd", 3), zarr_format=3)
         arr.attrs.update(attrs)
         tasks = [dask.delayed(_write_chunk)(str(tmp), i0, starts[i0 : i0 + opts.chunk], tomo_index[i0 : i0 + opts.chunk],
-                                            readers, stats, opts.patch_shape, opts.normalization)
+                                            readers, stats, opts.patch_shape, opts.normalization,
+                                            opts.lowpass_sigma)
                  for i0 in range(0, n, opts.chunk)]
         dask.compute(*tasks)
     table = table.drop(columns=["z0", "y0", "x0"]).reset_index(drop=True)

@@ -70,3 +70,29 @@ def test_no_centre_fits_and_unknown_tomogram(blob_mrc, tmp_path):
     with pytest.raises(InputError, match="names tomogram 'other'"):
         extract_patches([a], _centres("other", [(30, 30, 30)]), tmp_path / "m", PatchOptions())
     assert not (tmp_path / "m" / "patches.zarr").exists()
+
+
+def test_lowpass_patches_equal_the_smoothed_tomogram_cut_out(tmp_path):
+    """Per-patch smoothing with a halo gives the whole-tomogram low-pass, z-scored by its statistics."""
+    from scipy import ndimage
+
+    from deepict_dask.io.volume import make_volume
+    from deepict_dask.mine.patches import write_patch_stack
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(40, 48, 44)).astype(np.float32)
+    vol = make_volume(data, 10.0, chunks=16)
+    centres = pd.DataFrame({"tomo": "t", "class": "c", "x": [22.0, 6.0, 30.0], "y": [24.0, 30.0, 7.0],
+                            "z": [20.0, 8.0, 30.0]})
+    centres[["x_A", "y_A", "z_A"]] = centres[["x", "y", "z"]].to_numpy() * 10.0
+    sigma = 1.5
+    table = write_patch_stack({"t": vol}, centres, tmp_path / "p.zarr", tmp_path / "p.csv",
+                              PatchOptions(patch_shape=(12, 12, 12), lowpass_sigma=sigma, chunk=2))
+    stack = zarr.open_array(str(tmp_path / "p.zarr"), mode="r")[...]
+    smooth = ndimage.gaussian_filter(data, sigma, mode="nearest", truncate=4.0)
+    mean, std = smooth.mean(), smooth.std()
+    for row in table.itertuples():
+        z0, y0, x0 = (int(round(v)) - 6 for v in (row.z, row.y, row.x))
+        expected = (smooth[z0:z0 + 12, y0:y0 + 12, x0:x0 + 12] - mean) / std
+        np.testing.assert_allclose(stack[row.patch], expected, rtol=1e-4, atol=1e-4)
+    assert zarr.open_array(str(tmp_path / "p.zarr"), mode="r").attrs["lowpass_sigma"] == sigma

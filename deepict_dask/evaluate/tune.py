@@ -57,12 +57,13 @@ def _class_map(vol: xr.DataArray, cls: str, tomo: str) -> xr.DataArray:
 
 
 def _finder(method: str, connectivity: int, min_distance_A: float | None):
-    """Clusters (x, y, z, size, score) of a map at a threshold, as ``deepict pick --cluster method`` makes them."""
+    """Clusters (x, y, z, size, score) of a map at a threshold, as ``deepict pick --method METHOD`` makes them."""
     from deepict_dask.options import build
     from deepict_dask.pick.api import pick
     from deepict_dask.pick.options import PickOptions
+    from deepict_dask.units import Length
 
-    params = {"min_distance": f"{min_distance_A}A"} if min_distance_A is not None else {}
+    params = {"min_distance": Length(min_distance_A, "A")} if min_distance_A is not None else {}
 
     def find(vol: xr.DataArray, threshold: float) -> pd.DataFrame:
         options = build(PickOptions, {"threshold": threshold, "min_size": 1, "connectivity": connectivity,

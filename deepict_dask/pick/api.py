@@ -409,7 +409,7 @@ def with_tuned(options: PickOptions, entry: Mapping[str, Any]) -> tuple[PickOpti
     params = METHODS[method["name"]].params if method["name"] in METHODS else None
     if (params is not None and "min_distance" in params.model_fields and "min_distance" not in method
             and entry.get("method") == method["name"] and entry.get("min_distance_A") is not None):
-        method["min_distance"] = f"{entry['min_distance_A']}A"
+        method["min_distance"] = Length(float(entry["min_distance_A"]), "A")
         note["min distance"] = f"{entry['min_distance_A']:g} A"
     if not note:
         return options, note

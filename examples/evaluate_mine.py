@@ -202,11 +202,13 @@ def ribosome_picking(store: Path, group: str, truth_table: Path, name: str, voxe
     """Pick ribosomes in the predicted map and score them against the truth (6 voxels tolerance)."""
     from deepict_dask.evaluate.picking import evaluate_picks
     from deepict_dask.io.coords import read_table
-    from deepict_dask.pick.api import pick
+    from deepict_dask.pick import PickOptions, pick
     from deepict_dask.simulate.shapes import class_radius
+    from deepict_dask.units import Length
 
     radius = class_radius("ribosome") * radius_frac
-    res = pick(store, group=group, classes=["ribosome"], threshold=threshold, radius=f"{radius:.1f}A", tomo=name)
+    options = PickOptions(threshold=threshold, radius=Length(round(radius, 1), "A"))
+    res = pick(store, options, group=group, classes=["ribosome"], tomo=name)
     truth = read_table(truth_table)
     truth = truth[truth["class"] == "ribosome"]
     picks = res.table[res.table["class"] == "ribosome"]
@@ -235,7 +237,7 @@ def score_segmentation(args: argparse.Namespace, out: Path, paths: dict, source:
                        classes: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
     """Predict A and B with EDSS3D (the ``deepict predict`` engine); score B at threshold 0.5 and at the
     thresholds that score best on A (the training tomogram: tuning on it never looks at B's truth)."""
-    from deepict_dask.inference.predict import PredictOptions, make_ref, predict_file
+    from deepict_dask.inference import PredictOptions, make_ref, predict_file
 
     opts = PredictOptions(device="cpu", window=args.window, threads=args.threads)
     ref = make_ref(model, opts)

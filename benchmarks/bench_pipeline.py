@@ -36,15 +36,15 @@ inputs: {{paths: ["{data}/*.mrc"]}}
 output: {{dir: "{out}", chunks: 64, levels: 2, report: false}}
 preprocess: {{normalize: true, filter: {{enabled: false}}}}
 models:
-  - {{name: m2, path: "{models}/bench2d.safetensors", overlap: 8}}
-  - {{name: m3, path: "{models}/bench3d.safetensors", patch: 48, overlap: 6}}
+  - {{name: m2, path: "{models}/bench2d.safetensors", predict: {{margin: 8}}}}
+  - {{name: m3, path: "{models}/bench3d.safetensors", predict: {{window: 48, margin: 6}}}}
 targets:
   - {{name: cytosol, model: m2, kind: segmentation}}
   - {{name: membrane, model: m3, kind: segmentation}}
 {particles}
 """
 PARTICLES = """\
-  - {name: ribosome, model: m3, threshold: 0.5, min_size: 2, context: [{target: cytosol, mode: contact}]}
+  - {name: ribosome, model: m3, pick: {threshold: 0.5, min_size: 2, context: {target: cytosol, mode: contact}}}
 """
 
 

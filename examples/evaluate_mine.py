@@ -141,6 +141,16 @@ def select_clusters(table: pd.DataFrame, min_purity: float) -> dict[str, list[in
     return {c: ids for c, ids in sel.items() if ids}
 
 
+def select_background(table: pd.DataFrame, min_purity: float, n: int) -> list[int]:
+    """The simulated user's negative examples: up to ``n`` of the largest clusters that are at least
+    ``min_purity`` background (``background`` in the selection: patches with every voxel background)."""
+    if n <= 0 or "background" not in table:
+        return []
+    frac = table["background"] / table["size"].clip(lower=1)
+    ok = table[(frac >= min_purity) & (table["size"] > 0)]
+    return [int(i) for i in ok.sort_values("size", ascending=False).index[:n]]
+
+
 def top_clusters(table: pd.DataFrame, n: int = 5) -> dict[str, list[dict[str, Any]]]:
     """Per user class, the ``n`` clusters with the largest share of it: why a selection is (not) made."""
     out = {}
@@ -364,6 +374,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     res["top_clusters_A"] = top_clusters(table_a)
     selection = select_clusters(table_a, args.user_purity)
+    negatives = select_background(table_a, args.user_purity, args.negatives) if selection else []
+    if negatives:
+        selection["background"] = negatives
     res["selection"] = {c: {"clusters": ids, "patches_A": int(table_a.loc[ids, "size"].sum())} for c, ids in selection.items()}
     res["weak"] = {}
     if selection:
@@ -372,7 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                  k=args.k, polarity="dark", voxel_size=vs, overwrite=True)
         res["weak"] = {"patches_per_class": weak.patches_per_class, "voxel_fraction": weak.voxel_fraction,
                        "against_truth": weak_label_quality(out / "weak", tables["A"], paths["A"], weak.classes)}
-        total = sum(weak.patches_per_class.values())
+        total = int(zarr.open_array(str(weak.patches), mode="r").shape[0])
         edss = train_edss3d(weak.patches, weak.labels, weak.classes, out / "edss_run", train_options(
             args, vs, max_epochs=args.edss_epochs, patience=args.edss_patience, max_minutes=args.edss_minutes,
             crop=[args.crop] * 3, batch_size=min(args.edss_batch, max(2, total - max(1, round(0.1 * total))))))
@@ -445,6 +458,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ae-patience", type=int, default=20)
     p.add_argument("--ae-minutes", type=float, default=None, help="time cap of the autoencoder training")
     p.add_argument("--user-purity", type=float, default=0.7, help="simulated user: purity to select a cluster")
+    p.add_argument("--negatives", type=int, default=0,
+                   help="simulated user: also select up to N mostly-background clusters as negative examples")
     p.add_argument("--crop", type=int, default=24, help="EDSS3D trains on random crops of this edge")
     p.add_argument("--edss-epochs", type=int, default=200)
     p.add_argument("--edss-patience", type=int, default=20)

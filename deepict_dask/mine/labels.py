@@ -6,6 +6,11 @@ selected cluster gets voxel labels from its *decoded* image (the autoencoder's r
 is smooth where the raw patch is noise): min-max scaled to [0, 1], voxels on the object's side of
 ``threshold`` (0.5) are the class, the others background.
 
+The reserved name ``background`` selects negative examples: clusters of plain ice, carbon or anything
+the network should learn to leave unlabelled (``background: [7, 55]``); their patches join the training
+set with every voxel background. Without them EDSS3D only ever sees patches that hold an object, and
+tends to mark structure everywhere (an improvement on the published method, which has none).
+
 Polarity: the published rule takes voxels <= 0.5 as the class, i.e. *dark* objects. That is the
 convention of cryo-ET reconstructions, where protein and membranes are darker than the ice, and of
 :mod:`deepict_dask.simulate`, whose tomograms are ``-(CTF * density)``: after z-scoring, particles
@@ -15,7 +20,8 @@ is for inverted tomograms.
 Output (one directory, written under a temporary name and renamed when complete)::
 
     patches.zarr   the selected patches (N_sel, Z, Y, X) float32, chunked along N
-    labels.zarr    their labels (N_sel, Z, Y, X) uint8: 0 background, k = the k-th class
+    labels.zarr    their labels (N_sel, Z, Y, X) uint8: 0 background, k = the k-th class (background
+                   clusters: all 0)
     classes.json   classes, class ids, the selection, threshold, polarity, the source patch indices
 
 which :func:`deepict_dask.train.train_edss3d` takes as it is.
@@ -41,6 +47,7 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 BATCH = 256  # patches decoded and written at a time (bounded memory whatever the selection's size)
 
 Selection = dict[str, list[int]]
+BACKGROUND = "background"  # the selection entry of negative examples (every voxel background)
 
 
 def read_selection(path: str | os.PathLike) -> Selection:
@@ -80,9 +87,9 @@ def parse_selection(data: Any, source: str | os.PathLike | None = None) -> Selec
     out: Selection = {}
     owner: dict[int, str] = {}
     for name, ids in data.items():
-        if not isinstance(name, str) or not _NAME.fullmatch(name) or name.lower() == "background":
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or (name.lower() == BACKGROUND and name != BACKGROUND):
             raise ConfigError(f"bad class name {name!r}: a letter, then letters, digits, _ or -; "
-                              "'background' is reserved", source)
+                              f"'{BACKGROUND}' (lower case) names the negative examples", source)
         if isinstance(ids, int) and not isinstance(ids, bool):
             ids = [ids]
         if not isinstance(ids, list) or not ids:
@@ -95,6 +102,9 @@ def parse_selection(data: Any, source: str | os.PathLike | None = None) -> Selec
                 raise ConfigError(f"cluster {c} is selected {where}", source)
             owner[c] = name
         out[name] = list(ids)
+    if not set(out) - {BACKGROUND}:
+        raise ConfigError("the selection names only background clusters: name at least one class and its clusters, "
+                          "e.g. {surface: [39, 43]}", source)
     return out
 
 
@@ -204,8 +214,9 @@ def write_weak_labels(patches: Any, decoded: Any | Callable[[np.ndarray], np.nda
     if not callable(decoded) and tuple(decoded.shape) != tuple(stack.shape):
         raise InputError(f"decoded images have shape {tuple(decoded.shape)}, the patches {tuple(stack.shape)}")
     check_selection(selection, labels_of, k, source)
-    classes = list(selection)
+    classes = [name for name in selection if name != BACKGROUND]
     class_of_cluster = {c: i + 1 for i, name in enumerate(classes) for c in selection[name]}
+    class_of_cluster.update({c: 0 for c in selection.get(BACKGROUND, [])})
     chosen = np.flatnonzero(np.isin(labels_of, list(class_of_cluster)))
     ids = np.array([class_of_cluster[int(c)] for c in labels_of[chosen]], np.uint8)
     shape = (len(chosen),) + tuple(int(s) for s in stack.shape[1:])
@@ -234,6 +245,7 @@ def write_weak_labels(patches: Any, decoded: Any | Callable[[np.ndarray], np.nda
         meta = {"classes": classes, "class_ids": {name: i + 1 for i, name in enumerate(classes)},
                 "selection": selection, "threshold": threshold, "polarity": polarity,
                 "patches_per_class": per_class, "voxel_fraction": frac,
+                "background_patches": int((ids == 0).sum()),
                 "source_patches": str(patches) if isinstance(patches, (str, os.PathLike)) else None,
                 "patch_index": chosen.tolist()}
         (tmp / "classes.json").write_text(json.dumps(meta, indent=2))

@@ -50,7 +50,8 @@ def test_selection_file_is_loaded_safely(tmp_path):
     ("surface: [a]", "integers >= 0"),
     ("surface: [true]", "integers >= 0"),
     ("2x: [1]", "bad class name '2x'"),
-    ("background: [1]", "'background' is reserved"),
+    ("background: [1]", "names only background clusters"),
+    ("Background: [1]\nsurface: [2]", "'background' (lower case) names the negative examples"),
     ("surface: [1", "not valid YAML"),
 ])
 def test_bad_selections_are_one_line_naming_the_file(tmp_path, text, message):
@@ -123,6 +124,25 @@ def test_written_training_set_labels_only_selected_clusters(tmp_path):
     assert seen == [3] and res2.patches_per_class == {"g": 3}
     lab2 = zarr.open_array(str(res2.labels), mode="r")[...]
     np.testing.assert_array_equal(lab2 == 1, weak_masks(-imgs[clusters == 2]))
+
+
+def test_background_clusters_join_as_all_background_patches(tmp_path):
+    """Negative examples: the patches of 'background' clusters are in the training set with no labelled voxel."""
+    path, imgs = _stack(tmp_path)
+    clusters = np.array([0, 1, 2, 3] * 3)
+    decoded = np.zeros_like(imgs)
+    decoded[:, :4] = -1.0
+    res = write_weak_labels(path, decoded, clusters, {"surface": [1], "background": [0, 3]}, tmp_path / "weak", k=4)
+    assert res.classes == ["surface"] and res.patches_per_class == {"surface": 3}
+    lab = open_stack_array(res.labels, "l")[...]
+    p = open_stack_array(res.patches, "p")[...]
+    chosen = np.flatnonzero(np.isin(clusters, [0, 1, 3]))
+    np.testing.assert_array_equal(p, imgs[chosen])
+    is_surface = clusters[chosen] == 1
+    assert (lab[is_surface][:, :4] == 1).all() and (lab[~is_surface] == 0).all()
+    meta = json.loads((tmp_path / "weak" / "classes.json").read_text())
+    assert meta["background_patches"] == 6 and meta["class_ids"] == {"surface": 1}
+    assert parse_selection_text("surface=1 background=0,3") == {"surface": [1], "background": [0, 3]}
 
 
 def test_bad_cluster_ids_and_shapes_leave_nothing(tmp_path):

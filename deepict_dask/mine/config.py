@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deepict_dask.errors import ConfigError
 from deepict_dask.mine.options import (
@@ -24,7 +23,6 @@ from deepict_dask.mine.options import (
     GalleryOptions,
     PatchOptions,
 )
-from deepict_dask.options import validation_problems
 from deepict_dask.train.patch_stack import StackTrainOptions
 
 
@@ -67,24 +65,9 @@ class MineConfig(BaseModel):
 
 def parse_mine_config(text: str, source: str = "<config>", base: Path | None = None) -> MineConfig:
     """Validate YAML text as a :class:`MineConfig`; one :class:`ConfigError` names line and key."""
-    from deepict_dask.pipeline.config import LineLoader, _located
+    from deepict_dask.yaml_config import parse_yaml_model
 
-    loader = LineLoader(text)
-    try:
-        data, lines = loader.load_with_lines()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(f"{where}not valid YAML: {getattr(exc, 'problem', exc)}", source) from None
-    finally:
-        loader.dispose()
-    if not isinstance(data, dict):
-        raise ConfigError("the configuration must be a mapping (tomograms:, out:, centres:, patches:, ...)", source)
-    try:
-        config = MineConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError("; ".join(_located(loc, msg, lines) for loc, msg in validation_problems(exc)),
-                          source) from None
+    config, _ = parse_yaml_model(text, MineConfig, source, "tomograms:, out:, centres:, patches:, ...")
     return config.resolved(base) if base is not None else config
 
 

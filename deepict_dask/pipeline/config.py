@@ -1,7 +1,7 @@
 """The run configuration (``run.yaml``): a pydantic schema, loaded safely with line numbers.
 
 Errors name the offending key *and* its line in the file, because users edit these files by hand:
-``run.yaml: line 12, targets[0].threshold: Input should be less than or equal to 1``.
+``run.yaml: line 12, targets[0].pick.threshold: Input should be less than or equal to 1``.
 Relative paths in the file are resolved against the directory holding the file.
 """
 
@@ -12,16 +12,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deepict_dask.cluster import DEFAULT_WORKER_WAIT
 from deepict_dask.errors import ConfigError
 from deepict_dask.inference.options import PredictOptions
 from deepict_dask.models.spec import DEMO_MODELS as SHIPPED_MODELS
-from deepict_dask.options import format_loc, validation_problems
 from deepict_dask.pick.options import ContextRule, PickOptions  # noqa: F401  (ContextRule: config's vocabulary)
 from deepict_dask.preprocess.options import FilterOptions
+from deepict_dask.yaml_config import located, parse_yaml_model
 
 log = logging.getLogger(__name__)
 
@@ -296,65 +295,12 @@ class RunConfig(_Strict):
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _walk_lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    """Record the 1-based line of every mapping key and sequence item under ``path``."""
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            kpath = path + (key.value,)
-            out[kpath] = key.start_mark.line + 1
-            _walk_lines(value, kpath, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk_lines(item, path + (i,), out)
-
-
-class LineLoader(yaml.SafeLoader):
-    """A safe YAML loader that also remembers the line of every key and list item."""
-
-    def load_with_lines(self) -> tuple[Any, dict[tuple[Any, ...], int]]:
-        node = self.get_single_node()
-        lines: dict[tuple[Any, ...], int] = {}
-        if node is None:
-            return None, lines
-        _walk_lines(node, (), lines)
-        return self.construct_document(node), lines
-
-
-def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
-    loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("function-")))
-    for n in range(len(loc), -1, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return None
-
-
-def _located(loc: tuple[Any, ...], msg: str, lines: dict[tuple[Any, ...], int]) -> str:
-    line = _line_of(loc, lines)
-    return f"{'line ' + str(line) + ', ' if line else ''}{format_loc(loc)}: {msg}"
-
-
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
     """Validate YAML text as a :class:`RunConfig`; :class:`ConfigError` names key and line."""
-    loader = LineLoader(text)
-    try:
-        data, lines = loader.load_with_lines()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(f"{where}not valid YAML: {getattr(exc, 'problem', exc)}", source) from exc
-    finally:
-        loader.dispose()
-    if not isinstance(data, dict):
-        raise ConfigError("the configuration must be a mapping of sections (inputs:, models:, targets:, ...)", source)
-    try:
-        config = RunConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = [_located(loc, msg, lines) for loc, msg in validation_problems(exc)]
-        raise ConfigError("; ".join(problems), source) from None
+    config, lines = parse_yaml_model(text, RunConfig, source, "inputs:, models:, targets:, ...")
     refs = config.reference_problems()
     if refs:
-        raise ConfigError("; ".join(_located(loc, msg, lines) for loc, msg in refs), source)
+        raise ConfigError("; ".join(located(loc, msg, lines) for loc, msg in refs), source)
     if base_dir is not None:
         config = resolve_paths(config, base_dir)
     return config

@@ -241,11 +241,12 @@ def run_workflow(
     force = check_force(force, config)
     run_dir = Path(config.output.dir)
     check_run_dir(run_dir, overwrite=overwrite)
+    # every read-only check before the folder is made: a refused run (bad model, voxel sizes) leaves nothing
+    tomos = collect_inputs(config, Manifest(run_dir))
+    model_hashes = check_models(config, tomos)
     check_output_dir(run_dir)
     with run_lock(run_dir):
         manifest = Manifest(run_dir)
-        tomos = collect_inputs(config, manifest)
-        model_hashes = check_models(config, tomos)
         remove_stale_temporaries(run_dir, [t.name for t in tomos])
         _save_headers(manifest, tomos)
         jobs = make_jobs([t for t in tomos if t.problem is None], run_dir)
@@ -327,10 +328,10 @@ def dry_run(config: RunConfig, *, force: Iterable[str] = (), console: Any = None
     force = check_force(force, config)
     run_dir = Path(config.output.dir)
     check_run_dir(run_dir, overwrite=overwrite)
-    check_output_dir(run_dir)
     manifest = Manifest(run_dir)
     tomos = collect_inputs(config, manifest)
     check_models(config, tomos)
+    check_output_dir(run_dir)
     plans: dict[str, list[tuple[str, str]]] = {}
     jobs = make_jobs([t for t in tomos if t.problem is None], run_dir)
     steps_of = plan_jobs(jobs, lambda j: build_stages(config, j),

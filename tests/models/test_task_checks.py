@@ -97,3 +97,17 @@ def test_run_and_tune_refuse_an_autoencoder(tmp_path, autoencoder):
     truth = pd.DataFrame({"tomo": ["t"], "class": ["reconstruction"], "x": [1.0], "y": [1.0], "z": [1.0]})
     with pytest.raises(InputError, match=MESSAGE.replace("(", r"\(").replace(")", r"\)")):
         tune(autoencoder, {}, truth, 2.0, thresholds=[0.5], min_sizes=[1], write=False)
+
+
+@pytest.mark.parametrize("dry", [False, True])
+def test_deepict_run_with_an_autoencoder_leaves_no_folder(tmp_path, autoencoder, tomo, capsys, dry):
+    """Refused by its model check, ``deepict run`` (and its dry run) creates no output folder at all."""
+    out = tmp_path / "run"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"inputs: {{paths: ['{tomo}']}}\noutput: {{dir: {out}}}\n"
+                   f"models: [{{name: ae, path: {autoencoder}}}]\n"
+                   "targets: [{name: reconstruction, model: ae, kind: segmentation}]\n")
+    assert main(["run", str(cfg), "--no-progress", *(["--dry-run"] if dry else [])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and MESSAGE in err[0]
+    assert not out.exists()

@@ -163,6 +163,75 @@ def top_clusters(table: pd.DataFrame, n: int = 5) -> dict[str, list[dict[str, An
     return out
 
 
+def references(layouts: dict, truth: dict[str, np.ndarray], k: int, seed: int) -> dict[str, Any]:
+    """What these patches allow, to read the cluster figures against (none of it is the method):
+
+    - ``knn_codes``: a supervised k-nearest-neighbour classifier (10 neighbours) on the autoencoder's
+      codes, *given A's truth*, scored on B: how separable the classes are in the code space at all;
+    - ``knn_patches``: the same on a 32-component PCA of the (low-passed) patch voxels;
+    - ``pca_kmeans``: the cluster scores on B when the codes are replaced by that PCA (k-means fitted
+      on A, B assigned), an unsupervised linear baseline for the autoencoder.
+    """
+    import zarr
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from deepict_dask.mine.kmeans import assign
+    from deepict_dask.mine.options import ClusterOptions
+    from deepict_dask.mine.kmeans import fit_kmeans
+
+    def knn(a: np.ndarray, b: np.ndarray) -> float:
+        clf = KNeighborsClassifier(min(10, len(a))).fit(a, truth["A"])
+        return round(float((clf.predict(b) == truth["B"]).mean()), 4)
+
+    codes = {key: np.asarray(zarr.open_array(str(layouts[key].codes), mode="r")[:]) for key in "AB"}
+    flat = {key: np.asarray(zarr.open_array(str(layouts[key].patches), mode="r")[:]).reshape(len(truth[key]), -1)
+            for key in "AB"}
+    pca = PCA(min(32, *flat["A"].shape), random_state=seed).fit(flat["A"])
+    proj = {key: pca.transform(flat[key]).astype(np.float32) for key in "AB"}
+    km = fit_kmeans(proj["A"], ClusterOptions(k=k, seed=seed))
+    return {"knn_codes": knn(codes["A"], codes["B"]), "knn_patches": knn(proj["A"], proj["B"]),
+            "pca_kmeans": cluster_scores(assign(proj["B"], km.cluster_centers_), truth["B"], k),
+            "background_share_B": round(float((truth["B"] == "background").mean()), 4)}
+
+
+def weak_label_sweep(decode, patches: Any, cluster_labels: np.ndarray, selection: dict[str, list[int]],
+                     patch_table: pd.DataFrame, paths: dict[str, Path],
+                     thresholds: tuple[float, ...] = (0.3, 0.4, 0.5)) -> dict[str, Any]:
+    """Voxel precision/recall/F1 of the weak labels of each selected class against the truth, at other
+    thresholds of the decoded images than the published 0.5: whether any threshold gives labels worth
+    learning."""
+    import zarr
+
+    from deepict_dask.io import open_volume
+    from deepict_dask.mine.labels import weak_masks
+
+    ids = json.loads(paths["meta"].read_text())["class_ids"]
+    true_cls = np.asarray(open_volume(paths["labels"]).data)
+    true_mem = np.asarray(open_volume(paths["membrane"]).data) > 0
+    stack = zarr.open_array(str(patches), mode="r")
+    out: dict[str, Any] = {}
+    for c in USER_CLASSES:
+        rows = np.flatnonzero(np.isin(cluster_labels, selection.get(c, [])))
+        if not len(rows):
+            continue
+        dec = decode(np.asarray(stack.get_orthogonal_selection((rows,))))
+        shape = np.asarray(dec.shape[1:])
+        truth = []
+        for src in rows:
+            zyx = np.rint(patch_table.loc[src, ["z", "y", "x"]].to_numpy(float)).astype(int)
+            sl = tuple(slice(int(a), int(a) + int(n)) for a, n in zip(zyx - shape // 2, shape))
+            truth.append(true_mem[sl] if c == "membrane" else true_cls[sl] == ids[c])
+        t = np.stack(truth)
+        out[c] = {}
+        for thr in thresholds:
+            m = weak_masks(dec, thr, "dark")
+            tp, fp, fn = int((m & t).sum()), int((m & ~t).sum()), int((~m & t).sum())
+            out[c][str(thr)] = {"precision": round(tp / max(1, tp + fp), 4), "recall": round(tp / max(1, tp + fn), 4),
+                                "voxel_f1": round(2 * tp / max(1, 2 * tp + fp + fn), 4)}
+    return out
+
+
 def decoder(model: Path):
     """Patches (n, Z, Y, X) -> the autoencoder's reconstructions (n, Z, Y, X), for the weak labels."""
     import torch
@@ -330,7 +399,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     t = time.perf_counter()
     ae = train_autoencoder(layouts["A"].patches, out / "ae_run", train_options(
-        args, vs, max_epochs=args.ae_epochs, patience=args.ae_patience, max_minutes=args.ae_minutes))
+        args, vs, max_epochs=args.ae_epochs, patience=args.ae_patience, max_minutes=args.ae_minutes,
+        centre_sigma=args.ae_centre_sigma, augment=args.ae_augment or None))
     times["train_ae_s"] = time.perf_counter() - t
     n_train_a = len(tables["A"]) - max(1, round(0.1 * len(tables["A"])))
     epochs = ae.steps * 8 / max(1, n_train_a)
@@ -365,6 +435,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     res["clusters_B"] = cluster_scores(labels_b, truth["B"], args.k)
     res["clusters_B_majority_from_A"] = cluster_scores(labels_b, truth["B"], args.k,
                                                        table_a["majority"].where(table_a["size"] > 0, ""))
+    res["references"] = references(layouts, truth, args.k, args.seed)
     if not args.no_gallery:
         from deepict_dask.mine import write_gallery
 
@@ -384,7 +455,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         weak = write_weak_labels(layouts["A"].patches, decoder(ae.model_path), labels_a, selection, out / "weak",
                                  k=args.k, polarity="dark", voxel_size=vs, overwrite=True)
         res["weak"] = {"patches_per_class": weak.patches_per_class, "voxel_fraction": weak.voxel_fraction,
-                       "against_truth": weak_label_quality(out / "weak", tables["A"], paths["A"], weak.classes)}
+                       "against_truth": weak_label_quality(out / "weak", tables["A"], paths["A"], weak.classes),
+                       "threshold_sweep": weak_label_sweep(decoder(ae.model_path), layouts["A"].patches, labels_a,
+                                                           selection, tables["A"], paths["A"])}
         total = int(zarr.open_array(str(weak.patches), mode="r").shape[0])
         edss = train_edss3d(weak.patches, weak.labels, weak.classes, out / "edss_run", train_options(
             args, vs, max_epochs=args.edss_epochs, patience=args.edss_patience, max_minutes=args.edss_minutes,
@@ -457,6 +530,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ae-epochs", type=int, default=200)
     p.add_argument("--ae-patience", type=int, default=20)
     p.add_argument("--ae-minutes", type=float, default=None, help="time cap of the autoencoder training")
+    p.add_argument("--ae-centre-sigma", type=float, default=None,
+                   help="centre-weighted reconstruction loss of the autoencoder (sigma, voxels; default: plain MSE)")
+    p.add_argument("--ae-augment", action="store_true", help="rotate/jitter the autoencoder's training patches")
     p.add_argument("--user-purity", type=float, default=0.7, help="simulated user: purity to select a cluster")
     p.add_argument("--negatives", type=int, default=0,
                    help="simulated user: also select up to N mostly-background clusters as negative examples")

@@ -63,6 +63,11 @@ def register(sub: Any) -> None:
     s.add_argument("--seed", type=int, help="seed of the validation split and the batches (default 0)")
     s.add_argument("--filters", type=int, metavar="N", help="convolution channels (default 32, as published)")
     s.add_argument("--code-dim", type=int, metavar="N", help="numbers per code (default 32, as published)")
+    s.add_argument("--centre-sigma", type=float, metavar="S",
+                   help="weigh the reconstruction error by a Gaussian of sigma S voxels around the patch centre, "
+                        "so codes describe what lies at the centre (default: every voxel alike, as published)")
+    s.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="180-degree rotations and intensity jitter of the training patches (default: off, as published)")
     add_progress_arg(s)
     add_overwrite_arg(s, "an existing autoencoder")
     s.set_defaults(func=_train_ae)
@@ -292,10 +297,12 @@ def _train_ae(args: argparse.Namespace) -> int:
     from deepict_dask.train.patch_stack import StackTrainOptions
 
     flags = {"max_epochs": "--epochs", "patience": "--patience", "batch_size": "--batch-size",
-             "max_minutes": "--max-minutes", "device": "--device", "seed": "--seed", "lr": "--lr"}
+             "max_minutes": "--max-minutes", "device": "--device", "seed": "--seed", "lr": "--lr",
+             "centre_sigma": "--centre-sigma", "augment": "--augment"}
     values = {f: getattr(args, d) for f, d in {"max_epochs": "epochs", "patience": "patience",
                                                 "batch_size": "batch_size", "max_minutes": "max_minutes",
-                                                "device": "device", "seed": "seed", "lr": "lr"}.items()
+                                                "device": "device", "seed": "seed", "lr": "lr",
+                                                "centre_sigma": "centre_sigma", "augment": "augment"}.items()
               if getattr(args, d) is not None}
     arch = {k: v for k, v in (("filters", args.filters), ("code_dim", args.code_dim)) if v is not None}
     opts = build(StackTrainOptions, {**values, "model": arch, "progress": progress_wanted(args)}, flags=flags)

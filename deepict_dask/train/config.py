@@ -92,6 +92,14 @@ class LossTerm(_Strict):
     weight: float = 1.0
     alpha: float = Field(0.5, ge=0, description="Tversky false-positive weight")
     beta: float = Field(0.5, ge=0, description="Tversky false-negative weight")
+    centre_sigma: float | None = Field(None, gt=0, description="mse only: weigh each voxel's error by a Gaussian "
+                                       "of this sigma (voxels) around the patch centre (default: every voxel alike)")
+
+    @model_validator(mode="after")
+    def _centre_sigma_is_mse_only(self) -> LossTerm:
+        if self.centre_sigma is not None and self.kind != "mse":
+            raise ValueError(f"centre_sigma weighs the reconstruction error: loss 'mse' only, not {self.kind!r}")
+        return self
 
 
 class OptimizerConfig(_Strict):

@@ -239,7 +239,7 @@ def stack_config(*, name: str, model: dict[str, Any], patches: str | Path, label
                  validation_patches: int = 512, augment_patches: bool = False, seed: int = 0,
                  device: str = "auto", threads: int | None = None, voxel_size: float | None = None,
                  max_minutes: float | None = None, activation: str = "softmax",
-                 crop: Sequence[int] | None = None) -> TrainConfig:
+                 crop: Sequence[int] | None = None, centre_sigma: float | None = None) -> TrainConfig:
     """The TrainConfig of the published patch-stack recipe: Adam with a constant rate, one validation per
     epoch (a pass over the training patches), early stopping after ``patience`` epochs without a
     better validation loss, the best model kept.
@@ -284,6 +284,9 @@ def stack_config(*, name: str, model: dict[str, Any], patches: str | Path, label
         ``"softmax"`` or ``"sigmoid"`` output of a classifier (sets a CE or BCE loss).
     crop : sequence of int, optional
         Train on random crops (z, y, x) of the patches.
+    centre_sigma : float, optional
+        Autoencoder only: the reconstruction error weighed by a Gaussian of this sigma (voxels) around
+        the patch centre.
 
     Returns
     -------
@@ -310,6 +313,8 @@ def stack_config(*, name: str, model: dict[str, Any], patches: str | Path, label
     if classes:
         data["activation"] = activation
         data["loss"] = [{"kind": "ce"}] if activation == "softmax" else [{"kind": "bce"}]
+    elif centre_sigma is not None:
+        data["loss"] = [{"kind": "mse", "centre_sigma": centre_sigma}]
     return parse_config(data)
 
 
@@ -329,6 +334,9 @@ class StackTrainOptions(BaseModel):
                                    "(z y x) of the patches, so objects are not always centred (default: whole patches)")
     augment: bool | None = Field(None, description="180° rotations + intensity jitter; default: off for the "
                                  "autoencoder (as published), on for EDSS3D (few weakly labelled patches)")
+    centre_sigma: float | None = Field(None, gt=0, description="autoencoder only: weigh the reconstruction error "
+                                       "by a Gaussian of this sigma (voxels) around the patch centre, so codes "
+                                       "describe what lies at the centre (default: every voxel alike, as published)")
     model: dict[str, Any] = Field(default_factory=dict, description="architecture arguments over the defaults")
     name: str | None = None
     seed: int = 0
@@ -375,7 +383,7 @@ def train_autoencoder(patches: str | Path, out: str | Path,
     opts = _options(options)
     cfg = stack_config(name=opts.name or "autoencoder3d", model={"kind": "Autoencoder3D", **opts.model},
                        patches=patches, labels=None, classes=[], out=out, batch_size=opts.batch_size or 8,
-                       **_common(opts, augment_default=False))
+                       centre_sigma=opts.centre_sigma, **_common(opts, augment_default=False))
     return _run(cfg, opts)
 
 
@@ -401,6 +409,8 @@ def train_edss3d(patches: str | Path, labels: str | Path, classes: Sequence[str]
         Where the model went, the steps run, the best validation scores, whether it stopped early.
     """
     opts = _options(options)
+    if opts.centre_sigma is not None:
+        raise ConfigError("centre_sigma weighs the autoencoder's reconstruction error; EDSS3D is trained on labels")
     cfg = stack_config(name=opts.name or "edss3d", model={"preset": "edss3d", **opts.model}, patches=patches,
                        labels=labels, classes=list(classes), out=out, batch_size=opts.batch_size or 128,
                        **_common(opts, augment_default=True))

@@ -48,7 +48,7 @@ def mined(tmp_path_factory):
         _ok("mine", "patches", str(sim / "tomograms" / "sim_0000.mrc"), "-o", str(out), "--grid", "8",
             "--patch-size", str(PATCH), "--workers", "1")
         _ok("mine", "train-ae", str(out), "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--no-progress",
-            "--filters", "4", "--code-dim", "8")
+            "--filters", "4", "--code-dim", "8", "--centre-sigma", "3")
         _ok("mine", "encode", str(out), "--device", "cpu", "--workers", "1")
         _ok("mine", "cluster", str(out), "--k", "4", "--seed", "0")
     return sim, out
@@ -277,6 +277,7 @@ def test_init_config_writes_an_example_that_validates(tmp_path, capsys):
 @pytest.mark.parametrize(("argv", "message"), [
     (["cluster", "D", "--k", "1"], "--k (k): Input should be greater than or equal to 2"),
     (["train-ae", "D", "--lr", "0"], "--lr (lr): Input should be greater than 0"),
+    (["train-ae", "D", "--centre-sigma", "-1"], "--centre-sigma (centre_sigma): Input should be greater than 0"),
     (["patches", "t.mrc", "-o", "D", "--patch-size", "2"], "--patch-size (patch_shape): patch edges must be >= 4 voxels"),
     (["patches", "t.mrc", "-o", "D", "--patch-size", "8", "8"], "--patch-size: one edge or three (Z Y X), got 2"),
     (["patches", "t.mrc", "-o", "D", "--grid", "0"], "--grid (stride): Input should be greater than or equal to 1"),
@@ -287,3 +288,13 @@ def test_bad_option_values_name_their_flag_before_any_work(tmp_path, capsys, mon
     monkeypatch.chdir(tmp_path)
     _fails(capsys, ["mine", *argv], message)
     assert not list(tmp_path.iterdir())
+
+
+def test_train_ae_flags_reach_the_objective(mined):
+    """``--centre-sigma`` is the training config's reconstruction loss, recorded in the model file."""
+    from deepict_dask.mine import MineLayout
+    from deepict_dask.models import read_model_info
+
+    info = read_model_info(MineLayout.at(mined[1]).autoencoder)
+    assert info.training["config"]["loss"] == [{"kind": "mse", "weight": 1.0, "alpha": 0.5, "beta": 0.5,
+                                                "centre_sigma": 3.0}]

@@ -55,7 +55,7 @@ def test_tiny_run_writes_every_figure(script, tmp_path):
     out = tmp_path / "eval"
     res = script.main(["--out", str(out), "--shape", "48", "96", "96", "--k", "5", "--ae-epochs", "1",
                        "--edss-epochs", "1", "--crop", "16", "--threads", "1", "--user-purity", "0.3", "--prefilter", "1",
-                       "--no-gallery"])
+                       "--no-gallery", "--ae-centre-sigma", "6"])
     saved = json.loads((out / "results.json").read_text())
     assert saved["figures"] == res["figures"]
     assert set(script.TARGETS) <= set(saved["figures"])
@@ -65,6 +65,12 @@ def test_tiny_run_writes_every_figure(script, tmp_path):
     assert (out / "prefiltered" / "sim_0301.mrc").is_file()  # patches and prediction ran on the low-passed copies
     assert saved["patches"]["A"] >= 5 and saved["clusters_B"]["patches"] == saved["patches"]["B"]
     assert "| majority_accuracy_B |" in (out / "report.md").read_text()
+    assert json.loads((out / "ae_run" / "config.json").read_text())["loss"] == [
+        {"kind": "mse", "weight": 1.0, "alpha": 0.5, "beta": 0.5, "centre_sigma": 6.0}]
+    ref = saved["references"]
+    assert 0 <= ref["knn_codes"] <= 1 and 0 <= ref["knn_patches"] <= 1 and "majority_accuracy" in ref["pca_kmeans"]
+    sweep = saved["weak"]["threshold_sweep"]
+    assert sweep and all(set(v) == {"0.3", "0.4", "0.5"} for v in sweep.values())
 
 
 def test_membrane_voxels_reads_stored_probabilities(script, tmp_path):

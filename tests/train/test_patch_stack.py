@@ -85,7 +85,8 @@ def test_autoencoder_objective_is_reconstruction_and_file_says_autoencoder(tmp_p
     info = read_model_info(res.model_path)
     assert info.task == "autoencoder" and info.architecture["kind"] == "Autoencoder3D"
     assert info.training["config"]["data"]["batch_size"] == 8  # the paper's batch for the autoencoder
-    assert info.training["config"]["loss"] == [{"kind": "mse", "weight": 1.0, "alpha": 0.5, "beta": 0.5}]
+    assert info.training["config"]["loss"] == [{"kind": "mse", "weight": 1.0, "alpha": 0.5, "beta": 0.5,
+                                                      "centre_sigma": None}]
     rows = [r for r in _log(tmp_path / "ae" / "log.csv") if r["val_loss"]]
     assert rows and all(r["val_f1_mean"] == "" for r in rows) and "val_voxel_f1" not in res.best
     # loaded without a probability head: the output is the reconstruction, compared with the input by MSE
@@ -161,6 +162,7 @@ def test_inconsistent_configs_are_one_clear_error(tmp_path, stack, autoencoder_k
         ({**seg, "data": {}}, "data.train: at least one tomogram"),
         ({**seg, "loss": [{"kind": "mse"}]}, "loss 'mse' is the autoencoder's"),
         ({**ae, "loss": [{"kind": "dice"}]}, "trained with 'mse'"),
+        ({**seg, "loss": [{"kind": "bce", "centre_sigma": 4}]}, "centre_sigma weighs the reconstruction error"),
         ({**ae, "classes": ["x"]}, "has no classes"),
         ({**ae, "training": {"monitor": "f1"}}, "monitored by loss"),
         ({**seg, "classes": []}, "at least one class"),
@@ -243,3 +245,33 @@ def test_smaller_patch_size_trains_on_random_crops_and_validates_on_centre_crops
     vx, vy = st.validation(100)
     first = st.val_idx[0]
     np.testing.assert_array_equal(vx[0, 0], imgs[first, 4:12, 3:13])
+
+
+def test_centre_weighted_reconstruction_loss():
+    """Weights peak at the patch centre and average 1; an error at the centre costs more than at a corner."""
+    import torch
+
+    from deepict_dask.train.config import LossTerm
+    from deepict_dask.train.losses import ReconstructionLoss
+
+    plain, centred = ReconstructionLoss([LossTerm(kind="mse")]), ReconstructionLoss([LossTerm(kind="mse", centre_sigma=3)])
+    w = centred.centre_weights((13, 12, 12), 3.0, torch.device("cpu"))
+    assert w.shape == (13, 12, 12) and float(w.mean()) == pytest.approx(1.0, abs=1e-5)
+    assert float(w[6, 5:7, 5:7].min()) == pytest.approx(float(w.max())) and float(w[0, 0, 0]) < 0.01 * float(w.max())
+    target = torch.zeros(2, 1, 13, 12, 12)
+    at_centre, at_corner = target.clone(), target.clone()
+    at_centre[:, :, 6, 6, 6] = 1.0
+    at_corner[:, :, 0, 0, 0] = 1.0
+    assert float(plain(at_centre, target)) == pytest.approx(float(plain(at_corner, target)))
+    assert float(centred(at_centre, target)) > 10 * float(centred(at_corner, target))
+    noise = torch.randn(2, 1, 13, 12, 12)
+    assert float(centred(noise + 1, noise)) == pytest.approx(1.0, rel=1e-4)  # a uniform error: the plain MSE
+
+
+def test_centre_sigma_is_for_the_autoencoder_only(tmp_path, stack):
+    from deepict_dask.train.patch_stack import train_edss3d
+
+    patches, labels, _, _ = stack
+    with pytest.raises(ConfigError, match="EDSS3D is trained on labels"):
+        train_edss3d(patches, labels, ["a"], tmp_path / "run", {"centre_sigma": 4})
+    assert not (tmp_path / "run").exists()

@@ -247,15 +247,14 @@ def edss3d_config(labels_dir: str | os.PathLike, classes: Sequence[str], *, name
     recipe: softmax, cross-entropy, Adam 1e-3, batch 128, early stopping, augmentation, random
     crops); paths are relative to ``labels_dir``, where the config file goes.
     """
-    from deepict_dask.train.patch_stack import StackTrainOptions, _common, stack_config
+    from deepict_dask.train.patch_stack import StackTrainOptions, edss3d_train_config
 
     d = Path(labels_dir)
     opts = options if isinstance(options, StackTrainOptions) else StackTrainOptions.model_validate(options or {})
     if opts.crop is None and crop is not None:
         opts = opts.model_copy(update={"crop": list(crop)})
-    cfg = stack_config(name=opts.name or name, model={"preset": "edss3d", **opts.model}, patches=d / "patches.zarr",
-                       labels=d / "labels.zarr", classes=list(classes), out=d / "edss3d",
-                       batch_size=opts.batch_size or 128, **_common(opts, augment_default=True))
+    cfg = edss3d_train_config(d / "patches.zarr", d / "labels.zarr", classes, d / "edss3d",
+                              opts.model_copy(update={"name": opts.name or name}))
     dumped = cfg.model_dump(mode="json", exclude_defaults=True)
     data: dict[str, Any] = {"name": cfg.name, "dim": cfg.dim, "classes": list(cfg.classes),
                             "activation": cfg.activation, "model": dict(cfg.model), "data": dumped["data"]}

@@ -381,10 +381,7 @@ def train_autoencoder(patches: str | Path, out: str | Path,
         Where the model went, the steps run, the best validation loss, whether it stopped early.
     """
     opts = _options(options)
-    cfg = stack_config(name=opts.name or "autoencoder3d", model={"kind": "Autoencoder3D", **opts.model},
-                       patches=patches, labels=None, classes=[], out=out, batch_size=opts.batch_size or 8,
-                       centre_sigma=opts.centre_sigma, **_common(opts, augment_default=False))
-    return _run(cfg, opts)
+    return _run(autoencoder_train_config(patches, out, opts), opts)
 
 
 def train_edss3d(patches: str | Path, labels: str | Path, classes: Sequence[str], out: str | Path,
@@ -409,12 +406,27 @@ def train_edss3d(patches: str | Path, labels: str | Path, classes: Sequence[str]
         Where the model went, the steps run, the best validation scores, whether it stopped early.
     """
     opts = _options(options)
+    return _run(edss3d_train_config(patches, labels, classes, out, opts), opts)
+
+
+def autoencoder_train_config(patches: str | Path, out: str | Path,
+                             options: StackTrainOptions | dict[str, Any] | None = None) -> TrainConfig:
+    """The TrainConfig of an Autoencoder3D on ``patches`` (batch 8, no augmentation, as published)."""
+    opts = _options(options)
+    return stack_config(name=opts.name or "autoencoder3d", model={"kind": "Autoencoder3D", **opts.model},
+                        patches=patches, labels=None, classes=[], out=out, batch_size=opts.batch_size or 8,
+                        centre_sigma=opts.centre_sigma, **_common(opts, augment_default=False))
+
+
+def edss3d_train_config(patches: str | Path, labels: str | Path, classes: Sequence[str], out: str | Path,
+                        options: StackTrainOptions | dict[str, Any] | None = None) -> TrainConfig:
+    """The TrainConfig of EDSS3D on weakly labelled patches (batch 128, augmentation on)."""
+    opts = _options(options)
     if opts.centre_sigma is not None:
         raise ConfigError("centre_sigma weighs the autoencoder's reconstruction error; EDSS3D is trained on labels")
-    cfg = stack_config(name=opts.name or "edss3d", model={"preset": "edss3d", **opts.model}, patches=patches,
-                       labels=labels, classes=list(classes), out=out, batch_size=opts.batch_size or 128,
-                       **_common(opts, augment_default=True))
-    return _run(cfg, opts)
+    return stack_config(name=opts.name or "edss3d", model={"preset": "edss3d", **opts.model}, patches=patches,
+                        labels=labels, classes=list(classes), out=out, batch_size=opts.batch_size or 128,
+                        **_common(opts, augment_default=True))
 
 
 def _common(opts: StackTrainOptions, augment_default: bool) -> dict[str, Any]:

@@ -176,9 +176,8 @@ def references(layouts: dict, truth: dict[str, np.ndarray], k: int, seed: int) -
     from sklearn.decomposition import PCA
     from sklearn.neighbors import KNeighborsClassifier
 
-    from deepict_dask.mine.kmeans import assign
+    from deepict_dask.mine.kmeans import assign, fit_kmeans
     from deepict_dask.mine.options import ClusterOptions
-    from deepict_dask.mine.kmeans import fit_kmeans
 
     def knn(a: np.ndarray, b: np.ndarray) -> float:
         clf = KNeighborsClassifier(min(10, len(a))).fit(a, truth["A"])
@@ -193,6 +192,69 @@ def references(layouts: dict, truth: dict[str, np.ndarray], k: int, seed: int) -
     return {"knn_codes": knn(codes["A"], codes["B"]), "knn_patches": knn(proj["A"], proj["B"]),
             "pca_kmeans": cluster_scores(assign(proj["B"], km.cluster_centers_), truth["B"], k),
             "background_share_B": round(float((truth["B"] == "background").mean()), 4)}
+
+
+def supervised_cnn(layouts: dict, truth: dict[str, np.ndarray], epochs: int, seed: int, crop: int = 24,
+                   threads: int | None = None) -> dict[str, Any]:
+    """A supervised reference: a small 3D CNN classifier trained *with A's truth classes* on the centre
+    ``crop`` of A's patches (random flips; 10 % of A held out chooses the epoch), scored on B. What a
+    network told the answers reaches on these patches bounds what clusters found without them can.
+    """
+    import torch
+    import zarr
+    from torch import nn
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    classes = sorted(set(truth["A"].tolist()) | set(truth["B"].tolist()))
+    index = {c: i for i, c in enumerate(classes)}
+    edge = int(min(zarr.open_array(str(layouts["A"].patches), mode="r").shape[1:]))
+    crop = min(crop, edge)
+    a = (edge - crop) // 2
+    x, y = {}, {}
+    for key in "AB":
+        stack = np.asarray(zarr.open_array(str(layouts[key].patches), mode="r")[:])
+        x[key] = torch.from_numpy(np.ascontiguousarray(stack[:, None, a:a + crop, a:a + crop, a:a + crop]))
+        y[key] = torch.tensor([index[c] for c in truth[key]])
+    order = rng.permutation(len(y["A"]))
+    held, train = order[: max(1, len(order) // 10)], order[max(1, len(order) // 10):]
+
+    def block(i: int, o: int) -> nn.Module:
+        return nn.Sequential(nn.Conv3d(i, o, 3, padding=1), nn.BatchNorm3d(o), nn.ReLU(),
+                             nn.Conv3d(o, o, 3, padding=1), nn.BatchNorm3d(o), nn.ReLU(), nn.MaxPool3d(2))
+
+    net = nn.Sequential(block(1, 16), block(16, 32), block(32, 64), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                        nn.Dropout(0.3), nn.Linear(64, len(classes)))
+    opt = torch.optim.Adam(net.parameters(), 1e-3, weight_decay=1e-4)
+
+    def predict(inputs: torch.Tensor) -> torch.Tensor:
+        net.eval()
+        with torch.no_grad():
+            return torch.cat([net(inputs[i:i + 128]).argmax(1) for i in range(0, len(inputs), 128)])
+
+    best = (-1.0, 0, None)
+    for epoch in range(epochs):
+        net.train()
+        perm = rng.permutation(train)
+        for i in range(0, len(perm), 32):
+            idx = torch.from_numpy(perm[i:i + 32])
+            xb = x["A"][idx]
+            for dim in (2, 3, 4):
+                if rng.random() < 0.5:
+                    xb = xb.flip(dim)
+            loss = nn.functional.cross_entropy(net(xb), y["A"][idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        acc = float((predict(x["A"][held]) == y["A"][held]).float().mean())
+        if acc > best[0]:
+            best = (acc, epoch + 1, predict(x["B"]))
+    pred = best[2]
+    recall = {c: round(float((pred[y["B"] == i] == i).float().mean()), 4) for c, i in index.items() if (y["B"] == i).any()}
+    return {"accuracy_B": round(float((pred == y["B"]).float().mean()), 4), "held_out_accuracy_A": round(best[0], 4),
+            "epoch": best[1], "epochs": epochs, "crop": crop, "recall_B": recall}
 
 
 def weak_label_sweep(decode, patches: Any, cluster_labels: np.ndarray, selection: dict[str, list[int]],
@@ -436,6 +498,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     res["clusters_B_majority_from_A"] = cluster_scores(labels_b, truth["B"], args.k,
                                                        table_a["majority"].where(table_a["size"] > 0, ""))
     res["references"] = references(layouts, truth, args.k, args.seed)
+    if args.cnn_reference_epochs:
+        t = time.perf_counter()
+        res["references"]["supervised_cnn"] = supervised_cnn(layouts, truth, args.cnn_reference_epochs, args.seed,
+                                                             threads=args.threads)
+        times["cnn_reference_s"] = time.perf_counter() - t
     if not args.no_gallery:
         from deepict_dask.mine import write_gallery
 
@@ -533,6 +600,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ae-centre-sigma", type=float, default=None,
                    help="centre-weighted reconstruction loss of the autoencoder (sigma, voxels; default: plain MSE)")
     p.add_argument("--ae-augment", action="store_true", help="rotate/jitter the autoencoder's training patches")
+    p.add_argument("--cnn-reference-epochs", type=int, default=0,
+                   help="also train a supervised 3D CNN classifier on A's patches with their truth for N epochs and "
+                        "score it on B: a reference for the cluster figures (default 0: skip)")
     p.add_argument("--user-purity", type=float, default=0.7, help="simulated user: purity to select a cluster")
     p.add_argument("--negatives", type=int, default=0,
                    help="simulated user: also select up to N mostly-background clusters as negative examples")

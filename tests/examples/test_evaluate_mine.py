@@ -55,7 +55,7 @@ def test_tiny_run_writes_every_figure(script, tmp_path):
     out = tmp_path / "eval"
     res = script.main(["--out", str(out), "--shape", "48", "96", "96", "--k", "5", "--ae-epochs", "1",
                        "--edss-epochs", "1", "--crop", "16", "--threads", "1", "--user-purity", "0.3", "--prefilter", "1",
-                       "--no-gallery", "--ae-centre-sigma", "6"])
+                       "--no-gallery", "--ae-centre-sigma", "6", "--cnn-reference-epochs", "1"])
     saved = json.loads((out / "results.json").read_text())
     assert saved["figures"] == res["figures"]
     assert set(script.TARGETS) <= set(saved["figures"])
@@ -69,6 +69,8 @@ def test_tiny_run_writes_every_figure(script, tmp_path):
         {"kind": "mse", "weight": 1.0, "alpha": 0.5, "beta": 0.5, "centre_sigma": 6.0}]
     ref = saved["references"]
     assert 0 <= ref["knn_codes"] <= 1 and 0 <= ref["knn_patches"] <= 1 and "majority_accuracy" in ref["pca_kmeans"]
+    cnn = ref["supervised_cnn"]
+    assert cnn["epochs"] == 1 and cnn["epoch"] == 1 and 0 <= cnn["accuracy_B"] <= 1 and cnn["recall_B"]
     sweep = saved["weak"]["threshold_sweep"]
     assert sweep and all(set(v) == {"0.3", "0.4", "0.5"} for v in sweep.values())
 

@@ -170,7 +170,9 @@ def references(layouts: dict, truth: dict[str, np.ndarray], k: int, seed: int) -
       codes, *given A's truth*, scored on B: how separable the classes are in the code space at all;
     - ``knn_patches``: the same on a 32-component PCA of the (low-passed) patch voxels;
     - ``pca_kmeans``: the cluster scores on B when the codes are replaced by that PCA (k-means fitted
-      on A, B assigned), an unsupervised linear baseline for the autoencoder.
+      on A, B assigned), an unsupervised linear baseline for the autoencoder;
+    - ``radial_kmeans`` (and ``knn_radial``): the same with hand-made rotation-invariant features
+      (:func:`radial_features`), unsupervised too: what codes blind to a structure's orientation give.
     """
     import zarr
     from sklearn.decomposition import PCA
@@ -189,9 +191,28 @@ def references(layouts: dict, truth: dict[str, np.ndarray], k: int, seed: int) -
     pca = PCA(min(32, *flat["A"].shape), random_state=seed).fit(flat["A"])
     proj = {key: pca.transform(flat[key]).astype(np.float32) for key in "AB"}
     km = fit_kmeans(proj["A"], ClusterOptions(k=k, seed=seed))
+    radial = {key: radial_features(flat[key].reshape(-1, *zarr.open_array(str(layouts[key].patches), mode="r").shape[1:]))
+              for key in "AB"}
+    mean, std = radial["A"].mean(0), radial["A"].std(0) + 1e-6
+    radial = {key: ((radial[key] - mean) / std).astype(np.float32) for key in "AB"}
+    km_radial = fit_kmeans(radial["A"], ClusterOptions(k=k, seed=seed))
     return {"knn_codes": knn(codes["A"], codes["B"]), "knn_patches": knn(proj["A"], proj["B"]),
             "pca_kmeans": cluster_scores(assign(proj["B"], km.cluster_centers_), truth["B"], k),
+            "knn_radial": knn(radial["A"], radial["B"]),
+            "radial_kmeans": cluster_scores(assign(radial["B"], km_radial.cluster_centers_), truth["B"], k),
             "background_share_B": round(float((truth["B"] == "background").mean()), 4)}
+
+
+def radial_features(patches: np.ndarray) -> np.ndarray:
+    """Rotation-invariant features of patches (n, Z, Y, X): mean, standard deviation and 10th percentile
+    of the voxels in each 1-voxel-thick spherical shell around the patch centre (3 per shell)."""
+    axes = [np.arange(n) - (n - 1) / 2 for n in patches.shape[1:]]
+    r = np.sqrt(sum(np.meshgrid(*[a**2 for a in axes], indexing="ij")))
+    out = []
+    for a in range(int(min(patches.shape[1:]) // 2)):
+        v = patches[:, (r >= a) & (r < a + 1)]
+        out += [v.mean(1), v.std(1), np.percentile(v, 10, axis=1)]
+    return np.stack(out, 1)
 
 
 def supervised_cnn(layouts: dict, truth: dict[str, np.ndarray], epochs: int, seed: int, crop: int = 24,

@@ -69,6 +69,7 @@ def test_tiny_run_writes_every_figure(script, tmp_path):
         {"kind": "mse", "weight": 1.0, "alpha": 0.5, "beta": 0.5, "centre_sigma": 6.0}]
     ref = saved["references"]
     assert 0 <= ref["knn_codes"] <= 1 and 0 <= ref["knn_patches"] <= 1 and "majority_accuracy" in ref["pca_kmeans"]
+    assert 0 <= ref["knn_radial"] <= 1 and "majority_accuracy" in ref["radial_kmeans"]
     cnn = ref["supervised_cnn"]
     assert cnn["epochs"] == 1 and cnn["epoch"] == 1 and 0 <= cnn["accuracy_B"] <= 1 and cnn["recall_B"]
     sweep = saved["weak"]["threshold_sweep"]
@@ -95,3 +96,15 @@ def test_membrane_voxels_reads_stored_probabilities(script, tmp_path):
     assert m["precision"] == 1.0 and m["recall"] == pytest.approx(2 / 3, abs=1e-4)
     assert script.membrane_voxels(store, "predictions/m", {"membrane": tmp_path / "mem.mrc"}, 0.3)["precision"] \
         == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_radial_features_are_rotation_invariant(script):
+    """Shell statistics of a patch do not change when the patch is turned by 90 degrees or mirrored."""
+    rng = np.random.default_rng(0)
+    patch = rng.normal(size=(1, 12, 12, 12)).astype(np.float32)
+    f = script.radial_features(patch)
+    assert f.shape == (1, 3 * 6)
+    for turned in (np.rot90(patch, 1, (1, 2)), np.rot90(patch, 1, (2, 3)), patch[:, ::-1]):
+        np.testing.assert_allclose(script.radial_features(np.ascontiguousarray(turned)), f, rtol=1e-5, atol=1e-6)
+    other = rng.normal(size=(1, 12, 12, 12)).astype(np.float32)
+    assert not np.allclose(script.radial_features(other), f)

@@ -48,7 +48,7 @@ def mined(tmp_path_factory):
         _ok("mine", "patches", str(sim / "tomograms" / "sim_0000.mrc"), "-o", str(out), "--grid", "8",
             "--patch-size", str(PATCH), "--workers", "1")
         _ok("mine", "train-ae", str(out), "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--no-progress",
-            "--filters", "4", "--code-dim", "8", "--centre-sigma", "3")
+            "--filters", "4", "--code-dim", "8", "--centre-sigma", "3", "--augment")
         _ok("mine", "encode", str(out), "--device", "cpu", "--workers", "1")
         _ok("mine", "cluster", str(out), "--k", "4", "--seed", "0")
     return sim, out
@@ -291,10 +291,11 @@ def test_bad_option_values_name_their_flag_before_any_work(tmp_path, capsys, mon
 
 
 def test_train_ae_flags_reach_the_objective(mined):
-    """``--centre-sigma`` is the training config's reconstruction loss, recorded in the model file."""
+    """``--centre-sigma`` and ``--augment`` reach the training config, recorded in the model file."""
     from deepict_dask.mine import MineLayout
     from deepict_dask.models import read_model_info
 
     info = read_model_info(MineLayout.at(mined[1]).autoencoder)
     assert info.training["config"]["loss"] == [{"kind": "mse", "weight": 1.0, "alpha": 0.5, "beta": 0.5,
                                                 "centre_sigma": 3.0}]
+    assert info.training["config"]["augment"]["rotate_180"] is True  # --augment (off by default, as published)

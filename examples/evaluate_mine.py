@@ -186,13 +186,12 @@ def references(layouts: dict, truth: dict[str, np.ndarray], k: int, seed: int) -
         return round(float((clf.predict(b) == truth["B"]).mean()), 4)
 
     codes = {key: np.asarray(zarr.open_array(str(layouts[key].codes), mode="r")[:]) for key in "AB"}
-    flat = {key: np.asarray(zarr.open_array(str(layouts[key].patches), mode="r")[:]).reshape(len(truth[key]), -1)
-            for key in "AB"}
+    stacks = {key: np.asarray(zarr.open_array(str(layouts[key].patches), mode="r")[:]) for key in "AB"}
+    flat = {key: stacks[key].reshape(len(stacks[key]), -1) for key in "AB"}
     pca = PCA(min(32, *flat["A"].shape), random_state=seed).fit(flat["A"])
     proj = {key: pca.transform(flat[key]).astype(np.float32) for key in "AB"}
     km = fit_kmeans(proj["A"], ClusterOptions(k=k, seed=seed))
-    radial = {key: radial_features(flat[key].reshape(-1, *zarr.open_array(str(layouts[key].patches), mode="r").shape[1:]))
-              for key in "AB"}
+    radial = {key: radial_features(stacks[key]) for key in "AB"}
     mean, std = radial["A"].mean(0), radial["A"].std(0) + 1e-6
     radial = {key: ((radial[key] - mean) / std).astype(np.float32) for key in "AB"}
     km_radial = fit_kmeans(radial["A"], ClusterOptions(k=k, seed=seed))
@@ -279,19 +278,14 @@ def supervised_cnn(layouts: dict, truth: dict[str, np.ndarray], epochs: int, see
 
 
 def weak_label_sweep(decode, patches: Any, cluster_labels: np.ndarray, selection: dict[str, list[int]],
-                     patch_table: pd.DataFrame, paths: dict[str, Path],
-                     thresholds: tuple[float, ...] = (0.3, 0.4, 0.5)) -> dict[str, Any]:
+                     truth: PatchTruth, thresholds: tuple[float, ...] = (0.3, 0.4, 0.5)) -> dict[str, Any]:
     """Voxel precision/recall/F1 of the weak labels of each selected class against the truth, at other
     thresholds of the decoded images than the published 0.5: whether any threshold gives labels worth
     learning."""
     import zarr
 
-    from deepict_dask.io import open_volume
     from deepict_dask.mine.labels import weak_masks
 
-    ids = json.loads(paths["meta"].read_text())["class_ids"]
-    true_cls = np.asarray(open_volume(paths["labels"]).data)
-    true_mem = np.asarray(open_volume(paths["membrane"]).data) > 0
     stack = zarr.open_array(str(patches), mode="r")
     out: dict[str, Any] = {}
     for c in USER_CLASSES:
@@ -300,12 +294,7 @@ def weak_label_sweep(decode, patches: Any, cluster_labels: np.ndarray, selection
             continue
         dec = decode(np.asarray(stack.get_orthogonal_selection((rows,))))
         shape = np.asarray(dec.shape[1:])
-        truth = []
-        for src in rows:
-            zyx = np.rint(patch_table.loc[src, ["z", "y", "x"]].to_numpy(float)).astype(int)
-            sl = tuple(slice(int(a), int(a) + int(n)) for a, n in zip(zyx - shape // 2, shape))
-            truth.append(true_mem[sl] if c == "membrane" else true_cls[sl] == ids[c])
-        t = np.stack(truth)
+        t = np.stack([truth.mask(c, src, shape) for src in rows])
         out[c] = {}
         for thr in thresholds:
             m = weak_masks(dec, thr, "dark")
@@ -330,27 +319,38 @@ def decoder(model: Path):
     return run
 
 
-def weak_label_quality(weak_dir: Path, patches: pd.DataFrame, paths: dict[str, Path], classes: list[str]) -> dict:
+class PatchTruth:
+    """The true mask of a class inside a patch of tomogram A: the simulation's class-label volume (or,
+    for ``membrane``, its membrane mask), read once and shared by both weak-label scores."""
+
+    def __init__(self, paths: dict[str, Path], patch_table: pd.DataFrame):
+        from deepict_dask.io import open_volume
+
+        self.ids = json.loads(paths["meta"].read_text())["class_ids"]
+        self.classes = np.asarray(open_volume(paths["labels"]).data)
+        self.membrane = np.asarray(open_volume(paths["membrane"]).data) > 0
+        self.table = patch_table
+
+    def mask(self, cls: str, src: int, shape: np.ndarray) -> np.ndarray:
+        zyx = np.rint(self.table.loc[src, ["z", "y", "x"]].to_numpy(float)).astype(int)
+        sl = tuple(slice(int(a), int(a) + int(n)) for a, n in zip(zyx - shape // 2, shape))
+        return self.membrane[sl] if cls == "membrane" else self.classes[sl] == self.ids[cls]
+
+
+def weak_label_quality(weak_dir: Path, truth: PatchTruth, classes: list[str]) -> dict:
     """Voxel F1 of the weak labels against the true masks inside the labelled patches, per class."""
     import zarr
 
-    from deepict_dask.io import open_volume
-
     meta = json.loads((weak_dir / "classes.json").read_text())
-    ids = json.loads(paths["meta"].read_text())["class_ids"]
-    true_cls = np.asarray(open_volume(paths["labels"]).data)
-    true_mem = np.asarray(open_volume(paths["membrane"]).data) > 0
     labels = zarr.open_array(str(weak_dir / "labels.zarr"), mode="r")
     shape = np.asarray(labels.shape[1:])
     counts = {c: [0, 0, 0] for c in classes}
     for row, src in enumerate(meta["patch_index"]):
-        zyx = np.rint(patches.loc[src, ["z", "y", "x"]].to_numpy(float)).astype(int)
-        sl = tuple(slice(int(a), int(a) + int(s)) for a, s in zip(zyx - shape // 2, shape))
         lab = np.asarray(labels[row])
         for i, c in enumerate(classes):
             if not (lab == i + 1).any():
                 continue
-            t = true_mem[sl] if c == "membrane" else true_cls[sl] == ids[c]
+            t = truth.mask(c, src, shape)
             p = lab == i + 1
             counts[c][0] += int((p & t).sum())
             counts[c][1] += int((p & ~t).sum())
@@ -540,12 +540,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     res["weak"] = {}
     if selection:
         t = time.perf_counter()
+        truth_a = PatchTruth(paths["A"], tables["A"])
         weak = write_weak_labels(layouts["A"].patches, decoder(ae.model_path), labels_a, selection, out / "weak",
                                  k=args.k, polarity="dark", voxel_size=vs, overwrite=True)
         res["weak"] = {"patches_per_class": weak.patches_per_class, "voxel_fraction": weak.voxel_fraction,
-                       "against_truth": weak_label_quality(out / "weak", tables["A"], paths["A"], weak.classes),
+                       "against_truth": weak_label_quality(out / "weak", truth_a, weak.classes),
                        "threshold_sweep": weak_label_sweep(decoder(ae.model_path), layouts["A"].patches, labels_a,
-                                                           selection, tables["A"], paths["A"])}
+                                                           selection, truth_a)}
         total = int(zarr.open_array(str(weak.patches), mode="r").shape[0])
         edss = train_edss3d(weak.patches, weak.labels, weak.classes, out / "edss_run", train_options(
             args, vs, max_epochs=args.edss_epochs, patience=args.edss_patience, max_minutes=args.edss_minutes,

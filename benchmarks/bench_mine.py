@@ -11,7 +11,9 @@
 3. MiniBatchKMeans (k = 100) of N x 32 codes read slice by slice from Zarr: time and peak memory it holds
    (1,000,000 codes in the full run).
 4. Per-patch seconds beside the paper's (2018 GPU): training 0.013 s/patch/epoch (not measured here:
-   training is ``deepict_dask.train``), encoding 0.0012 s/patch, decoding 0.0023 s/patch.
+   training is ``deepict_dask.train``), encoding 0.0012 s/patch, decoding 0.0023 s/patch; and the
+   rotation-invariant descriptors (``--codes invariant``, no model) on the same stack, as a ratio to
+   the autoencoder's encoding.
 
     python benchmarks/bench_mine.py [--quick] [--shape 512x1024x1024]
 """
@@ -94,7 +96,7 @@ def _encoding(tmp: Path, model: Path, quick: bool) -> dict[str, float]:
     import zarr
 
     from deepict_dask.mine import MineLayout
-    from deepict_dask.mine.encode import decode_codes, write_codes
+    from deepict_dask.mine.encode import decode_codes, write_codes, write_invariant_codes
     from deepict_dask.mine.options import EncodeOptions
 
     tomo = tmp / "enc.ome.zarr"
@@ -110,13 +112,17 @@ def _encoding(tmp: Path, model: Path, quick: bool) -> dict[str, float]:
             t = time.perf_counter()
             write_codes(layout.patches, model, tmp / "codes2.zarr", EncodeOptions(device="cpu", batch_size=8))
             ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        write_invariant_codes(layout.patches, tmp / "invariant.zarr", EncodeOptions(codes="invariant"))
+        invariant_s = time.perf_counter() - t
     codes = np.asarray(zarr.open_array(str(tmp / "codes2.zarr"), mode="r")[:])
     t = time.perf_counter()
     decode_codes(model, codes, "cpu")
     decode_s = time.perf_counter() - t
     return {"encode_patches": n, "torch_threads": torch.get_num_threads(), "encode_floor_s": floor,
             "encode_s": min(ours), "encode_over_floor": min(ours) / floor, "encode_s_per_patch": min(ours) / n,
-            "decode_s_per_patch": decode_s / n}
+            "decode_s_per_patch": decode_s / n, "invariant_s_per_patch": invariant_s / n,
+            "invariant_over_encode": invariant_s / min(ours)}
 
 
 def _scaling(tmp: Path, model: Path, shape: tuple[int, int, int]) -> dict[str, float]:

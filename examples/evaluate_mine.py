@@ -10,14 +10,18 @@ Tomogram A trains, tomogram B is the held-out one, as in the paper's test on a s
    frequent particle/filament class id within ``--truth-radius`` voxels), else ``membrane`` when the
    membrane mask touches that ball, else ``background``.
 2. The autoencoder is trained on A's patches only (``train_autoencoder``; time-capped on a CPU),
-   both stacks are encoded; k-means (k = 100) is fitted on A's codes and B's codes are assigned to
-   the nearest centre (the paper's filtering of a new tomogram, issue step 8).
+   both stacks are encoded (``--codes``: the autoencoder's codes, the published method, or the
+   rotation-invariant descriptors of ``deepict mine encode --codes invariant``, z-scored with A's
+   statistics); k-means (k = 100) is fitted on A's codes and B's codes are assigned to the nearest
+   centre (the paper's filtering of a new tomogram, issue step 8). ``--more-held-out SEED...``
+   scores the clusters on further simulated tomograms the same way.
 3. Cluster quality on B: the fraction of patches whose cluster's majority truth class is their own
    (majority taken over B's patches of the cluster, and, stricter, over A's, as a user who labelled
    the clusters on A would), per class the patch-weighted purity of the clusters its patches land in,
    and the adjusted Rand index against the truth classes.
 4. A simulated user selects, on A, every cluster whose purity for ``ribosome`` or ``membrane`` is
-   >= ``--user-purity``; the decoded images of those patches give weak labels (dark polarity);
+   >= ``--user-purity``; the autoencoder's reconstructions of those patches give weak labels (dark
+   polarity; with either kind of codes);
    EDSS3D is trained on them with random crops, run over B through the inference engine
    (``predict_file``, what ``deepict predict`` runs), ribosomes are picked (``deepict_dask.pick``)
    and scored against the truth table (``evaluate_picks``, tolerance 6 voxels as the demo), the
@@ -163,16 +167,17 @@ def top_clusters(table: pd.DataFrame, n: int = 5) -> dict[str, list[dict[str, An
     return out
 
 
-def references(layouts: dict, truth: dict[str, np.ndarray], k: int, seed: int) -> dict[str, Any]:
+def references(layouts: dict, truth: dict[str, np.ndarray], k: int, seed: int,
+               other_codes: dict[str, np.ndarray] | None = None, other_name: str = "") -> dict[str, Any]:
     """What these patches allow, to read the cluster figures against (none of it is the method):
 
-    - ``knn_codes``: a supervised k-nearest-neighbour classifier (10 neighbours) on the autoencoder's
-      codes, *given A's truth*, scored on B: how separable the classes are in the code space at all;
+    - ``knn_codes``: a supervised k-nearest-neighbour classifier (10 neighbours) on the codes,
+      *given A's truth*, scored on B: how separable the classes are in the code space at all;
     - ``knn_patches``: the same on a 32-component PCA of the (low-passed) patch voxels;
     - ``pca_kmeans``: the cluster scores on B when the codes are replaced by that PCA (k-means fitted
-      on A, B assigned), an unsupervised linear baseline for the autoencoder;
-    - ``radial_kmeans`` (and ``knn_radial``): the same with hand-made rotation-invariant features
-      (:func:`radial_features`), unsupervised too: what codes blind to a structure's orientation give.
+      on A, B assigned), an unsupervised linear baseline;
+    - ``<other_name>_kmeans`` and ``knn_<other_name>``: the same with the other kind of codes (the
+      autoencoder's when the run's codes are invariant, and the other way round), so one run compares both.
     """
     import zarr
     from sklearn.decomposition import PCA
@@ -185,33 +190,46 @@ def references(layouts: dict, truth: dict[str, np.ndarray], k: int, seed: int) -
         clf = KNeighborsClassifier(min(10, len(a))).fit(a, truth["A"])
         return round(float((clf.predict(b) == truth["B"]).mean()), 4)
 
+    def kmeans_scores(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+        km = fit_kmeans(a, ClusterOptions(k=k, seed=seed))
+        return cluster_scores(assign(b, km.cluster_centers_), truth["B"], k)
+
     codes = {key: np.asarray(zarr.open_array(str(layouts[key].codes), mode="r")[:]) for key in "AB"}
-    stacks = {key: np.asarray(zarr.open_array(str(layouts[key].patches), mode="r")[:]) for key in "AB"}
-    flat = {key: stacks[key].reshape(len(stacks[key]), -1) for key in "AB"}
+    flat = {key: np.asarray(zarr.open_array(str(layouts[key].patches), mode="r")[:]).reshape(len(truth[key]), -1)
+            for key in "AB"}
     pca = PCA(min(32, *flat["A"].shape), random_state=seed).fit(flat["A"])
     proj = {key: pca.transform(flat[key]).astype(np.float32) for key in "AB"}
-    km = fit_kmeans(proj["A"], ClusterOptions(k=k, seed=seed))
-    radial = {key: radial_features(stacks[key]) for key in "AB"}
-    mean, std = radial["A"].mean(0), radial["A"].std(0) + 1e-6
-    radial = {key: ((radial[key] - mean) / std).astype(np.float32) for key in "AB"}
-    km_radial = fit_kmeans(radial["A"], ClusterOptions(k=k, seed=seed))
-    return {"knn_codes": knn(codes["A"], codes["B"]), "knn_patches": knn(proj["A"], proj["B"]),
-            "pca_kmeans": cluster_scores(assign(proj["B"], km.cluster_centers_), truth["B"], k),
-            "knn_radial": knn(radial["A"], radial["B"]),
-            "radial_kmeans": cluster_scores(assign(radial["B"], km_radial.cluster_centers_), truth["B"], k),
-            "background_share_B": round(float((truth["B"] == "background").mean()), 4)}
+    out = {"knn_codes": knn(codes["A"], codes["B"]), "knn_patches": knn(proj["A"], proj["B"]),
+           "pca_kmeans": kmeans_scores(proj["A"], proj["B"])}
+    if other_codes is not None:
+        out[f"knn_{other_name}"] = knn(other_codes["A"], other_codes["B"])
+        out[f"{other_name}_kmeans"] = kmeans_scores(other_codes["A"], other_codes["B"])
+    out["background_share_B"] = round(float((truth["B"] == "background").mean()), 4)
+    return out
 
 
-def radial_features(patches: np.ndarray) -> np.ndarray:
-    """Rotation-invariant features of patches (n, Z, Y, X): mean, standard deviation and 10th percentile
-    of the voxels in each 1-voxel-thick spherical shell around the patch centre (3 per shell)."""
-    axes = [np.arange(n) - (n - 1) / 2 for n in patches.shape[1:]]
-    r = np.sqrt(sum(np.meshgrid(*[a**2 for a in axes], indexing="ij")))
-    out = []
-    for a in range(int(min(patches.shape[1:]) // 2)):
-        v = patches[:, (r >= a) & (r < a + 1)]
-        out += [v.mean(1), v.std(1), np.percentile(v, 10, axis=1)]
-    return np.stack(out, 1)
+def autoencoder_codes(model: Path, layouts: dict) -> dict[str, np.ndarray]:
+    """The autoencoder's codes of A's and B's patches, in memory (when the run's own codes are invariant)."""
+    import zarr
+
+    from deepict_dask.mine import EncodeOptions
+    from deepict_dask.mine.encode import encode_array, encoder_ref
+
+    ref = encoder_ref(model, EncodeOptions(device="cpu"))
+    return {key: encode_array(ref, np.asarray(zarr.open_array(str(layouts[key].patches), mode="r")[:]))
+            for key in "AB"}
+
+
+def invariant_codes(layouts: dict) -> dict[str, np.ndarray]:
+    """Invariant descriptors of A's and B's patches z-scored with A's statistics, in memory (when the
+    run's own codes are the autoencoder's)."""
+    import zarr
+
+    from deepict_dask.mine.invariant import describe
+
+    raw = {key: describe(np.asarray(zarr.open_array(str(layouts[key].patches), mode="r")[:])) for key in "AB"}
+    mean, std = raw["A"].mean(0), raw["A"].std(0) + 1e-9
+    return {key: ((v - mean) / std).astype(np.float32) for key, v in raw.items()}
 
 
 def supervised_cnn(layouts: dict, truth: dict[str, np.ndarray], epochs: int, seed: int, crop: int = 24,
@@ -449,11 +467,28 @@ def mine_tomogram(tomo: Path, source: Path, layout, patch: int, max_peaks: int |
     return extract_patches([source], centres, layout, PatchOptions(patch_shape=(patch,) * 3, chunk=128))
 
 
+def held_out_scores(args: argparse.Namespace, out: Path, seed: int, reference, centres: np.ndarray,
+                    model: Path, enc) -> dict[str, Any]:
+    """Cluster scores on one more simulated tomogram: its patches encoded like B's, assigned to A's centres."""
+    from deepict_dask.mine import MineLayout, encode_patches
+    from deepict_dask.mine.encode import invariant_scaling
+    from deepict_dask.mine.kmeans import assign
+
+    paths = simulate(out / "data", seed, tuple(args.shape), float(args.voxel_size))
+    source = prefiltered(paths["tomogram"], out / "prefiltered", args.prefilter) if args.prefilter > 0 \
+        else paths["tomogram"]
+    layout = MineLayout.at(out / f"mine_{seed}")
+    table = mine_tomogram(paths["tomogram"], source, layout, args.patch, args.max_peaks)
+    scaling = invariant_scaling(reference.codes) if enc.codes == "invariant" else None
+    codes = encode_patches(layout, model, enc, scaling)
+    return cluster_scores(assign(codes, centres), truth_classes(table, paths, args.truth_radius), args.k)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import zarr
 
     from deepict_dask.mine import ClusterOptions, EncodeOptions, MineLayout, cluster_codes, encode_patches
-    from deepict_dask.mine.encode import decode_codes
+    from deepict_dask.mine.encode import decode_codes, invariant_scaling
     from deepict_dask.mine.kmeans import assign, read_centres
     from deepict_dask.mine.labels import write_weak_labels
     from deepict_dask.train.patch_stack import train_autoencoder, train_edss3d
@@ -480,31 +515,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     times["centres_patches_s"] = time.perf_counter() - t
     res["patches"] = {key: int(len(tables[key])) for key in "AB"}
 
-    t = time.perf_counter()
-    ae = train_autoencoder(layouts["A"].patches, out / "ae_run", train_options(
-        args, vs, max_epochs=args.ae_epochs, patience=args.ae_patience, max_minutes=args.ae_minutes,
-        centre_sigma=args.ae_centre_sigma, augment=args.ae_augment or None))
-    times["train_ae_s"] = time.perf_counter() - t
-    n_train_a = len(tables["A"]) - max(1, round(0.1 * len(tables["A"])))
-    epochs = ae.steps * 8 / max(1, n_train_a)
-    res["autoencoder"] = {"model": str(ae.model_path), "steps": ae.steps, "epochs": round(epochs, 2),
-                          "best": {k: v for k, v in ae.best.items() if isinstance(v, (int, float, str))},
-                          "stopped_early": ae.stopped_early, "time_budget_reached": ae.time_budget_reached,
-                          "train_s_per_patch_epoch": round(times["train_ae_s"] / max(1.0, epochs * n_train_a), 5)}
+    if args.autoencoder:  # an autoencoder trained by an earlier run on the same A
+        ae_model = Path(args.autoencoder).resolve()
+        res["autoencoder"] = {"model": str(ae_model), "reused": True, "train_s_per_patch_epoch": None}
+    else:
+        t = time.perf_counter()
+        ae = train_autoencoder(layouts["A"].patches, out / "ae_run", train_options(
+            args, vs, max_epochs=args.ae_epochs, patience=args.ae_patience, max_minutes=args.ae_minutes,
+            centre_sigma=args.ae_centre_sigma, augment=args.ae_augment or None))
+        times["train_ae_s"] = time.perf_counter() - t
+        ae_model = ae.model_path
+        n_train_a = len(tables["A"]) - max(1, round(0.1 * len(tables["A"])))
+        epochs = ae.steps * 8 / max(1, n_train_a)
+        res["autoencoder"] = {"model": str(ae.model_path), "steps": ae.steps, "epochs": round(epochs, 2),
+                              "best": {k: v for k, v in ae.best.items() if isinstance(v, (int, float, str))},
+                              "stopped_early": ae.stopped_early, "time_budget_reached": ae.time_budget_reached,
+                              "train_s_per_patch_epoch": round(times["train_ae_s"] / max(1.0, epochs * n_train_a), 5)}
 
-    enc = EncodeOptions(device="cpu")
+    enc = EncodeOptions(device="cpu", codes=args.codes)
     for key in "AB":
         t = time.perf_counter()
-        encode_patches(layouts[key], ae.model_path, enc)
+        encode_patches(layouts[key], ae_model, enc,
+                       invariant_scaling(layouts["A"].codes) if args.codes == "invariant" and key == "B" else None)
         times[f"encode_{key}_s"] = time.perf_counter() - t
     codes_b = zarr.open_array(str(layouts["B"].codes), mode="r")
+    t = time.perf_counter()
+    other_name = "autoencoder" if args.codes == "invariant" else "invariant"
+    other = autoencoder_codes(ae_model, layouts) if args.codes == "invariant" else invariant_codes(layouts)
+    times[f"{other_name}_codes_s"] = time.perf_counter() - t
+    ae_codes_b = other["B"] if args.codes == "invariant" else np.asarray(codes_b[:])
     t = time.perf_counter()
     labels_a = cluster_codes(layouts["A"], ClusterOptions(k=args.k, seed=args.seed))
     times["kmeans_s"] = time.perf_counter() - t
     centres = read_centres(layouts["A"].cluster_centres)
     labels_b = assign(codes_b, centres)
     t = time.perf_counter()
-    decode_codes(ae.model_path, np.asarray(codes_b[:]), "cpu")
+    decode_codes(ae_model, ae_codes_b, "cpu")
     times["decode_B_s"] = time.perf_counter() - t
     res["speed_s_per_patch"] = {"encode": round(times["encode_B_s"] / len(tables["B"]), 5),
                                 "decode": round(times["decode_B_s"] / len(tables["B"]), 5),
@@ -518,7 +564,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     res["clusters_B"] = cluster_scores(labels_b, truth["B"], args.k)
     res["clusters_B_majority_from_A"] = cluster_scores(labels_b, truth["B"], args.k,
                                                        table_a["majority"].where(table_a["size"] > 0, ""))
-    res["references"] = references(layouts, truth, args.k, args.seed)
+    res["references"] = references(layouts, truth, args.k, args.seed, other, other_name)
+    res["clusters_more_held_out"] = {
+        str(seed): held_out_scores(args, out, seed, layouts["A"], centres, ae_model, enc) for seed in args.more_held_out}
     if args.cnn_reference_epochs:
         t = time.perf_counter()
         res["references"]["supervised_cnn"] = supervised_cnn(layouts, truth, args.cnn_reference_epochs, args.seed,
@@ -528,7 +576,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from deepict_dask.mine import write_gallery
 
         t = time.perf_counter()
-        write_gallery(layouts["A"], [source["A"]], ae.model_path, device="cpu")
+        write_gallery(layouts["A"], [source["A"]], ae_model, device="cpu")
         times["gallery_s"] = time.perf_counter() - t
 
     res["top_clusters_A"] = top_clusters(table_a)
@@ -541,11 +589,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if selection:
         t = time.perf_counter()
         truth_a = PatchTruth(paths["A"], tables["A"])
-        weak = write_weak_labels(layouts["A"].patches, decoder(ae.model_path), labels_a, selection, out / "weak",
+        weak = write_weak_labels(layouts["A"].patches, decoder(ae_model), labels_a, selection, out / "weak",
                                  k=args.k, polarity="dark", voxel_size=vs, overwrite=True)
         res["weak"] = {"patches_per_class": weak.patches_per_class, "voxel_fraction": weak.voxel_fraction,
                        "against_truth": weak_label_quality(out / "weak", truth_a, weak.classes),
-                       "threshold_sweep": weak_label_sweep(decoder(ae.model_path), layouts["A"].patches, labels_a,
+                       "threshold_sweep": weak_label_sweep(decoder(ae_model), layouts["A"].patches, labels_a,
                                                            selection, truth_a)}
         total = int(zarr.open_array(str(weak.patches), mode="r").shape[0])
         edss = train_edss3d(weak.patches, weak.labels, weak.classes, out / "edss_run", train_options(
@@ -588,7 +636,7 @@ def report(res: dict[str, Any]) -> str:
         target = TARGETS.get(k)
         lines.append(f"| {k} | {v:.3f} | {'>= ' + format(target, 'g') if target else '-'} |")
     lines += ["", "| seconds per patch | ours (CPU) | paper (2018 GPU) |", "|---|---|---|",
-              f"| training, per epoch | {s['train_per_epoch']:.4f} | {PAPER['train_s_per_patch_epoch']} |",
+              f"| training, per epoch | {s['train_per_epoch'] or 0:.4f} | {PAPER['train_s_per_patch_epoch']} |",
               f"| encoding | {s['encode']:.4f} | {PAPER['encode_s_per_patch']} |",
               f"| decoding | {s['decode']:.4f} | {PAPER['decode_s_per_patch']} |", ""]
     lines.append(f"patches A/B: {res['patches']['A']}/{res['patches']['B']}; truth classes of B: "
@@ -616,6 +664,12 @@ def parser() -> argparse.ArgumentParser:
                         "predicts (0: raw tomograms; the centres always come from the raw tomogram)")
     p.add_argument("--truth-radius", type=int, default=2, help="ball (voxels) around a centre that gives its class")
     p.add_argument("--k", type=int, default=100, help="k-means clusters")
+    p.add_argument("--codes", choices=["autoencoder", "invariant"], default="autoencoder",
+                   help="codes k-means clusters: the autoencoder's (published) or rotation-invariant descriptors")
+    p.add_argument("--more-held-out", type=int, nargs="*", default=(), metavar="SEED",
+                   help="also score the clusters on tomograms simulated with these seeds (cluster figures only)")
+    p.add_argument("--autoencoder", metavar="MODEL", help="use this autoencoder (trained on the same A by an "
+                   "earlier run) instead of training one")
     p.add_argument("--ae-epochs", type=int, default=200)
     p.add_argument("--ae-patience", type=int, default=20)
     p.add_argument("--ae-minutes", type=float, default=None, help="time cap of the autoencoder training")

@@ -72,14 +72,15 @@ def register(sub: Any) -> None:
     add_overwrite_arg(s, "an existing autoencoder")
     s.set_defaults(func=_train_ae)
 
-    s = steps.add_parser("encode", help="encode DIR's patches (or new tomograms' patches) with the autoencoder",
-                         description="Encode DIR/patches.zarr into DIR/codes.zarr with DIR's autoencoder (or --model). "
-                         "With TOMO... and --into DIR2: cut the new tomograms' patches into DIR2 and encode them there.")
+    s = steps.add_parser("encode", help="encode patches: autoencoder codes or rotation-invariant descriptors",
+                         description="Encode DIR/patches.zarr into DIR/codes.zarr with DIR's autoencoder (or --model), "
+                         "or with --codes invariant into rotation-invariant descriptors (no model). With TOMO... and "
+                         "--into DIR2: cut the new tomograms' patches into DIR2 and encode them there, like DIR's.")
     s.add_argument("dir", metavar="DIR", help="the mining directory")
     s.add_argument("tomograms", nargs="*", metavar="TOMO", help="new tomograms to encode (needs --into)")
     s.add_argument("--into", metavar="DIR2", help="mining directory for the new tomograms' patches and codes")
     s.add_argument("--model", metavar="AE", help="autoencoder model file (default DIR/models/ae.safetensors)")
-    _encode_args(s)
+    _encode_args(s, kind=True)
     _centre_args(s)
     add_overwrite_arg(s, "existing codes")
     add_cluster_args(s)
@@ -143,10 +144,10 @@ def register(sub: Any) -> None:
     s.set_defaults(func=_labels)
 
     s = steps.add_parser("filter", help="keep the patches of new tomograms that fall in selected clusters",
-                         description="The paper's test on new tomograms: cut their patches, encode them with DIR's "
-                         "autoencoder, assign each to the nearest cluster centre and write those in the selected "
+                         description="The paper's test on new tomograms: cut their patches, encode them like DIR's "
+                         "(its autoencoder, or the same invariant descriptors), assign each to the nearest cluster centre and write those in the selected "
                          "clusters as a coordinate table (class = the selection's class name).")
-    s.add_argument("dir", metavar="DIR", help="the mining directory (autoencoder and clusters)")
+    s.add_argument("dir", metavar="DIR", help="the mining directory (codes, clusters; autoencoder for its codes)")
     s.add_argument("tomograms", nargs="+", metavar="TOMO", help="new tomograms")
     _select_arg(s)
     s.add_argument("-o", "--out", required=True, metavar="TABLE", help="output table (.csv, .star, ...)")
@@ -204,8 +205,13 @@ def _patch_args(s: argparse.ArgumentParser) -> None:
                         "tomograms, where the autoencoder otherwise learns nothing)")
 
 
-def _encode_args(s: argparse.ArgumentParser) -> None:
+def _encode_args(s: argparse.ArgumentParser, kind: bool = False) -> None:
     g = s.add_argument_group("encoding")
+    if kind:
+        g.add_argument("--codes", choices=["autoencoder", "invariant"],
+                       help="autoencoder: the trained encoder's codes (default; the published method); invariant: "
+                       "rotation-invariant descriptors, no model, blind to a structure's orientation (new "
+                       "tomograms: default DIR's kind)")
     g.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     g.add_argument("--batch-size", type=int, metavar="N", help="patches per forward pass")
     g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
@@ -249,7 +255,7 @@ def _encode_opts(args: argparse.Namespace) -> Any:
     from deepict_dask.mine.options import EncodeOptions
     from deepict_dask.options import build
 
-    flags = {"device": "--device", "batch_size": "--batch-size", "precision": "--precision"}
+    flags = {"codes": "--codes", "device": "--device", "batch_size": "--batch-size", "precision": "--precision"}
     return build(EncodeOptions, _given(args, flags), flags=flags)
 
 
@@ -320,7 +326,7 @@ def _encode(args: argparse.Namespace) -> int:
     from deepict_dask.errors import ConfigError
     from deepict_dask.mine import MineLayout
     from deepict_dask.mine.encode import autoencoder_info_of
-    from deepict_dask.mine.workflow import encode, encode_new, require
+    from deepict_dask.mine.workflow import encode, encode_new, reference_codes, require
 
     opts = _encode_opts(args)
     layout = MineLayout.at(args.dir)
@@ -328,22 +334,29 @@ def _encode(args: argparse.Namespace) -> int:
         if not args.into:
             raise ConfigError("encoding new tomograms needs --into DIR2 (their patches and codes go there)")
         into = MineLayout.at(args.into)
-        model = args.model or require(layout, "autoencoder")
-        autoencoder_info_of(model)
+        if args.codes is None and layout.codes.exists():
+            opts = reference_codes(layout, opts)  # comparable with DIR's clusters
+        model = None
+        if opts.codes == "autoencoder":
+            model = args.model or require(layout, "autoencoder")
+            autoencoder_info_of(model)
         centres = _centres(args)
         refuse_existing(into.patches, into.codes, overwrite=args.overwrite)
         with _client(args):
-            table = encode_new(args.tomograms, into, model, centres, None, opts)
+            table = encode_new(args.tomograms, into, model, centres, None, opts, reference=layout)
         print(f"{len(table)} patches of {len(args.tomograms)} tomogram(s) encoded -> {into.codes}")
         return 0
     if args.into:
         raise ConfigError("--into needs new tomograms (TOMO...) to encode")
     require(layout, "patches")
-    autoencoder_info_of(args.model or require(layout, "autoencoder"))
+    if opts.codes == "autoencoder":
+        autoencoder_info_of(args.model or require(layout, "autoencoder"))
+    elif args.model:
+        raise ConfigError("--model is for autoencoder codes; invariant codes need no model")
     refuse_existing(layout.codes, overwrite=args.overwrite)
     with _client(args):
         codes = encode(layout, args.model, opts)
-    print(f"{codes.shape[0]} patches encoded to {codes.shape[1]} numbers each -> {layout.codes}")
+    print(f"{codes.shape[0]} patches encoded to {codes.shape[1]} numbers each ({opts.codes}) -> {layout.codes}")
     return 0
 
 

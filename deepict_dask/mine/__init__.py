@@ -1,7 +1,8 @@
 """Unsupervised feature mining (Autoencoder3D + k-means), the engine's version of Zeng et al.
 
 Patch centres from a distributed Difference of Gaussians, patches extracted by Dask tasks into a
-chunked Zarr stack, codes from an autoencoder cached per worker, MiniBatchKMeans in bounded
+chunked Zarr stack, codes from an autoencoder cached per worker (or rotation-invariant
+descriptors, no model: :mod:`deepict_dask.mine.invariant`), MiniBatchKMeans in bounded
 memory, and a self-contained HTML gallery of the clusters. Public API below; every step takes one
 options model and reads/writes the paths :class:`MineLayout` names. :mod:`deepict_dask.mine.workflow`
 holds the steps a user runs (``deepict mine``: each checks that the step before it ran), and

@@ -104,17 +104,25 @@ def extract_patches(tomograms: Paths, centres: pd.DataFrame | str | os.PathLike,
 
 
 def encode_patches(out: str | os.PathLike | MineLayout, model: str | os.PathLike | None = None,
-                   options: EncodeOptions = EncodeOptions()):
-    """Encode ``patches.zarr`` into ``codes.zarr`` with the autoencoder (default ``models/ae.safetensors``).
+                   options: EncodeOptions = EncodeOptions(), scaling: tuple[np.ndarray, np.ndarray] | None = None):
+    """Encode ``patches.zarr`` into ``codes.zarr``.
+
+    With ``options.codes = "autoencoder"`` (the published method): the autoencoder ``model``
+    (default ``models/ae.safetensors``). With ``"invariant"``: rotation-invariant descriptors, no model,
+    z-scored with ``scaling`` (another directory's :func:`~deepict_dask.mine.encode.invariant_scaling`,
+    to assign these patches to its clusters) or with this stack's own statistics.
 
     Returns
     -------
     The written codes array ``(N, code_dim)``, opened read-only (Zarr: read slices of it as needed).
     """
-    from deepict_dask.mine.encode import write_codes
+    from deepict_dask.mine.encode import write_codes, write_invariant_codes
 
     layout = _as_layout(out)
-    write_codes(layout.patches, model or layout.autoencoder, layout.codes, options)
+    if options.codes == "invariant":
+        write_invariant_codes(layout.patches, layout.codes, options, scaling)
+    else:
+        write_codes(layout.patches, model or layout.autoencoder, layout.codes, options)
     return _codes(layout)
 
 
@@ -145,24 +153,35 @@ def score_k(out: str | os.PathLike | MineLayout, options: ChooseKOptions = Choos
 
 def write_gallery(out: str | os.PathLike | MineLayout, tomograms: Paths = (), model: str | os.PathLike | None = None,
                   options: GalleryOptions = GalleryOptions(), device: str = "auto") -> pd.DataFrame:
-    """``gallery.html`` and ``clusters/clusters.csv`` from the clusters, patches and the autoencoder.
+    """``gallery.html`` and ``clusters/clusters.csv`` from the clusters, patches and codes.
 
-    ``tomograms`` (optional) give the orthoslice overlays. Returns the clusters table.
+    Autoencoder codes: each cluster centre decoded by ``model`` (default: ``out``'s autoencoder).
+    Invariant codes have no decoder: each cluster shows its most typical patch instead (the one
+    closest to its centre). ``tomograms`` (optional) give the orthoslice overlays. Returns the clusters table.
     """
     import zarr
 
     from deepict_dask.io.coords import read_table
     from deepict_dask.mine import gallery
-    from deepict_dask.mine.encode import decode_codes
-    from deepict_dask.mine.kmeans import read_centres
+    from deepict_dask.mine.encode import codes_kind, decode_codes
+    from deepict_dask.mine.kmeans import nearest_members, read_centres
     from deepict_dask.mine.patches import open_patch_stack
 
     layout = _as_layout(out)
     if not layout.labels.exists():
         raise InputError("no clusters yet: cluster the codes first", layout.labels)
     labels = np.asarray(zarr.open_array(str(layout.labels), mode="r")[:])
-    decoded = decode_codes(model or layout.autoencoder, read_centres(layout.cluster_centres), device)
-    return gallery.write_gallery(layout.gallery, layout.clusters_table, decoded=decoded,
-                                 stack=open_patch_stack(layout.patches), labels=labels,
-                                 patches=read_table(layout.patches_table),
+    centres = read_centres(layout.cluster_centres)
+    stack = open_patch_stack(layout.patches)
+    if codes_kind(layout.codes) == "invariant":
+        members = nearest_members(_codes(layout), centres, labels)
+        shown = np.zeros((len(centres), *stack.shape[1:]), np.float32)
+        for c in np.flatnonzero(members >= 0):
+            shown[c] = stack[int(members[c])]
+        decoded = None
+    else:
+        decoded = decode_codes(model or layout.autoencoder, centres, device)
+        shown = None
+    return gallery.write_gallery(layout.gallery, layout.clusters_table, decoded=decoded, typical=shown,
+                                 stack=stack, labels=labels, patches=read_table(layout.patches_table),
                                  volumes=_volumes(tomograms) if tomograms else {}, opts=options)

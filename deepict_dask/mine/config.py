@@ -105,6 +105,7 @@ train:                           # the autoencoder (MSE, Adam 1e-3, betas 0.9/0.
   device: auto                   # auto, cpu or cuda
   # max_minutes: 30              # time budget
 encode:
+  codes: autoencoder             # or invariant: rotation-invariant descriptors (no model; orientation-blind)
   device: auto
 # choose_k:                      # optional: Calinski-Harabasz and gap statistic per k (neither decides alone)
 #   ks: [20, 50, 100, 150]

@@ -1,11 +1,14 @@
-"""Encoding patch stacks with an Autoencoder3D model file, and decoding codes back to images.
+"""Encoding patch stacks into codes (an Autoencoder3D model file, or rotation-invariant descriptors),
+and decoding autoencoder codes back to images.
 
 Encoding runs as one Dask task per chunk of the patch stack on the inference engine's machinery:
 every task carries a small :class:`~deepict_dask.inference.worker_cache.PredictorRef` (model path,
 device, batch size, precision) and gets the process's cached network from it, so each worker loads
 the model once; the device is chosen like ``deepict predict`` does (``auto``: the GPU when one is
 visible, else the CPU), batches shrink on out-of-memory errors. Codes go to a Zarr array
-(N x code_dim, float32) written under a temporary name and renamed when complete.
+(N x code_dim, float32) written under a temporary name and renamed when complete; its attributes
+say what the codes are (``kind``: ``autoencoder`` or ``invariant``), and for invariant descriptors
+the z-scoring they got, so patches of new tomograms are scaled the same way.
 """
 
 from __future__ import annotations
@@ -120,11 +123,89 @@ def write_codes(stack: str | os.PathLike, model: str | os.PathLike, out: str | o
     with atomic_path(out) as tmp:
         codes = zarr.create_array(str(tmp), shape=(n, code_dim), chunks=(step, code_dim), dtype="float32",
                                   fill_value=0, compressors=_compressor("zstd", 3), zarr_format=3)
-        codes.attrs.update({"model": info.name, "model_sha256": ref.sha256, "deepict": "codes"})
+        codes.attrs.update({"model": info.name, "model_sha256": ref.sha256, "deepict": "codes", "kind": "autoencoder"})
         tasks = [dask.delayed(_encode_chunk)(ref, str(stack), str(tmp), i0, min(n, i0 + step))
                  for i0 in range(0, n, step)]
         dask.compute(*tasks)
     return Path(out)
+
+
+def _describe_chunk(stack_path: str, codes_path: str, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw descriptors of patches i0:i1 into the codes array; returns their sum and sum of squares."""
+    import zarr
+
+    from deepict_dask.mine.invariant import describe
+
+    values = describe(np.asarray(zarr.open_array(stack_path, mode="r")[i0:i1], dtype=np.float32))
+    zarr.open_array(codes_path, mode="r+")[i0:i1] = values
+    v = values.astype(np.float64)
+    return v.sum(0), (v**2).sum(0)
+
+
+def _scale_chunk(codes_path: str, i0: int, i1: int, mean: np.ndarray, std: np.ndarray) -> int:
+    import zarr
+
+    arr = zarr.open_array(codes_path, mode="r+")
+    arr[i0:i1] = ((np.asarray(arr[i0:i1], np.float64) - mean) / std).astype(np.float32)
+    return i1 - i0
+
+
+def write_invariant_codes(stack: str | os.PathLike, out: str | os.PathLike, opts: EncodeOptions = EncodeOptions(),
+                          scaling: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """Rotation-invariant descriptors of the patch stack ``stack``, z-scored, into the codes array ``out``.
+
+    One Dask task per chunk computes the descriptors (:mod:`deepict_dask.mine.invariant`); a second
+    pass z-scores them, with ``scaling`` = ``(mean, std)`` when given (the codes of the stack the
+    clusters were fitted on: :func:`invariant_scaling`), else with this stack's own statistics.
+    No model is needed. Returns ``out``.
+    """
+    import zarr
+
+    from deepict_dask.io.zarr_store import compressor_codec as _compressor
+    from deepict_dask.mine.invariant import descriptor_size
+
+    arr = open_patch_stack(stack)
+    shape = [int(s) for s in arr.shape[1:]]
+    n, dim = int(arr.shape[0]), descriptor_size(shape)
+    if scaling is not None and len(scaling[0]) != dim:
+        raise InputError(f"the reference codes have {len(scaling[0])} descriptors but patches of {shape} voxels "
+                         f"give {dim}: cut the new patches with the reference's patch shape", stack)
+    step = opts.chunk or int(arr.chunks[0])
+    parts = [(i0, min(n, i0 + step)) for i0 in range(0, n, step)]
+    with atomic_path(out) as tmp:
+        codes = zarr.create_array(str(tmp), shape=(n, dim), chunks=(step, dim), dtype="float32", fill_value=0,
+                                  compressors=_compressor("zstd", 3), zarr_format=3)
+        sums = dask.compute(*[dask.delayed(_describe_chunk)(str(stack), str(tmp), a, b) for a, b in parts])
+        if scaling is None:
+            total = np.sum([s for s, _ in sums], axis=0)
+            squares = np.sum([q for _, q in sums], axis=0)
+            mean = total / max(1, n)
+            std = np.sqrt(np.maximum(squares / max(1, n) - mean**2, 0.0))
+            std = np.where(std > 1e-9 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # a constant descriptor stays 0
+        else:
+            mean, std = (np.asarray(v, np.float64) for v in scaling)
+        dask.compute(*[dask.delayed(_scale_chunk)(str(tmp), a, b, mean, std) for a, b in parts])
+        codes.attrs.update({"deepict": "codes", "kind": "invariant", "patch_shape": shape,
+                            "feature_mean": mean.tolist(), "feature_std": std.tolist()})
+    return Path(out)
+
+
+def codes_kind(codes: str | os.PathLike) -> str:
+    """What a codes array holds: ``autoencoder`` (also for arrays written before the kind was recorded) or
+    ``invariant``."""
+    import zarr
+
+    return str(zarr.open_array(str(codes), mode="r").attrs.get("kind", "autoencoder"))
+
+
+def invariant_scaling(codes: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` that z-scored the invariant codes ``codes`` (to encode new patches the same way)."""
+    import zarr
+
+    attrs = zarr.open_array(str(codes), mode="r").attrs
+    if attrs.get("kind") != "invariant" or "feature_mean" not in attrs:
+        raise InputError("not rotation-invariant codes (encode with --codes invariant)", codes)
+    return np.asarray(attrs["feature_mean"], np.float64), np.asarray(attrs["feature_std"], np.float64)
 
 
 def decode_codes(model: str | os.PathLike, codes: np.ndarray, device: str = "auto") -> np.ndarray:

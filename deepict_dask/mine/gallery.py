@@ -1,6 +1,7 @@
 """One self-contained HTML page showing what each k-means cluster of patches is.
 
-Per cluster (largest first): its size, the decoded cluster centre as a montage of all its z slices,
+Per cluster (largest first): its size, the decoded cluster centre as a montage of all its z slices
+(for codes without a decoder, the cluster's most typical patch instead),
 the plain average of the cluster's raw patches as the same montage beside it (what the decoder shows
 should also be in the data), and where its patches lie in the tomogram: their centres marked on the
 three central orthoslices (projected along the viewing axis). A clusters table (CSV) is written too.
@@ -112,15 +113,16 @@ def cluster_table(labels: np.ndarray, patches: pd.DataFrame, k: int) -> pd.DataF
                          "main_tomo": [main.get(c, "") for c in range(k)]})
 
 
-def write_gallery(out: str | os.PathLike, table_out: str | os.PathLike, *, decoded: np.ndarray, stack: Any,
+def write_gallery(out: str | os.PathLike, table_out: str | os.PathLike, *, decoded: np.ndarray | None, stack: Any,
                   labels: np.ndarray, patches: pd.DataFrame, volumes: Mapping[str, xr.DataArray],
-                  opts: GalleryOptions = GalleryOptions()) -> pd.DataFrame:
+                  opts: GalleryOptions = GalleryOptions(), typical: np.ndarray | None = None) -> pd.DataFrame:
     """Write the HTML gallery ``out`` and the clusters table ``table_out`` (CSV).
 
     Parameters
     ----------
-    decoded
-        Decoded cluster centres ``(k, D, H, W)``.
+    decoded, typical
+        Decoded cluster centres ``(k, D, H, W)``, or (codes without a decoder) each cluster's most
+        typical patch; exactly one of them.
     stack, labels, patches
         Patch stack, the cluster of each patch, the patch coordinate table (``tomo``, ``x, y, z``).
     volumes
@@ -131,7 +133,11 @@ def write_gallery(out: str | os.PathLike, table_out: str | os.PathLike, *, decod
     -------
     The clusters table.
     """
-    k = int(decoded.shape[0])
+    if (decoded is None) == (typical is None):
+        raise ValueError("give decoded cluster centres or typical patches, not both or neither")
+    first = decoded if decoded is not None else typical
+    what = "decoded centre" if decoded is not None else "typical patch"
+    k = int(first.shape[0])
     labels = np.asarray(labels, dtype=np.int64)
     table = cluster_table(labels, patches, k)
     means = cluster_means(stack, labels, k)
@@ -142,20 +148,22 @@ def write_gallery(out: str | os.PathLike, table_out: str | os.PathLike, *, decod
         order = order[: opts.max_clusters]
     parts = [f"<h1>{html.escape(opts.title)}</h1>",
              f"<p>{len(labels)} patches of {'x'.join(str(s) for s in stack.shape[1:])} voxels, {k} clusters. "
-             "Per cluster: the decoded cluster centre (all z slices), the average of its raw patches, and its "
+             f"Per cluster: the {'decoded cluster centre' if decoded is not None else 'most typical patch (closest to the centre)'} "
+             "(all z slices), the average of its raw patches, and its "
              "patch centres (orange) on the central orthoslices xy | xz | yz of the tomogram holding most of them."
              "</p>", table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)]
     for c in order:
         size = int(table.loc[c, "size"])
         tomo = str(table.loc[c, "main_tomo"])
-        figs = [_img(_png(montage(decoded[c], opts.columns)), f"cluster {c} decoded centre")]
+        figs = [_img(_png(montage(first[c], opts.columns)), f"cluster {c} {what}")] if size or decoded is not None else []
         if size:
             figs.append(_img(_png(montage(means[c], opts.columns)), f"cluster {c} average patch"))
         if size and tomo in planes:
             p, _shape, step = planes[tomo]
             mine = (labels == c) & (patches["tomo"].to_numpy() == tomo)
             figs.append(_img(_png(overlay(p, step, zyx_all[mine])), f"cluster {c} positions in {tomo}"))
-        caption = "decoded centre | average patch | positions" if size else "decoded centre (empty cluster)"
+        caption = f"{what} | average patch | positions" if size else (
+            "decoded centre (empty cluster)" if decoded is not None else "empty cluster")
         parts.append(f'<section><h3>Cluster {c}: {size} patches ({100 * size / max(1, len(labels)):.1f}%)'
                      f'{", mostly " + html.escape(tomo) if size else ""}</h3><p>{caption}</p>'
                      f'<div class="row">{"".join(figs)}</div></section>')

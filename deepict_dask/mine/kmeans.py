@@ -89,6 +89,24 @@ def assign(codes: Any, centres: np.ndarray, step: int = 65536) -> np.ndarray:
     return out
 
 
+def nearest_members(codes: Any, centres: np.ndarray, labels: np.ndarray, step: int = 65536) -> np.ndarray:
+    """Per cluster, the index of its member closest to its centre (its most typical patch); -1 when empty."""
+    c = np.asarray(centres, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    best = np.full(len(c), np.inf)
+    index = np.full(len(c), -1, np.int64)
+    for sl in _slices(int(codes.shape[0]), step):
+        x = _read(codes, sl)
+        lab = labels[sl]
+        dist = ((x - c[lab]) ** 2).sum(1)
+        order = np.lexsort((dist, lab))  # by cluster, then distance: the first of each cluster is its closest here
+        first = order[np.r_[True, lab[order][1:] != lab[order][:-1]]]
+        better = dist[first] < best[lab[first]]
+        best[lab[first[better]]] = dist[first[better]]
+        index[lab[first[better]]] = sl.start + first[better]
+    return index
+
+
 def write_clusters(codes: Any, opts: ClusterOptions, labels_path: str | os.PathLike,
                    centres_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Cluster ``codes``; write the labels (a 1D Zarr array) and the centres/sizes (JSON), atomically.

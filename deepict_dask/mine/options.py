@@ -50,8 +50,11 @@ class PatchOptions(_Options):
 
 
 class EncodeOptions(_Options):
-    """Encoding a patch stack with an autoencoder: device, batching, precision."""
+    """What the codes are (the autoencoder's, or rotation-invariant descriptors) and how they are computed."""
 
+    codes: Literal["autoencoder", "invariant"] = Field(
+        "autoencoder", description="autoencoder: the trained encoder's codes (the published method); invariant: "
+        "rotation-invariant descriptors (shell statistics, structure tensor), blind to a structure's orientation")
     device: str = Field("auto", description="auto (a GPU when visible), cpu or cuda[:N]")
     batch_size: int | None = Field(None, ge=1, description="patches per forward pass (default: by device)")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"

@@ -130,39 +130,66 @@ def train_ae(out: str | os.PathLike | MineLayout, options: Any = None) -> Any:
 
 def encode(out: str | os.PathLike | MineLayout, model: str | os.PathLike | None = None,
            options: EncodeOptions = EncodeOptions()) -> Any:
-    """Encode ``out``'s patches with ``model`` (default: ``out``'s autoencoder); returns the codes array."""
+    """Encode ``out``'s patches: with ``model`` (default: ``out``'s autoencoder), or into rotation-invariant
+    descriptors when ``options.codes`` is ``invariant`` (no model). Returns the codes array."""
     layout = _layout(out)
     require(layout, "patches")
-    if model is None:
+    if model is None and options.codes == "autoencoder":
         model = require(layout, "autoencoder")
     return api.encode_patches(layout, model, options)
 
 
-def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: str | os.PathLike,
+def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: str | os.PathLike | None,
                centres: CentreOptions = CentreOptions(), patches: PatchOptions | None = None,
-               options: EncodeOptions = EncodeOptions()) -> pd.DataFrame:
-    """Patches of new ``tomograms`` cut and encoded with an existing autoencoder, under ``into``.
+               options: EncodeOptions = EncodeOptions(), *, reference: MineLayout | None = None) -> pd.DataFrame:
+    """Patches of new ``tomograms`` cut and encoded like an existing mining directory's, under ``into``.
 
-    The patch shape is the autoencoder's (``patches`` only sets normalisation and chunking).
+    Autoencoder codes: with ``model``, whose patch shape they get. Invariant codes
+    (``options.codes``): ``reference`` is the directory whose clusters they will be compared with;
+    its codes give the patch shape and the z-scoring. ``patches`` only sets normalisation and chunking.
     Returns the patches table of ``into``.
     """
-    from deepict_dask.mine.encode import autoencoder_info_of
+    import zarr
 
-    info = autoencoder_info_of(model)  # a segmentation model is refused before any patch is cut
-    opts = (patches or PatchOptions()).model_copy(update={"patch_shape": tuple(int(s) for s in info.patch_size)})
+    from deepict_dask.mine.encode import autoencoder_info_of, invariant_scaling
+
+    scaling = None
+    if options.codes == "invariant":
+        if reference is None:
+            raise InputError("invariant codes of new tomograms need the mining directory they are compared with")
+        codes = require(reference, "codes")
+        scaling = invariant_scaling(codes)
+        shape = zarr.open_array(str(codes), mode="r").attrs["patch_shape"]
+    else:
+        if model is None:
+            raise InputError("encoding new tomograms with autoencoder codes needs the autoencoder model")
+        shape = autoencoder_info_of(model).patch_size  # a segmentation model is refused before any patch is cut
+    opts = (patches or PatchOptions()).model_copy(update={"patch_shape": tuple(int(s) for s in shape)})
     table = make_patches(tomograms, into, centres, opts)
-    api.encode_patches(into, model, options)
+    api.encode_patches(into, model, options, scaling)
     return table
 
 
+def reference_codes(layout: MineLayout, options: EncodeOptions = EncodeOptions()) -> EncodeOptions:
+    """``options`` with the kind of codes of ``layout`` (new patches are compared with its clusters)."""
+    from deepict_dask.mine.encode import codes_kind
+
+    return options.model_copy(update={"codes": codes_kind(require(layout, "codes"))})
+
+
 def require_varied_codes(layout: MineLayout) -> None:
-    """Fail when every patch has the same code: an autoencoder that collapsed (or stopped too early)
-    leaves k-means nothing to separate, and the clusters would be noise."""
+    """Fail when every patch has the same code: an autoencoder that collapsed (or stopped too early), or
+    patches that are all alike, leave k-means nothing to separate, and the clusters would be noise."""
     import dask.array as da
+
+    from deepict_dask.mine.encode import codes_kind
 
     codes = da.from_zarr(str(require(layout, "codes")))
     spread = float(codes.std(axis=0).max().compute(scheduler="threads"))
     if not spread > 1e-6 * max(1.0, float(abs(codes).max().compute(scheduler="threads"))):
+        if codes_kind(layout.codes) == "invariant":
+            raise InputError("every patch has the same code: the patches are all alike (an empty or constant "
+                             "tomogram?); nothing to cluster", layout.codes)
         raise InputError("every patch has the same code: the autoencoder does not tell the patches apart; train it "
                          f"longer (deepict mine train-ae {layout.root} --overwrite --epochs N) and encode again",
                          layout.codes)
@@ -184,12 +211,15 @@ def choose_k(out: str | os.PathLike | MineLayout, options: ChooseKOptions = Choo
 
 def gallery(out: str | os.PathLike | MineLayout, tomograms: Paths | None = None, options: Any = None,
             device: str = "auto") -> pd.DataFrame:
-    """``gallery.html`` and ``clusters/clusters.csv``; overlays on ``tomograms`` (default: the recorded ones)."""
+    """``gallery.html`` and ``clusters/clusters.csv``; overlays on ``tomograms`` (default: the recorded ones).
+
+    Autoencoder codes need the autoencoder (its decoded cluster centres); invariant codes do not."""
+    from deepict_dask.mine.encode import codes_kind
     from deepict_dask.mine.options import GalleryOptions
 
     layout = _layout(out)
     require(layout, "labels")
-    model = require(layout, "autoencoder")
+    model = require(layout, "autoencoder") if codes_kind(require(layout, "codes")) == "autoencoder" else None
     tomos = recorded_tomograms(layout) if tomograms is None else list(tomograms)
     return api.write_gallery(layout, tomos, model, options or GalleryOptions(), device)
 
@@ -330,15 +360,17 @@ def weak_labels(out: str | os.PathLike | MineLayout, selection: dict[str, list[i
 
 
 def check_filter(out: str | os.PathLike | MineLayout, selection: dict[str, list[int]],
-                 source: str | os.PathLike | None = None) -> tuple[Path, np.ndarray]:
+                 source: str | os.PathLike | None = None) -> tuple[Path | None, np.ndarray]:
     """``(autoencoder, cluster centres)`` of ``out`` after checking that the selection names existing,
-    non-empty clusters (before any patch of a new tomogram is cut)."""
+    non-empty clusters (before any patch of a new tomogram is cut). The autoencoder is ``None`` for
+    invariant codes, which need none."""
     from deepict_dask.mine.kmeans import read_centres
     from deepict_dask.mine.labels import check_selection, parse_selection
 
     layout = _layout(out)
-    model = require(layout, "autoencoder")
     require(layout, "labels")
+    kind = reference_codes(layout).codes
+    model = require(layout, "autoencoder") if kind == "autoencoder" else None
     centre_vectors = read_centres(layout.cluster_centres)
     check_selection(parse_selection(selection, source), patch_clusters(layout), len(centre_vectors), source)
     return model, centre_vectors
@@ -349,13 +381,14 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
                      patches: PatchOptions | None = None, options: EncodeOptions = EncodeOptions(),
                      into: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
                      overwrite: bool = False) -> pd.DataFrame:
-    """The paper's test on new tomograms: their patches, encoded with ``out``'s autoencoder, assigned to
-    the nearest cluster centre; the patches of the selected clusters are written as a coordinate table.
+    """The paper's test on new tomograms: their patches, encoded like ``out``'s (its autoencoder, or the
+    same invariant descriptors and scaling), assigned to the nearest cluster centre; the patches of the
+    selected clusters are written as a coordinate table.
 
     Parameters
     ----------
     out
-        The mining directory (autoencoder and clusters must exist).
+        The mining directory (codes and clusters, and the autoencoder for autoencoder codes).
     tomograms
         New tomograms (MRC or OME-Zarr).
     selection
@@ -364,7 +397,8 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
         Output table (``.csv``, ``.star``, ...), written atomically; columns ``cluster`` and ``patch``
         are added.
     centres, patches, options
-        Where patches are cut (patch shape: the autoencoder's), and how they are encoded.
+        Where patches are cut (patch shape: the autoencoder's, or ``out``'s), and how they are encoded
+        (the kind of codes is always ``out``'s).
     into
         Keep the new patches and codes in this mining directory (default: a temporary one, removed).
 
@@ -378,6 +412,7 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
 
     layout = _layout(out)
     model, centre_vectors = check_filter(layout, selection, source)
+    options = reference_codes(layout, options)
     class_of = {c: name for name, ids in parse_selection(selection, source).items() for c in ids}
     if not overwrite and Path(table).exists():
         from deepict_dask.errors import OutputError
@@ -387,7 +422,7 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
                                                                       dir=Path(table).resolve().parent)
     try:
         new = MineLayout.at(into if into is not None else work.name)  # type: ignore[union-attr]
-        rows = encode_new(tomograms, new, model, centres, patches, options)
+        rows = encode_new(tomograms, new, model, centres, patches, options, reference=layout)
         nearest = assign(api._codes(new), centre_vectors)
         keep = np.isin(nearest, list(class_of))
         kept = rows.loc[keep].copy()
@@ -415,6 +450,9 @@ def refuse_earlier_run(out: str | os.PathLike | MineLayout, overwrite: bool = Fa
 def run_mine(config: Any, *, overwrite: bool = False, progress: bool = False,
              say: Callable[[str], None] = lambda line: None) -> pd.DataFrame:
     """The unsupervised part in one go: patches -> autoencoder -> codes -> (choose k) -> clusters -> gallery.
+
+    The autoencoder is trained with invariant codes too (``config.encode.codes``): the weak labels of
+    ``deepict mine labels`` come from its reconstructions of the selected patches.
 
     Parameters
     ----------

@@ -159,6 +159,44 @@ def test_run_config_does_the_unsupervised_part(mined, tmp_path, threads, capsys)
                             "the earlier run)"]
 
 
+def test_invariant_codes_need_no_autoencoder_and_new_tomograms_follow_them(mined, tmp_path, threads, capsys):
+    """``encode --codes invariant``: codes without a model; gallery shows typical patches; ``encode --into``
+    and ``filter`` cut new patches into the same descriptors with DIR's scaling, compared with DIR's clusters."""
+    from deepict_dask.mine.encode import codes_kind, invariant_scaling
+    from deepict_dask.mine.kmeans import assign, read_centres
+
+    sim, out = mined
+    work = tmp_path / "m"
+    shutil.copytree(out, work)
+    layout = MineLayout.at(work)
+    layout.autoencoder.unlink()
+    _fails(capsys, ["mine", "encode", str(work), "--codes", "invariant", "--model", "ae.safetensors", "--overwrite"],
+           "--model is for autoencoder codes; invariant codes need no model")
+    capsys.readouterr()
+    _ok("mine", "encode", str(work), "--codes", "invariant", "--overwrite", "--workers", "1")
+    assert "(invariant)" in capsys.readouterr().out
+    assert codes_kind(layout.codes) == "invariant" and zarr.open_array(str(layout.codes)).shape[1] > 8
+    _ok("mine", "cluster", str(work), "--k", "4", "--overwrite")
+    _ok("mine", "gallery", str(work), "--overwrite")
+    assert "most typical patch" in layout.gallery.read_text()
+
+    new = sim / "tomograms" / "sim_0001.mrc"
+    other = MineLayout.at(tmp_path / "other")
+    _ok("mine", "encode", str(work), str(new), "--into", str(other.root), "--grid", "8", "--workers", "1")
+    assert codes_kind(other.codes) == "invariant"  # DIR's kind, with DIR's scaling
+    for a, b in zip(invariant_scaling(other.codes), invariant_scaling(layout.codes)):
+        np.testing.assert_array_equal(a, b)
+    big = _largest_cluster(layout)
+    table = tmp_path / "kept.csv"
+    _ok("mine", "filter", str(work), str(new), "--select", f"blob={big}", "-o", str(table), "--grid", "8",
+        "--workers", "1")
+    nearest = assign(zarr.open_array(str(other.codes), mode="r"), read_centres(layout.cluster_centres))
+    assert pd.read_csv(table)["patch"].tolist() == np.flatnonzero(nearest == big).tolist()
+    capsys.readouterr()
+    _fails(capsys, ["mine", "labels", str(work), "--select", f"blob={big}", "-o", str(tmp_path / "weak")],
+           f"no autoencoder yet: run `deepict mine train-ae {work}` first")  # weak labels are its reconstructions
+
+
 def _fails(capsys, argv: list[str], message: str, dask: bool = False) -> None:
     """Exit 2 with one error line; ``dask``: the failure comes from inside the cluster's work, after the
     line naming the dashboard."""

@@ -69,11 +69,42 @@ def test_tiny_run_writes_every_figure(script, tmp_path):
         {"kind": "mse", "weight": 1.0, "alpha": 0.5, "beta": 0.5, "centre_sigma": 6.0}]
     ref = saved["references"]
     assert 0 <= ref["knn_codes"] <= 1 and 0 <= ref["knn_patches"] <= 1 and "majority_accuracy" in ref["pca_kmeans"]
-    assert 0 <= ref["knn_radial"] <= 1 and "majority_accuracy" in ref["radial_kmeans"]
+    assert 0 <= ref["knn_invariant"] <= 1 and "majority_accuracy" in ref["invariant_kmeans"]
     cnn = ref["supervised_cnn"]
     assert cnn["epochs"] == 1 and cnn["epoch"] == 1 and 0 <= cnn["accuracy_B"] <= 1 and cnn["recall_B"]
     sweep = saved["weak"]["threshold_sweep"]
     assert sweep and all(set(v) == {"0.3", "0.4", "0.5"} for v in sweep.values())
+
+
+def test_tiny_run_with_invariant_codes_and_another_held_out_tomogram(script, tmp_path):
+    """``--codes invariant``: the clusters come from the descriptors (B scaled with A's statistics), the
+    autoencoder's codes become the reference, and ``--more-held-out`` scores one more tomogram."""
+    import torch
+    import zarr
+
+    from deepict_dask.mine.encode import codes_kind, invariant_scaling
+    from deepict_dask.models import save_model
+    from deepict_dask.models.autoencoder import Autoencoder3D, autoencoder_info
+
+    model = tmp_path / "ae.safetensors"  # --autoencoder: an earlier run's model, no training here
+    torch.manual_seed(0)
+    save_model(model, Autoencoder3D(patch_shape=(32,) * 3, code_dim=8, filters=2),
+               autoencoder_info("ae", patch_shape=(32,) * 3, code_dim=8, filters=2, voxel_size=13.48))
+    out = tmp_path / "eval"
+    res = script.main(["--out", str(out), "--shape", "48", "96", "96", "--k", "5", "--autoencoder", str(model),
+                       "--edss-epochs", "1", "--crop", "16", "--threads", "1", "--user-purity", "0.3",
+                       "--no-gallery", "--codes", "invariant", "--more-held-out", "303"])
+    assert res["autoencoder"]["reused"] and not (out / "ae_run").exists()
+    a, b = (out / "mine_A" / "codes.zarr"), (out / "mine_B" / "codes.zarr")
+    assert codes_kind(a) == codes_kind(b) == "invariant"
+    for x, y in zip(invariant_scaling(a), invariant_scaling(b)):
+        np.testing.assert_array_equal(x, y)
+    assert zarr.open_array(str(a)).shape[1] > 32  # descriptors, not the autoencoder's 32 numbers
+    ref = res["references"]
+    assert 0 <= ref["knn_autoencoder"] <= 1 and "majority_accuracy" in ref["autoencoder_kmeans"]
+    more = res["clusters_more_held_out"]["303"]
+    assert more["patches"] > 0 and 0 <= more["majority_accuracy"] <= 1
+    assert all(0.0 <= v <= 1.0 for v in res["figures"].values())
 
 
 def test_membrane_voxels_reads_stored_probabilities(script, tmp_path):
@@ -98,13 +129,3 @@ def test_membrane_voxels_reads_stored_probabilities(script, tmp_path):
         == pytest.approx(2 / 3, abs=1e-4)
 
 
-def test_radial_features_are_rotation_invariant(script):
-    """Shell statistics of a patch do not change when the patch is turned by 90 degrees or mirrored."""
-    rng = np.random.default_rng(0)
-    patch = rng.normal(size=(1, 12, 12, 12)).astype(np.float32)
-    f = script.radial_features(patch)
-    assert f.shape == (1, 3 * 6)
-    for turned in (np.rot90(patch, 1, (1, 2)), np.rot90(patch, 1, (2, 3)), patch[:, ::-1]):
-        np.testing.assert_allclose(script.radial_features(np.ascontiguousarray(turned)), f, rtol=1e-5, atol=1e-6)
-    other = rng.normal(size=(1, 12, 12, 12)).astype(np.float32)
-    assert not np.allclose(script.radial_features(other), f)

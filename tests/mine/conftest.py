@@ -30,3 +30,17 @@ def blob_mrc(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture
+def grid_stack(blob_mrc, tmp_path):
+    """``(tomogram, layout)``: 18 patches of 16^3 on a grid of ``blob_mrc("tomoA")``, stack chunks of 5."""
+    from deepict_dask.io.coords import make_table
+    from deepict_dask.mine import MineLayout, PatchOptions, extract_patches
+
+    path = blob_mrc("tomoA")
+    zyx = [(z, y, x) for z in (12, 30, 48) for y in (12, 30, 48) for x in (20, 40)]
+    layout = MineLayout.at(tmp_path / "mine")
+    extract_patches([path], make_table("tomoA", "grid", zyx=np.asarray(zyx), voxel_size=10.0), layout,
+                    PatchOptions(patch_shape=(16, 16, 16), chunk=5))
+    return path, layout

@@ -9,8 +9,7 @@ import zarr
 
 from deepict_dask.errors import InputError
 from deepict_dask.inference import worker_cache
-from deepict_dask.io.coords import make_table
-from deepict_dask.mine import EncodeOptions, MineLayout, PatchOptions, encode_patches, extract_patches
+from deepict_dask.mine import EncodeOptions, encode_patches
 from deepict_dask.mine.encode import decode_codes
 from deepict_dask.models import demo_model_path, save_model
 from deepict_dask.models.autoencoder import Autoencoder3D, autoencoder_info
@@ -26,13 +25,8 @@ def _model(path, seed=0):
 
 
 @pytest.fixture
-def stack(blob_mrc, tmp_path):
-    path = blob_mrc("tomoA")
-    zyx = [(z, y, x) for z in (12, 30, 48) for y in (12, 30, 48) for x in (20, 40)]  # 18 patches
-    layout = MineLayout.at(tmp_path / "mine")
-    extract_patches([path], make_table("tomoA", "grid", zyx=np.asarray(zyx), voxel_size=10.0), layout,
-                    PatchOptions(patch_shape=PATCH, chunk=5))
-    return layout
+def stack(grid_stack):
+    return grid_stack[1]  # 18 patches of PATCH
 
 
 def test_codes_equal_a_direct_forward_pass_and_the_model_loads_once(stack, monkeypatch):

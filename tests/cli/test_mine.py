@@ -159,6 +159,23 @@ def test_run_config_does_the_unsupervised_part(mined, tmp_path, threads, capsys)
                             "the earlier run)"]
 
 
+def test_run_config_with_invariant_codes(mined, tmp_path, threads):
+    """``encode: {codes: invariant}`` in a ``mine run`` config: invariant codes, a gallery of typical patches,
+    and still an autoencoder (the weak labels are its reconstructions)."""
+    from deepict_dask.mine.encode import codes_kind
+
+    sim, _ = mined
+    (tmp_path / "mine.yaml").write_text(
+        f"tomograms: [{sim / 'tomograms' / 'sim_0001.mrc'}]\nout: m\n"
+        "centres: {method: grid, stride: 8}\npatches: {patch_shape: [16, 16, 16]}\n"
+        "train: {max_epochs: 1, batch_size: 32, device: cpu, model: {filters: 2, code_dim: 4}}\n"
+        "encode: {codes: invariant}\ncluster: {k: 3}\n")
+    _ok("mine", "run", str(tmp_path / "mine.yaml"), "--workers", "1", "--no-progress")
+    layout = MineLayout.at(tmp_path / "m")
+    assert codes_kind(layout.codes) == "invariant" and layout.autoencoder.is_file()
+    assert "most typical patch" in layout.gallery.read_text()
+
+
 def test_invariant_codes_need_no_autoencoder_and_new_tomograms_follow_them(mined, tmp_path, threads, capsys):
     """``encode --codes invariant``: codes without a model; gallery shows typical patches; ``encode --into``
     and ``filter`` cut new patches into the same descriptors with DIR's scaling, compared with DIR's clusters."""

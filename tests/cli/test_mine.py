@@ -139,29 +139,10 @@ def test_filter_assigns_new_patches_to_the_nearest_centre(mined, tmp_path, threa
                                   zarr.open_array(str(MineLayout.at(into).codes))[:])
 
 
-def test_run_config_does_the_unsupervised_part(mined, tmp_path, threads, capsys):
-    sim, _ = mined
-    (tmp_path / "mine.yaml").write_text(
-        f"tomograms: [{sim / 'tomograms' / 'sim_0001.mrc'}]\nout: m\n"
-        "centres: {method: grid, stride: 8}\npatches: {patch_shape: [16, 16, 16]}\n"
-        "train: {max_epochs: 1, batch_size: 32, device: cpu, model: {filters: 2, code_dim: 4}}\nencode: {device: cpu}\n"
-        "choose_k: {ks: [2, 3]}\ncluster: {k: 3}\n")
-    _ok("mine", "run", str(tmp_path / "mine.yaml"), "--workers", "1", "--no-progress")
-    layout = MineLayout.at(tmp_path / "m")  # relative to the config file
-    for path in (layout.patches, layout.autoencoder, layout.codes, layout.labels, layout.choose_k_table,
-                 layout.gallery):
-        assert path.exists(), path
-    assert pd.read_csv(layout.choose_k_table)["k"].tolist() == [2, 3]
-    assert len(pd.read_csv(layout.clusters_table)) == 3
-    capsys.readouterr()
-    assert main(["mine", "run", str(tmp_path / "mine.yaml"), "--workers", "1"]) == 2  # no silent replacement
-    assert _err(capsys) == [f"deepict mine: error: {layout.patches}: already exists (use --overwrite to replace "
-                            "the earlier run)"]
-
-
-def test_run_config_with_invariant_codes(mined, tmp_path, threads):
-    """``encode: {codes: invariant}`` in a ``mine run`` config: invariant codes, a gallery of typical patches,
-    and still an autoencoder (the weak labels are its reconstructions)."""
+@pytest.mark.parametrize("codes", ["autoencoder", "invariant"])
+def test_run_config_does_the_unsupervised_part(mined, tmp_path, threads, capsys, codes):
+    """Both kinds of codes; with invariant ones the autoencoder is still trained (the weak labels are its
+    reconstructions) and the gallery shows typical patches."""
     from deepict_dask.mine.encode import codes_kind
 
     sim, _ = mined
@@ -169,11 +150,20 @@ def test_run_config_with_invariant_codes(mined, tmp_path, threads):
         f"tomograms: [{sim / 'tomograms' / 'sim_0001.mrc'}]\nout: m\n"
         "centres: {method: grid, stride: 8}\npatches: {patch_shape: [16, 16, 16]}\n"
         "train: {max_epochs: 1, batch_size: 32, device: cpu, model: {filters: 2, code_dim: 4}}\n"
-        "encode: {codes: invariant}\ncluster: {k: 3}\n")
+        f"encode: {{device: cpu, codes: {codes}}}\nchoose_k: {{ks: [2, 3]}}\ncluster: {{k: 3}}\n")
     _ok("mine", "run", str(tmp_path / "mine.yaml"), "--workers", "1", "--no-progress")
-    layout = MineLayout.at(tmp_path / "m")
-    assert codes_kind(layout.codes) == "invariant" and layout.autoencoder.is_file()
-    assert "most typical patch" in layout.gallery.read_text()
+    layout = MineLayout.at(tmp_path / "m")  # relative to the config file
+    for path in (layout.patches, layout.autoencoder, layout.codes, layout.labels, layout.choose_k_table,
+                 layout.gallery):
+        assert path.exists(), path
+    assert pd.read_csv(layout.choose_k_table)["k"].tolist() == [2, 3]
+    assert len(pd.read_csv(layout.clusters_table)) == 3
+    assert codes_kind(layout.codes) == codes
+    assert ("most typical patch" in layout.gallery.read_text()) == (codes == "invariant")
+    capsys.readouterr()
+    assert main(["mine", "run", str(tmp_path / "mine.yaml"), "--workers", "1"]) == 2  # no silent replacement
+    assert _err(capsys) == [f"deepict mine: error: {layout.patches}: already exists (use --overwrite to replace "
+                            "the earlier run)"]
 
 
 def test_invariant_codes_need_no_autoencoder_and_new_tomograms_follow_them(mined, tmp_path, threads, capsys):

@@ -146,8 +146,9 @@ def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: st
 
     Autoencoder codes: with ``model``, whose patch shape they get. Invariant codes
     (``options.codes``): ``reference`` is the directory whose clusters they will be compared with;
-    its codes give the patch shape and the z-scoring. ``patches`` only sets normalisation and chunking.
-    Returns the patches table of ``into``.
+    its codes give the patch shape and the z-scoring. ``patches`` only sets normalisation, low-pass and
+    chunking; by default (``None``) the reference's patches' normalisation and low-pass, so the new
+    patches look like the ones the clusters were made of. Returns the patches table of ``into``.
     """
     import zarr
 
@@ -164,10 +165,23 @@ def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: st
         if model is None:
             raise InputError("encoding new tomograms with autoencoder codes needs the autoencoder model")
         shape = autoencoder_info_of(model).patch_size  # a segmentation model is refused before any patch is cut
-    opts = (patches or PatchOptions()).model_copy(update={"patch_shape": tuple(int(s) for s in shape)})
+    if patches is None:
+        patches = reference_patch_options(reference) if reference is not None else PatchOptions()
+    opts = patches.model_copy(update={"patch_shape": tuple(int(s) for s in shape)})
     table = make_patches(tomograms, into, centres, opts)
     api.encode_patches(into, model, options, scaling)
     return table
+
+
+def reference_patch_options(layout: MineLayout) -> PatchOptions:
+    """Normalisation and low-pass of ``layout``'s patch stack (defaults where it has none or they are not recorded)."""
+    if not layout.patches.exists():
+        return PatchOptions()
+    from deepict_dask.mine.patches import open_patch_stack
+
+    attrs = open_patch_stack(layout.patches).attrs
+    recorded = {key: attrs[key] for key in ("normalization", "lowpass_sigma") if key in attrs}
+    return PatchOptions.model_validate(recorded)
 
 
 def reference_codes(layout: MineLayout, options: EncodeOptions = EncodeOptions()) -> EncodeOptions:
@@ -397,8 +411,8 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
         Output table (``.csv``, ``.star``, ...), written atomically; columns ``cluster`` and ``patch``
         are added.
     centres, patches, options
-        Where patches are cut (patch shape: the autoencoder's, or ``out``'s), and how they are encoded
-        (the kind of codes is always ``out``'s).
+        Where patches are cut (patch shape: the autoencoder's, or ``out``'s; normalisation and low-pass
+        by default ``out``'s), and how they are encoded (the kind of codes is always ``out``'s).
     into
         Keep the new patches and codes in this mining directory (default: a temporary one, removed).
 

@@ -152,3 +152,26 @@ def test_patches_all_alike_are_refused_before_clustering(tmp_path):
     with pytest.raises(InputError, match="the patches are all alike"):
         cluster(layout, ClusterOptions(k=2))
     assert not layout.labels.exists()
+
+
+def test_new_tomograms_are_cut_like_the_reference(blob_mrc, tmp_path):
+    """Patches of a new tomogram get the reference's normalisation and low-pass unless told otherwise:
+    codes of differently prepared patches would land in the wrong clusters."""
+    from deepict_dask.mine import CentreOptions
+    from deepict_dask.mine.workflow import encode_new
+
+    path = blob_mrc("tomoA")
+    zyx = np.asarray([(z, 30, 30) for z in (12, 30, 48)])
+    ref = MineLayout.at(tmp_path / "ref")
+    extract_patches([path], make_table("tomoA", "grid", zyx=zyx, voxel_size=10.0), ref,
+                    PatchOptions(patch_shape=(16, 16, 16), normalization="patch", lowpass_sigma=1.5))
+    encode_patches(ref, options=EncodeOptions(codes="invariant"))
+    new = MineLayout.at(tmp_path / "new")
+    encode_new([blob_mrc("tomoB", seed=1)], new, None, CentreOptions(method="grid", stride=16),
+               options=EncodeOptions(codes="invariant"), reference=ref)
+    attrs = zarr.open_array(str(new.patches), mode="r").attrs
+    assert (attrs["normalization"], attrs["lowpass_sigma"], attrs["patch_shape"]) == ("patch", 1.5, [16, 16, 16])
+    other = MineLayout.at(tmp_path / "other")  # given explicitly, the caller's choice stands
+    encode_new([blob_mrc("tomoC", seed=2)], other, None, CentreOptions(method="grid", stride=16),
+               PatchOptions(), EncodeOptions(codes="invariant"), reference=ref)
+    assert zarr.open_array(str(other.patches), mode="r").attrs["lowpass_sigma"] == 0.0

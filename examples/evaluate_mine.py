@@ -221,15 +221,19 @@ def autoencoder_codes(model: Path, layouts: dict) -> dict[str, np.ndarray]:
 
 
 def invariant_codes(layouts: dict) -> dict[str, np.ndarray]:
-    """Invariant descriptors of A's and B's patches z-scored with A's statistics, in memory (when the
-    run's own codes are the autoencoder's)."""
+    """Invariant codes of A's and B's patches (B scaled with A's statistics), as ``deepict mine encode
+    --codes invariant`` writes them, read into memory (when the run's own codes are the autoencoder's)."""
+    import tempfile
+
     import zarr
 
-    from deepict_dask.mine.invariant import describe
+    from deepict_dask.mine.encode import invariant_scaling, write_invariant_codes
 
-    raw = {key: describe(np.asarray(zarr.open_array(str(layouts[key].patches), mode="r")[:])) for key in "AB"}
-    mean, std = raw["A"].mean(0), raw["A"].std(0) + 1e-9
-    return {key: ((v - mean) / std).astype(np.float32) for key, v in raw.items()}
+    with tempfile.TemporaryDirectory(prefix="invariant-") as tmp:
+        out = {key: Path(tmp) / f"{key}.zarr" for key in "AB"}
+        write_invariant_codes(layouts["A"].patches, out["A"])
+        write_invariant_codes(layouts["B"].patches, out["B"], scaling=invariant_scaling(out["A"]))
+        return {key: np.asarray(zarr.open_array(str(path), mode="r")[:]) for key, path in out.items()}
 
 
 def supervised_cnn(layouts: dict, truth: dict[str, np.ndarray], epochs: int, seed: int, crop: int = 24,

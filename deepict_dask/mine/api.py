@@ -176,8 +176,8 @@ def write_gallery(out: str | os.PathLike | MineLayout, tomograms: Paths = (), mo
     if codes_kind(layout.codes) == "invariant":
         members = nearest_members(_codes(layout), centres, labels)
         shown = np.zeros((len(centres), *stack.shape[1:]), np.float32)
-        for c in np.flatnonzero(members >= 0):
-            shown[c] = stack[int(members[c])]
+        filled = np.flatnonzero(members >= 0)
+        shown[filled] = stack.get_orthogonal_selection((members[filled],))  # one read of k patches
         decoded = None
     else:
         decoded = decode_codes(model or layout.autoencoder, centres, device)

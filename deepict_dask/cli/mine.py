@@ -159,8 +159,9 @@ def register(sub: Any) -> None:
     s.set_defaults(func=_filter)
 
     s = steps.add_parser("run", help="the unsupervised part in one go from a config",
-                         description="patches -> train-ae -> encode -> choose-k (optional) -> cluster -> gallery, "
-                         "as CONFIG (YAML; see 'deepict mine init-config') says.")
+                         description="patches -> train-ae (train: null skips it for invariant codes) -> encode "
+                         "-> choose-k (optional) -> cluster -> gallery, as CONFIG (YAML; see 'deepict mine "
+                         "init-config') says.")
     s.add_argument("config", metavar="CONFIG", help="mining configuration (YAML)")
     add_progress_arg(s)
     add_overwrite_arg(s, "the outputs of an earlier run")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deepict_dask.errors import ConfigError
 from deepict_dask.mine.options import (
@@ -31,6 +31,8 @@ class MineConfig(BaseModel):
 
     ``choose_k`` is optional: when given, its scores are written before clustering (they do not
     change ``cluster.k``; look at them and at the gallery, then re-run ``deepict mine cluster``).
+    ``train: null`` skips the autoencoder, which only ``encode.codes: invariant`` allows (those codes
+    need no model); ``deepict mine train-ae`` can train it later for ``deepict mine labels``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -39,7 +41,7 @@ class MineConfig(BaseModel):
     out: str = Field(description="the mining directory")
     centres: CentreOptions = Field(default_factory=CentreOptions)
     patches: PatchOptions = Field(default_factory=PatchOptions)
-    train: StackTrainOptions = Field(default_factory=StackTrainOptions)
+    train: StackTrainOptions | None = Field(default_factory=StackTrainOptions)
     encode: EncodeOptions = Field(default_factory=EncodeOptions)
     choose_k: ChooseKOptions | None = None
     cluster: ClusterOptions = Field(default_factory=ClusterOptions)
@@ -52,6 +54,13 @@ class MineConfig(BaseModel):
         if dupes:
             raise ValueError(f"listed twice: {', '.join(dupes)}")
         return value
+
+    @model_validator(mode="after")
+    def _codes_need_a_model(self) -> MineConfig:
+        if self.train is None and self.encode.codes == "autoencoder":
+            raise ValueError("train: null skips the autoencoder, but encode.codes autoencoder needs it "
+                             "(use encode: {codes: invariant}, or give train options)")
+        return self
 
     def resolved(self, base: Path) -> MineConfig:
         """A copy whose relative paths are taken from ``base`` (the config file's directory)."""
@@ -104,6 +113,7 @@ train:                           # the autoencoder (MSE, Adam 1e-3, betas 0.9/0.
   validation_fraction: 0.1
   device: auto                   # auto, cpu or cuda
   # max_minutes: 30              # time budget
+# train: null                    # skip the autoencoder (only with codes: invariant; labels need it later)
 encode:
   codes: autoencoder             # or invariant: rotation-invariant descriptors (no model; orientation-blind)
   device: auto

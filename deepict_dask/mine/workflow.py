@@ -466,7 +466,8 @@ def run_mine(config: Any, *, overwrite: bool = False, progress: bool = False,
     """The unsupervised part in one go: patches -> autoencoder -> codes -> (choose k) -> clusters -> gallery.
 
     The autoencoder is trained with invariant codes too (``config.encode.codes``): the weak labels of
-    ``deepict mine labels`` come from its reconstructions of the selected patches.
+    ``deepict mine labels`` come from its reconstructions of the selected patches. ``train: null``
+    skips it (invariant codes only), for clusters and a gallery without the training time.
 
     Parameters
     ----------
@@ -487,8 +488,12 @@ def run_mine(config: Any, *, overwrite: bool = False, progress: bool = False,
     refuse_earlier_run(layout, overwrite)
     table = make_patches(config.tomograms, layout, config.centres, config.patches)
     say(f"patches: {len(table)} of {config.patches.patch_shape} voxels -> {layout.patches}")
-    result = train_ae(layout, config.train.model_copy(update={"progress": progress}))
-    say(f"autoencoder: {result.steps} steps, best validation loss {result.best.get('val_loss')} -> {layout.autoencoder}")
+    if config.train is None:  # invariant codes need no model (the config refuses it otherwise)
+        say(f"autoencoder: skipped (train: null); `deepict mine train-ae {layout.root}` trains it for weak labels")
+    else:
+        result = train_ae(layout, config.train.model_copy(update={"progress": progress}))
+        say(f"autoencoder: {result.steps} steps, best validation loss {result.best.get('val_loss')} "
+            f"-> {layout.autoencoder}")
     codes = encode(layout, None, config.encode)
     say(f"codes: {codes.shape[0]} x {codes.shape[1]} -> {layout.codes}")
     if config.choose_k is not None:

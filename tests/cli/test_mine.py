@@ -139,23 +139,27 @@ def test_filter_assigns_new_patches_to_the_nearest_centre(mined, tmp_path, threa
                                   zarr.open_array(str(MineLayout.at(into).codes))[:])
 
 
-@pytest.mark.parametrize("codes", ["autoencoder", "invariant"])
-def test_run_config_does_the_unsupervised_part(mined, tmp_path, threads, capsys, codes):
+@pytest.mark.parametrize(("codes", "train"), [
+    ("autoencoder", True), ("invariant", True), ("invariant", False)])
+def test_run_config_does_the_unsupervised_part(mined, tmp_path, threads, capsys, codes, train):
     """Both kinds of codes; with invariant ones the autoencoder is still trained (the weak labels are its
-    reconstructions) and the gallery shows typical patches."""
+    reconstructions) unless ``train: null``, and the gallery shows typical patches."""
     from deepict_dask.mine.encode import codes_kind
 
     sim, _ = mined
+    train_text = "{max_epochs: 1, batch_size: 32, device: cpu, model: {filters: 2, code_dim: 4}}" if train else "null"
     (tmp_path / "mine.yaml").write_text(
         f"tomograms: [{sim / 'tomograms' / 'sim_0001.mrc'}]\nout: m\n"
         "centres: {method: grid, stride: 8}\npatches: {patch_shape: [16, 16, 16]}\n"
-        "train: {max_epochs: 1, batch_size: 32, device: cpu, model: {filters: 2, code_dim: 4}}\n"
+        f"train: {train_text}\n"
         f"encode: {{device: cpu, codes: {codes}}}\nchoose_k: {{ks: [2, 3]}}\ncluster: {{k: 3}}\n")
+    capsys.readouterr()
     _ok("mine", "run", str(tmp_path / "mine.yaml"), "--workers", "1", "--no-progress")
     layout = MineLayout.at(tmp_path / "m")  # relative to the config file
-    for path in (layout.patches, layout.autoencoder, layout.codes, layout.labels, layout.choose_k_table,
-                 layout.gallery):
+    for path in (layout.patches, layout.codes, layout.labels, layout.choose_k_table, layout.gallery):
         assert path.exists(), path
+    assert layout.autoencoder.exists() == train
+    assert ("autoencoder: skipped (train: null)" in capsys.readouterr().out) == (not train)
     assert pd.read_csv(layout.choose_k_table)["k"].tolist() == [2, 3]
     assert len(pd.read_csv(layout.clusters_table)) == 3
     assert codes_kind(layout.codes) == codes

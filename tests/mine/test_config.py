@@ -41,12 +41,19 @@ def test_minimal_config_takes_every_default_and_resolves_paths(tmp_path):
     ("tomograms: [a.mrc\nout: m\n", "not valid YAML"),
     ("- a.mrc\n", "the configuration must be a mapping"),
     ("tomograms: !!python/object/apply:os.system [echo hi]\nout: m\n", "not valid YAML"),
+    ("tomograms: [a.mrc]\nout: m\ntrain: null\n", "train: null skips the autoencoder, but encode.codes autoencoder needs it"),
 ])
 def test_bad_configs_are_one_error_naming_line_and_key(text, message):
     with pytest.raises(ConfigError) as exc:
         parse_mine_config(text, "mine.yaml")
     assert str(exc.value).startswith("mine.yaml: ") and message in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_train_null_skips_the_autoencoder_for_invariant_codes():
+    cfg = parse_mine_config("tomograms: [a.mrc]\nout: m\ntrain: null\nencode: {codes: invariant}\n", "mine.yaml")
+    assert cfg.train is None and cfg.encode.codes == "invariant"
+    assert parse_mine_config("tomograms: [a.mrc]\nout: m\n", "mine.yaml").train is not None
 
 
 def test_missing_file_is_one_error(tmp_path):

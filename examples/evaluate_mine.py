@@ -103,6 +103,74 @@ def truth_classes(patches: pd.DataFrame, paths: dict[str, Path], radius: int) ->
     return np.asarray(out, dtype=object)
 
 
+HIDDEN_BELOW = 0.25  # a membrane keeping less of its local signal than this is "in the missing wedge"
+
+
+def wedge_retained(paths: dict[str, Path]) -> np.ndarray:
+    """Per voxel, the share of the membranes' local signal energy the simulated tilt range keeps.
+
+    The simulation (``imaging_params``) measures no Fourier component inside its missing wedge, so a
+    membrane whose normal points into the wedge (roughly along the beam) is not in the tomogram at all,
+    although the truth mask has it. The membrane mask (lightly smoothed) is passed through the
+    simulation's own wedge; the ratio of the local energies after and before (Gaussian window, sigma 2
+    voxels) is near 1 for a membrane seen edge-on and near 0 for one lying across the beam. Only
+    meaningful on membrane voxels. All ones when the simulation has no missing wedge.
+    """
+    from scipy import ndimage
+
+    from deepict_dask.io import open_volume
+    from deepict_dask.simulate.imaging import ImagingParams, wedge_mask
+
+    meta = json.loads(paths["meta"].read_text())
+    given = meta.get("params", {}).get("imaging_params", {})
+    params = ImagingParams(**{k: v for k, v in given.items() if k in ImagingParams.__dataclass_fields__})
+    mask = np.asarray(open_volume(paths["membrane"]).data) > 0
+    if not params.missing_wedge or not mask.any():
+        return np.ones(mask.shape, np.float32)
+    m = ndimage.gaussian_filter(mask.astype(np.float32), 1.0)
+    m -= m.mean()
+    kept = np.fft.irfftn(np.fft.rfftn(m) * wedge_mask(m.shape, float(meta["voxel_size"]), params),
+                         s=m.shape, axes=(0, 1, 2)).astype(np.float32)
+    before = ndimage.gaussian_filter(m * m, 2.0)
+    after = ndimage.gaussian_filter(kept * kept, 2.0)
+    return (after / np.maximum(before, 1e-12)).astype(np.float32)
+
+
+def hidden_membrane_patches(patches: pd.DataFrame, truth: np.ndarray, paths: dict[str, Path], radius: int,
+                            retained: np.ndarray) -> np.ndarray:
+    """Which ``membrane`` patches have their membrane in the missing wedge: the median retained signal
+    (:func:`wedge_retained`) over the membrane voxels of the truth ball is below :data:`HIDDEN_BELOW`."""
+    from deepict_dask.io import open_volume
+
+    membrane = np.asarray(open_volume(paths["membrane"]).data) > 0
+    r = int(radius)
+    off = np.stack(np.meshgrid(*[np.arange(-r, r + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    off = off[(off**2).sum(1) <= r * r]
+    zyx = np.rint(patches[["z", "y", "x"]].to_numpy(float)).astype(int)
+    hidden = np.zeros(len(truth), bool)
+    for i in np.flatnonzero(truth == "membrane"):
+        pts = tuple(np.clip(zyx[i] + off, 0, np.asarray(membrane.shape) - 1).T)
+        on = membrane[pts]
+        hidden[i] = bool(on.any()) and float(np.median(retained[pts][on])) < HIDDEN_BELOW
+    return hidden
+
+
+def membrane_wedge_purity(clusters: np.ndarray, truth: np.ndarray, hidden: np.ndarray, k: int) -> dict[str, Any]:
+    """Membrane purity split by whether the patch's membrane is in the missing wedge: the image-based
+    clusters can only find membranes the tomogram shows."""
+    table = cluster_table(clusters, truth, k)
+    share = (table["membrane"] / table["size"].clip(lower=1)).reindex(clusters).to_numpy() \
+        if "membrane" in table else np.zeros(len(clusters))
+    mem = truth == "membrane"
+
+    def mean(sel: np.ndarray) -> float | None:
+        return round(float(share[sel].mean()), 4) if sel.any() else None
+
+    return {"membrane_patches": int(mem.sum()), "hidden": int(hidden.sum()),
+            "hidden_share": round(float(hidden.sum() / max(1, mem.sum())), 4),
+            "purity_visible": mean(mem & ~hidden), "purity_hidden": mean(hidden), "purity_all": mean(mem)}
+
+
 def cluster_table(clusters: np.ndarray, truth: np.ndarray, k: int) -> pd.DataFrame:
     """One row per cluster: size, majority class, its purity, and the count of every class."""
     df = pd.crosstab(pd.Series(clusters, name="cluster"), pd.Series(truth, name="class"))
@@ -403,8 +471,17 @@ def ribosome_picking(store: Path, group: str, truth_table: Path, name: str, voxe
                for k in ("tp", "fp", "fn", "precision", "recall", "f1")}}
 
 
-def membrane_voxels(store: Path, group: str, paths: dict[str, Path], threshold: float = 0.5) -> dict[str, Any]:
-    """Voxel F1 of the predicted membrane channel (probability >= ``threshold``) against the membrane mask."""
+def membrane_voxels(store: Path, group: str, paths: dict[str, Path], threshold: float = 0.5,
+                    retained: np.ndarray | None = None) -> dict[str, Any]:
+    """Voxel F1 of the predicted membrane channel (probability >= ``threshold``) against the membrane mask.
+
+    With ``retained`` (:func:`wedge_retained`), also ``by_wedge``: recall on the membrane voxels the
+    missing wedge hides (retained signal < :data:`HIDDEN_BELOW`) and on the others, recall per band of
+    retained signal, and the F1 with the hidden membranes (and 2 voxels around them) left out of the
+    scoring, i.e. against the membranes the tomogram shows.
+    """
+    from scipy import ndimage
+
     from deepict_dask.evaluate.segmentation import mask_metrics
     from deepict_dask.io import open_volume
     from deepict_dask.pick.threshold import probability_scale
@@ -414,13 +491,33 @@ def membrane_voxels(store: Path, group: str, paths: dict[str, Path], threshold: 
     mask = (np.asarray(prob.sel(c="membrane").data, np.float32) / scale >= threshold).astype(np.uint8)
     truth = (np.asarray(open_volume(paths["membrane"]).data) > 0).astype(np.uint8)
     m = mask_metrics(mask, truth, labels=[1])
-    return {"threshold": threshold, **{k: round(float(m[k]), 4) for k in ("precision", "recall", "f1", "iou")}}
+    res = {"threshold": threshold, **{k: round(float(m[k]), 4) for k in ("precision", "recall", "f1", "iou")}}
+    if retained is not None:
+        on, pred = truth > 0, mask > 0
+        hidden = on & (retained < HIDDEN_BELOW)
+        seen = on & ~hidden
+        ignore = ndimage.binary_dilation(hidden, iterations=2) & ~seen
+        tp, fn = int((pred & seen).sum()), int((~pred & seen).sum())
+        fp = int((pred & ~on & ~ignore).sum())
+        bands = [0.0, 0.1, 0.25, 0.5, 0.75, np.inf]
+        recall = {f"{lo:g}-{hi:g}": {"share": round(float(s.sum() / on.sum()), 4), "recall": round(float(pred[s].mean()), 4)}
+                  for lo, hi in zip(bands[:-1], bands[1:])
+                  if (s := on & (retained >= lo) & (retained < hi)).any()}
+        res["by_wedge"] = {"hidden_share": round(float(hidden.sum() / max(1, on.sum())), 4),
+                           "recall_hidden": round(float(pred[hidden].mean()), 4) if hidden.any() else None,
+                           "recall_visible": round(tp / max(1, tp + fn), 4),
+                           "precision_visible": round(tp / max(1, tp + fp), 4),
+                           "f1_visible": round(2 * tp / max(1, 2 * tp + fp + fn), 4),
+                           "recall_by_retained_signal": recall}
+    return res
 
 
 def score_segmentation(args: argparse.Namespace, out: Path, paths: dict, source: dict, model: Path,
-                       classes: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
-    """Predict A and B with EDSS3D (the ``deepict predict`` engine); score B at threshold 0.5 and at the
-    thresholds that score best on A (the training tomogram: tuning on it never looks at B's truth)."""
+                       classes: list[str], retained_b: np.ndarray | None = None,
+                       predict_dir: str = "predict") -> tuple[dict[str, Any], dict[str, float]]:
+    """Predict A and B with EDSS3D (the ``deepict predict`` engine) into ``out/predict_dir``; score B at
+    threshold 0.5 and at the thresholds that score best on A (the training tomogram: tuning on it never
+    looks at B's truth). ``retained_b``: B's :func:`wedge_retained`, to split the membrane figures."""
     from deepict_dask.inference import PredictOptions, make_ref, predict_file
 
     opts = PredictOptions(device="cpu", window=args.window, threads=args.threads)
@@ -430,7 +527,7 @@ def score_segmentation(args: argparse.Namespace, out: Path, paths: dict, source:
     where = {}
     for key in "AB":
         t = time.perf_counter()
-        group = Path(str(predict_file(source[key], ref, out / "predict", opts, overwrite=True)))
+        group = Path(str(predict_file(source[key], ref, out / predict_dir, opts, overwrite=True)))
         times[f"predict_{key}_s"] = time.perf_counter() - t
         where[key] = (group.parent.parent, f"predictions/{group.name}")
     vs = float(args.voxel_size)
@@ -447,10 +544,41 @@ def score_segmentation(args: argparse.Namespace, out: Path, paths: dict, source:
     if "membrane" in classes:
         sweep = {thr: membrane_voxels(*where["A"], paths["A"], thr) for thr in grid}
         best = max(grid, key=lambda thr: sweep[thr]["f1"])
-        res["membrane_voxels"] = membrane_voxels(*where["B"], paths["B"], 0.5)
-        res["membrane_voxels_tuned_on_A"] = {**membrane_voxels(*where["B"], paths["B"], best),
+        res["membrane_voxels"] = membrane_voxels(*where["B"], paths["B"], 0.5, retained_b)
+        res["membrane_voxels_tuned_on_A"] = {**membrane_voxels(*where["B"], paths["B"], best, retained_b),
                                              "sweep_A_f1": {str(k): v["f1"] for k, v in sweep.items()}}
     return res, times
+
+
+def true_label_reference(args: argparse.Namespace, out: Path, paths: dict, source: dict, weak, truth_a: PatchTruth,
+                         total: int, retained_b: np.ndarray) -> dict[str, Any]:
+    """A reference for the weak-supervision figures (not the method): EDSS3D trained exactly as the
+    method's, on the same selected patches, but with their *true* masks (every selected class in every
+    patch) instead of the decoded-image weak labels, then scored on B the same way. What perfect labels of
+    these patches give, so the gap to the method's figures is what the weak labels cost."""
+    import zarr
+
+    from deepict_dask.io.atomic import atomic_path
+    from deepict_dask.train.patch_stack import train_edss3d
+
+    meta = json.loads((weak.out / "classes.json").read_text())
+    weak_labels = zarr.open_array(str(weak.labels), mode="r")
+    shape = np.asarray(weak_labels.shape[1:])
+    path = out / "true_labels.zarr"
+    with atomic_path(path, overwrite=True) as tmp:
+        lz = zarr.create_array(str(tmp), shape=weak_labels.shape, dtype="uint8", chunks=weak_labels.chunks)
+        for row, src in enumerate(meta["patch_index"]):
+            lab = np.zeros(tuple(shape), np.uint8)
+            for i, c in enumerate(weak.classes):
+                lab[truth_a.mask(c, src, shape)] = i + 1
+            lz[row] = lab
+    edss = train_edss3d(weak.patches, path, weak.classes, out / "edss_true_labels_run", train_options(
+        args, float(args.voxel_size), max_epochs=args.edss_epochs, patience=args.edss_patience,
+        max_minutes=args.edss_minutes, crop=[args.crop] * 3,
+        batch_size=min(args.edss_batch, max(2, total - max(1, round(0.1 * total))))))
+    scores, _ = score_segmentation(args, out, paths, source, edss.model_path, weak.classes, retained_b,
+                                   predict_dir="predict_true_labels")
+    return {"steps": edss.steps, "time_budget_reached": edss.time_budget_reached, **scores}
 
 
 def train_options(args: argparse.Namespace, voxel_size: float, **kw: Any):
@@ -485,7 +613,10 @@ def held_out_scores(args: argparse.Namespace, out: Path, seed: int, reference, c
     table = mine_tomogram(paths["tomogram"], source, layout, args.patch, args.max_peaks)
     scaling = invariant_scaling(reference.codes) if enc.codes == "invariant" else None
     codes = encode_patches(layout, model, enc, scaling)
-    return cluster_scores(assign(codes, centres), truth_classes(table, paths, args.truth_radius), args.k)
+    clusters = assign(codes, centres)
+    truth = truth_classes(table, paths, args.truth_radius)
+    hidden = hidden_membrane_patches(table, truth, paths, args.truth_radius, wedge_retained(paths))
+    return {**cluster_scores(clusters, truth, args.k), "membrane_wedge": membrane_wedge_purity(clusters, truth, hidden, args.k)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -566,6 +697,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     table_b.to_csv(out / "clusters_B.csv", index_label="cluster")
     res["clusters_A"] = cluster_scores(labels_a, truth["A"], args.k)
     res["clusters_B"] = cluster_scores(labels_b, truth["B"], args.k)
+    retained_b = wedge_retained(paths["B"])
+    hidden_b = hidden_membrane_patches(tables["B"], truth["B"], paths["B"], args.truth_radius, retained_b)
+    res["membrane_wedge_B"] = membrane_wedge_purity(labels_b, truth["B"], hidden_b, args.k)
     res["clusters_B_majority_from_A"] = cluster_scores(labels_b, truth["B"], args.k,
                                                        table_a["majority"].where(table_a["size"] > 0, ""))
     res["references"] = references(layouts, truth, args.k, args.seed, other, other_name)
@@ -607,9 +741,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["edss3d"] = {"model": str(edss.model_path), "steps": edss.steps, "stopped_early": edss.stopped_early,
                          "time_budget_reached": edss.time_budget_reached,
                          "best": {k: v for k, v in edss.best.items() if isinstance(v, (int, float, str))}}
-        scores, seconds = score_segmentation(args, out, paths, source, edss.model_path, weak.classes)
+        scores, seconds = score_segmentation(args, out, paths, source, edss.model_path, weak.classes, retained_b)
         res.update(scores)
         times.update(seconds)
+        if args.true_label_reference:
+            t = time.perf_counter()
+            res["references"]["edss3d_true_labels"] = true_label_reference(
+                args, out, paths, source, weak, truth_a, total, retained_b)
+            times["true_label_reference_s"] = time.perf_counter() - t
     missing = [c for c in USER_CLASSES if c not in selection]
     if missing:
         res["not_selected"] = {c: f"no cluster of A has >= {args.user_purity} {c} patches" for c in missing}
@@ -629,7 +768,10 @@ def figures(res: dict[str, Any]) -> dict[str, float]:
             "ribosome_pick_f1": float((res.get("ribosome_picking") or {}).get("f1") or 0.0),
             "membrane_voxel_f1": float((res.get("membrane_voxels") or {}).get("f1") or 0.0),
             "ribosome_pick_f1_tuned_on_A": float((res.get("ribosome_picking_tuned_on_A") or {}).get("f1") or 0.0),
-            "membrane_voxel_f1_tuned_on_A": float((res.get("membrane_voxels_tuned_on_A") or {}).get("f1") or 0.0)}
+            "membrane_voxel_f1_tuned_on_A": float((res.get("membrane_voxels_tuned_on_A") or {}).get("f1") or 0.0),
+            "purity_membrane_B_outside_wedge": float(res.get("membrane_wedge_B", {}).get("purity_visible") or 0.0),
+            "membrane_voxel_f1_outside_wedge": float(((res.get("membrane_voxels") or {}).get("by_wedge") or {})
+                                                     .get("f1_visible") or 0.0)}
 
 
 def report(res: dict[str, Any]) -> str:
@@ -650,6 +792,15 @@ def report(res: dict[str, Any]) -> str:
     for c, rows in res.get("top_clusters_A", {}).items():
         lines.append(f"most {c}-rich clusters of A (cluster: share of size): "
                      + ", ".join(f"{r['cluster']}: {r['share']:.2f} of {r['size']}" for r in rows))
+    wedge = res.get("membrane_wedge_B")
+    if wedge:
+        lines.append(f"membrane patches of B in the missing wedge: {wedge['hidden']} of {wedge['membrane_patches']} "
+                     f"(their cluster purity {wedge['purity_hidden']}; the others' {wedge['purity_visible']})")
+    true_ref = res.get("references", {}).get("edss3d_true_labels")
+    if true_ref:
+        lines.append("EDSS3D on the same patches with true labels (reference): ribosome pick F1 "
+                     f"{(true_ref.get('ribosome_picking') or {}).get('f1')}, membrane voxel F1 "
+                     f"{(true_ref.get('membrane_voxels') or {}).get('f1')}")
     lines.append(f"times (s): {json.dumps(res['times_s'])}")
     return "\n".join(lines) + "\n"
 
@@ -683,6 +834,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cnn-reference-epochs", type=int, default=0,
                    help="also train a supervised 3D CNN classifier on A's patches with their truth for N epochs and "
                         "score it on B: a reference for the cluster figures (default 0: skip)")
+    p.add_argument("--true-label-reference", action="store_true",
+                   help="also train EDSS3D on the same selected patches with their true masks and score it on B: "
+                        "a reference for the weak-supervision figures")
     p.add_argument("--user-purity", type=float, default=0.7, help="simulated user: purity to select a cluster")
     p.add_argument("--negatives", type=int, default=0,
                    help="simulated user: also select up to N mostly-background clusters as negative examples")

@@ -93,7 +93,7 @@ def test_tiny_run_with_invariant_codes_and_another_held_out_tomogram(script, tmp
     out = tmp_path / "eval"
     res = script.main(["--out", str(out), "--shape", "48", "96", "96", "--k", "5", "--autoencoder", str(model),
                        "--edss-epochs", "1", "--crop", "16", "--threads", "1", "--user-purity", "0.3",
-                       "--no-gallery", "--codes", "invariant", "--more-held-out", "303"])
+                       "--no-gallery", "--codes", "invariant", "--more-held-out", "303", "--true-label-reference"])
     assert res["autoencoder"]["reused"] and not (out / "ae_run").exists()
     a, b = (out / "mine_A" / "codes.zarr"), (out / "mine_B" / "codes.zarr")
     assert codes_kind(a) == codes_kind(b) == "invariant"
@@ -104,6 +104,14 @@ def test_tiny_run_with_invariant_codes_and_another_held_out_tomogram(script, tmp
     assert 0 <= ref["knn_autoencoder"] <= 1 and "majority_accuracy" in ref["autoencoder_kmeans"]
     more = res["clusters_more_held_out"]["303"]
     assert more["patches"] > 0 and 0 <= more["majority_accuracy"] <= 1
+    for wedge in (more["membrane_wedge"], res["membrane_wedge_B"]):
+        assert 0 <= wedge["hidden"] <= wedge["membrane_patches"]
+    # the reference EDSS3D learnt from the true masks of the same patches, into its own directories
+    true_ref = ref["edss3d_true_labels"]
+    assert true_ref["steps"] >= 1 and (out / "edss_true_labels_run" / "model.safetensors").is_file()
+    assert (out / "predict_true_labels").is_dir() and ("ribosome_picking" in true_ref or "membrane_voxels" in true_ref)
+    labels = zarr.open_array(str(out / "true_labels.zarr"), mode="r")
+    assert labels.shape == zarr.open_array(str(out / "weak" / "labels.zarr"), mode="r").shape
     assert all(0.0 <= v <= 1.0 for v in res["figures"].values())
 
 
@@ -129,3 +137,57 @@ def test_membrane_voxels_reads_stored_probabilities(script, tmp_path):
         == pytest.approx(2 / 3, abs=1e-4)
 
 
+
+
+def _membrane_simulation(tmp_path: Path, missing_wedge: bool = True) -> dict[str, Path]:
+    """A membrane mask with two slabs, one lying across the beam (normal along z: inside a +-60 degree
+    missing wedge about y) and one seen edge-on (normal along x), and the simulation's metadata."""
+    from deepict_dask.io import write_mrc
+    from deepict_dask.io.volume import make_volume
+
+    mask = np.zeros((48, 48, 48), np.uint8)
+    mask[10:12, 4:44, 4:20] = 1  # normal along z
+    mask[4:44, 4:44, 34:36] = 1  # normal along x
+    write_mrc(make_volume(mask, 10.0), tmp_path / "mem.mrc")
+    imaging = {"tilt_min": -60.0, "tilt_max": 60.0, "missing_wedge": missing_wedge, "ctf": True}
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"voxel_size": 10.0, "params": {"imaging_params": imaging}}))
+    return {"membrane": tmp_path / "mem.mrc", "meta": meta}
+
+
+def test_wedge_retained_tells_membranes_the_tilt_range_cannot_show(script, tmp_path):
+    paths = _membrane_simulation(tmp_path)
+    kept = script.wedge_retained(paths)
+    across, edge_on = np.median(kept[10:12, 14:34, 8:16]), np.median(kept[14:34, 14:34, 34:36])
+    assert across < script.HIDDEN_BELOW < 0.75 < edge_on, (across, edge_on)
+    # patches centred on each slab: only the one across the beam is hidden
+    table = pd.DataFrame({"z": [10.5, 24.0, 30.0], "y": [24.0, 24.0, 24.0], "x": [12.0, 34.5, 26.0]})
+    truth = np.array(["membrane", "membrane", "background"], dtype=object)
+    hidden = script.hidden_membrane_patches(table, truth, paths, 2, kept)
+    assert hidden.tolist() == [True, False, False]
+    wedge = script.membrane_wedge_purity(np.array([0, 1, 1]), truth, hidden, 2)
+    assert wedge["hidden"] == 1 and wedge["hidden_share"] == 0.5
+    assert wedge["purity_hidden"] == 1.0 and wedge["purity_visible"] == 0.5 and wedge["purity_all"] == 0.75
+    # without a missing wedge every membrane is visible
+    assert np.all(script.wedge_retained(_membrane_simulation(tmp_path / "none", False)) == 1)
+
+
+def test_membrane_voxels_by_wedge_leaves_hidden_membranes_out(script, tmp_path):
+    from deepict_dask.io import write_ome_zarr
+    from deepict_dask.io.volume import make_volume
+
+    paths = _membrane_simulation(tmp_path)
+    kept = script.wedge_retained(paths)
+    truth = np.asarray(__import__("mrcfile").read(paths["membrane"])) > 0
+    prob = np.zeros((2, 48, 48, 48), np.float32)
+    prob[1][truth] = 1.0
+    prob[1, 10:12] = 1.0  # the hidden slab is found but spills over its whole plane: false positives near it
+    prob[1, 4:44, 4:44, 34:36] = 0.0  # and the visible one is missed
+    prob[0] = 1 - prob[1]
+    store = tmp_path / "p.ome.zarr"
+    write_ome_zarr(make_volume(prob, 10.0, channels=["ribosome", "membrane"]), store, group="predictions/m", levels=1)
+    m = script.membrane_voxels(store, "predictions/m", paths, 0.5, kept)
+    wedge = m["by_wedge"]
+    assert wedge["recall_hidden"] > 0.9 and wedge["recall_visible"] < 0.1 and wedge["f1_visible"] < 0.1
+    assert 0 < wedge["hidden_share"] < 1
+    assert sum(v["share"] for v in wedge["recall_by_retained_signal"].values()) == pytest.approx(1, abs=1e-3)

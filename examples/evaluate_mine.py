@@ -27,6 +27,10 @@ Tomogram A trains, tomogram B is the held-out one, as in the paper's test on a s
    and scored against the truth table (``evaluate_picks``, tolerance 6 voxels as the demo), the
    membrane channel (probability >= 0.5) is scored voxel-wise (``mask_metrics``); both also at the
    probability threshold that scores best on A (``--tune-thresholds``; B's truth chooses nothing).
+5. Why membranes fall short, measured: every membrane figure is also split by the missing wedge
+   (:func:`wedge_retained`: membranes the simulated tilt range never recorded are in the truth but not
+   in the tomogram), and ``--true-label-reference`` trains EDSS3D on the same selected patches with
+   their true masks: what the weak labels cost.
 
 Everything goes to ``--out``: ``results.json`` (every figure, the settings and the times),
 ``report.md`` (the same as a short table) and the intermediate files (mining directories, models,

@@ -145,13 +145,15 @@ def register(sub: Any) -> None:
 
     s = steps.add_parser("filter", help="keep the patches of new tomograms that fall in selected clusters",
                          description="The paper's test on new tomograms: cut their patches, encode them like DIR's "
-                         "(its autoencoder, or the same invariant descriptors), assign each to the nearest cluster centre and write those in the selected "
-                         "clusters as a coordinate table (class = the selection's class name).")
+                         "(its autoencoder, or the same invariant descriptors), assign each to the nearest cluster "
+                         "centre and write those in the selected clusters as a coordinate table (class = the "
+                         "selection's class name). Each task cuts, encodes and assigns its own patches: no patch "
+                         "stack is written unless --into asks for one.")
     s.add_argument("dir", metavar="DIR", help="the mining directory (codes, clusters; autoencoder for its codes)")
     s.add_argument("tomograms", nargs="+", metavar="TOMO", help="new tomograms")
     _select_arg(s)
     s.add_argument("-o", "--out", required=True, metavar="TABLE", help="output table (.csv, .star, ...)")
-    s.add_argument("--into", metavar="DIR2", help="keep the new patches and codes in DIR2 (default: removed)")
+    s.add_argument("--into", metavar="DIR2", help="also write the new patches and codes to DIR2 (default: none written)")
     _encode_args(s)
     _centre_args(s)
     add_overwrite_arg(s, "an existing table")

@@ -190,6 +190,70 @@ def write_invariant_codes(stack: str | os.PathLike, out: str | os.PathLike, opts
     return Path(out)
 
 
+def _nearest_chunk(part: Any, ref: Any, scaling: tuple[np.ndarray, np.ndarray] | None,
+                   centres: np.ndarray) -> np.ndarray:
+    from deepict_dask.mine.invariant import describe
+    from deepict_dask.mine.kmeans import assign
+
+    patches = part.read()
+    if ref is not None:
+        codes = encode_array(ref, patches)
+    else:  # the same float64 z-scoring as write_invariant_codes, so both paths give the same codes
+        mean, std = scaling  # type: ignore[misc]
+        codes = ((describe(patches).astype(np.float64) - mean) / std).astype(np.float32)
+    return assign(codes, centres)
+
+
+def nearest_clusters(reader: Any, centres: np.ndarray, *, model: str | os.PathLike | None = None,
+                     opts: EncodeOptions = EncodeOptions(), scaling: tuple[np.ndarray, np.ndarray] | None = None,
+                     chunk: int = 256) -> np.ndarray:
+    """The nearest cluster centre of every patch of ``reader``, cut, encoded and assigned in one Dask task
+    per ``chunk`` patches: no patch stack and no codes array are written, so filtering new tomograms
+    needs no disk for them (a full-size tomogram's stack runs to many gigabytes).
+
+    Parameters
+    ----------
+    reader
+        A :class:`~deepict_dask.mine.patches.PatchReader` (:func:`~deepict_dask.mine.patches.patch_reader`).
+    centres
+        Cluster centres ``(k, code_dim)`` of the mining directory the patches are compared with.
+    model
+        The autoencoder, for autoencoder codes (``opts.codes``).
+    opts
+        The kind of codes, device, batch size and precision.
+    scaling
+        For invariant codes: the ``(mean, std)`` the reference's codes were z-scored with.
+
+    Returns
+    -------
+    ``(N,)`` int32 cluster ids, in the reader's order.
+    """
+    from deepict_dask.mine.invariant import descriptor_size
+
+    if opts.codes == "invariant":
+        if scaling is None:
+            raise InputError("invariant codes of new patches need the reference's scaling (invariant_scaling)")
+        dim = descriptor_size(reader.patch_shape)
+        if len(scaling[0]) != dim:
+            raise InputError(f"the reference codes have {len(scaling[0])} descriptors but patches of "
+                             f"{list(reader.patch_shape)} voxels give {dim}: use the reference's patch shape")
+        ref, scale = None, tuple(np.asarray(v, np.float64) for v in scaling)
+    else:
+        if model is None:
+            raise InputError("autoencoder codes of new patches need the autoencoder model")
+        info = autoencoder_info_of(model)
+        if list(reader.patch_shape) != list(info.patch_size):
+            raise InputError(f"patches of {list(reader.patch_shape)} voxels do not fit the autoencoder "
+                             f"'{info.name}', trained on {list(info.patch_size)}", model)
+        ref, scale = encoder_ref(model, opts), None
+    n = len(reader)
+    step = int(opts.chunk or chunk)
+    c = np.asarray(centres, np.float64)
+    parts = dask.compute(*[dask.delayed(_nearest_chunk)(reader.part(i0, i0 + step), ref, scale, c)
+                           for i0 in range(0, n, step)])
+    return np.concatenate(parts).astype(np.int32) if parts else np.empty(0, np.int32)
+
+
 def codes_kind(codes: str | os.PathLike) -> str:
     """What a codes array holds: ``autoencoder`` (also for arrays written before the kind was recorded) or
     ``invariant``."""

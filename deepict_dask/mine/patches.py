@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dask
@@ -105,22 +106,66 @@ def read_patch(reader: RegionReader, start: np.ndarray, patch_shape: tuple[int, 
     return region[tuple(slice(int(s) - a, int(s) - a + p) for s, a, p in zip(start, lo, patch_shape))]
 
 
-def _write_chunk(path: str, i0: int, starts: np.ndarray, tomo_index: np.ndarray, readers: tuple[RegionReader, ...],
-                 stats: tuple[tuple[float, float], ...], patch_shape: tuple[int, int, int], mode: str,
-                 sigma: float = 0.0) -> int:
-    """Read patches ``i0 .. i0+len(starts)`` and store them in the stack's chunk (its own region)."""
+@dataclass(frozen=True)
+class PatchReader:
+    """Everything a task needs to cut a run of patches from the tomograms, normalised: the patch stack's
+    writer stores them, ``filter``'s fused path encodes them at once (no stack). Picklable; a task
+    gets :meth:`part` of it, so it carries only its own patches' positions."""
+
+    starts: np.ndarray  # (n, 3) first voxel of every patch (z, y, x)
+    tomo_index: np.ndarray  # (n,) index into readers/stats
+    readers: tuple[RegionReader, ...]
+    stats: tuple[tuple[float, float], ...]  # per tomogram (mean, std) of tomogram normalisation
+    patch_shape: tuple[int, int, int]
+    mode: str  # normalisation: tomogram, patch or none
+    sigma: float = 0.0  # low-pass
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def part(self, i0: int, i1: int) -> PatchReader:
+        """The patches ``i0 .. i1`` only."""
+        return replace(self, starts=self.starts[i0:i1], tomo_index=self.tomo_index[i0:i1])
+
+    def read(self) -> np.ndarray:
+        """The patches (n, D, H, W) float32, low-passed and normalised."""
+        out = np.empty((len(self.starts), *self.patch_shape), np.float32)
+        for j, (start, t) in enumerate(zip(self.starts, self.tomo_index)):
+            patch = read_patch(self.readers[t], start, self.patch_shape, self.sigma)
+            if self.mode == "patch":
+                mean, std = float(patch.mean()), float(patch.std())
+            else:
+                mean, std = self.stats[t]
+            out[j] = (patch - np.float32(mean)) / np.float32(std if std > 0 else 1.0)
+        return out
+
+
+def patch_reader(volumes: Mapping[str, xr.DataArray], centres: pd.DataFrame,
+                 opts: PatchOptions) -> tuple[pd.DataFrame, PatchReader]:
+    """The patches table of ``centres`` (those that fit; column ``patch`` = row) and the reader of its patches.
+
+    Normalisation statistics are computed here (a pass over each tomogram for ``tomogram`` normalisation).
+    """
+    shapes = {name: spatial_shape(v) for name, v in volumes.items()}
+    table = fitting_centres(centres, shapes, opts.patch_shape)
+    names = list(volumes)
+    reader = PatchReader(starts=table[["z0", "y0", "x0"]].to_numpy(np.int64),
+                         tomo_index=table["tomo"].map({n: i for i, n in enumerate(names)}).to_numpy(np.int64),
+                         readers=tuple(RegionReader.of(_data(volumes[n])) for n in names),
+                         stats=tuple(_norm_stats(volumes[n], opts.normalization, n, opts.lowpass_sigma) for n in names),
+                         patch_shape=tuple(int(s) for s in opts.patch_shape), mode=opts.normalization,
+                         sigma=opts.lowpass_sigma)
+    table = table.drop(columns=["z0", "y0", "x0"]).reset_index(drop=True)
+    table["patch"] = np.arange(len(table), dtype=np.int64)
+    return table, reader
+
+
+def _write_chunk(path: str, i0: int, part: PatchReader) -> int:
+    """Read a run of patches and store them in the stack from row ``i0`` (its own chunk)."""
     import zarr
 
-    out = np.empty((len(starts), *patch_shape), np.float32)
-    for j, (start, t) in enumerate(zip(starts, tomo_index)):
-        patch = read_patch(readers[t], start, patch_shape, sigma)
-        if mode == "patch":
-            mean, std = float(patch.mean()), float(patch.std())
-        else:
-            mean, std = stats[t]
-        out[j] = (patch - np.float32(mean)) / np.float32(std if std > 0 else 1.0)
-    zarr.open_array(path, mode="r+")[i0 : i0 + len(starts)] = out
-    return len(starts)
+    zarr.open_array(path, mode="r+")[i0 : i0 + len(part)] = part.read()
+    return len(part)
 
 
 def write_patch_stack(volumes: Mapping[str, xr.DataArray], centres: pd.DataFrame, out: str | os.PathLike,
@@ -146,28 +191,18 @@ def write_patch_stack(volumes: Mapping[str, xr.DataArray], centres: pd.DataFrame
 
     from deepict_dask.io.zarr_store import compressor_codec as _compressor
 
-    shapes = {name: spatial_shape(v) for name, v in volumes.items()}
-    table = fitting_centres(centres, shapes, opts.patch_shape)
-    names = list(volumes)
-    readers = tuple(RegionReader.of(_data(volumes[n])) for n in names)
-    stats = tuple(_norm_stats(volumes[n], opts.normalization, n, opts.lowpass_sigma) for n in names)
-    tomo_index = table["tomo"].map({n: i for i, n in enumerate(names)}).to_numpy(np.int64)
-    starts = table[["z0", "y0", "x0"]].to_numpy(np.int64)
+    table, reader = patch_reader(volumes, centres, opts)
     n = len(table)
     attrs: dict[str, Any] = {"patch_shape": list(opts.patch_shape), "normalization": opts.normalization,
                              "lowpass_sigma": opts.lowpass_sigma,
-                             "tomograms": names, "deepict": "patch stack"}
+                             "tomograms": list(volumes), "deepict": "patch stack"}
     with atomic_path(out) as tmp:
         arr = zarr.create_array(str(tmp), shape=(n, *opts.patch_shape), chunks=(opts.chunk, *opts.patch_shape),
                                 dtype="float32", fill_value=0, compressors=_compressor("zstd", 3), zarr_format=3)
         arr.attrs.update(attrs)
-        tasks = [dask.delayed(_write_chunk)(str(tmp), i0, starts[i0 : i0 + opts.chunk], tomo_index[i0 : i0 + opts.chunk],
-                                            readers, stats, opts.patch_shape, opts.normalization,
-                                            opts.lowpass_sigma)
+        tasks = [dask.delayed(_write_chunk)(str(tmp), i0, reader.part(i0, i0 + opts.chunk))
                  for i0 in range(0, n, opts.chunk)]
         dask.compute(*tasks)
-    table = table.drop(columns=["z0", "y0", "x0"]).reset_index(drop=True)
-    table["patch"] = np.arange(n, dtype=np.int64)
     write_table(table, table_path)
     return table
 

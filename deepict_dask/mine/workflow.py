@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,16 +138,14 @@ def encode(out: str | os.PathLike | MineLayout, model: str | os.PathLike | None 
     return api.encode_patches(layout, model, options)
 
 
-def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: str | os.PathLike | None,
-               centres: CentreOptions = CentreOptions(), patches: PatchOptions | None = None,
-               options: EncodeOptions = EncodeOptions(), *, reference: MineLayout | None = None) -> pd.DataFrame:
-    """Patches of new ``tomograms`` cut and encoded like an existing mining directory's, under ``into``.
+def new_patch_options(model: str | os.PathLike | None, patches: PatchOptions | None, options: EncodeOptions,
+                      reference: MineLayout | None) -> tuple[PatchOptions, tuple[np.ndarray, np.ndarray] | None]:
+    """How new tomograms' patches are cut to be compared with ``reference``'s clusters, and the z-scoring of
+    invariant codes: ``(patch options, scaling or None)``.
 
-    Autoencoder codes: with ``model``, whose patch shape they get. Invariant codes
-    (``options.codes``): ``reference`` is the directory whose clusters they will be compared with;
-    its codes give the patch shape and the z-scoring. ``patches`` only sets normalisation, low-pass and
-    chunking; by default (``None``) the reference's patches' normalisation and low-pass, so the new
-    patches look like the ones the clusters were made of. Returns the patches table of ``into``.
+    Autoencoder codes: the patch shape of ``model``. Invariant codes: the reference's codes give the patch
+    shape and the scaling. ``patches`` only sets normalisation, low-pass and chunking; by default (``None``)
+    the reference's patches' normalisation and low-pass, so new patches look like the clustered ones.
     """
     import zarr
 
@@ -167,7 +164,18 @@ def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: st
         shape = autoencoder_info_of(model).patch_size  # a segmentation model is refused before any patch is cut
     if patches is None:
         patches = reference_patch_options(reference) if reference is not None else PatchOptions()
-    opts = patches.model_copy(update={"patch_shape": tuple(int(s) for s in shape)})
+    return patches.model_copy(update={"patch_shape": tuple(int(s) for s in shape)}), scaling
+
+
+def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: str | os.PathLike | None,
+               centres: CentreOptions = CentreOptions(), patches: PatchOptions | None = None,
+               options: EncodeOptions = EncodeOptions(), *, reference: MineLayout | None = None) -> pd.DataFrame:
+    """Patches of new ``tomograms`` cut and encoded like an existing mining directory's, under ``into``.
+
+    ``model``, ``patches``, ``options`` and ``reference`` as in :func:`new_patch_options` (``reference``
+    is the directory whose clusters the new codes will be compared with). Returns the patches table of ``into``.
+    """
+    opts, scaling = new_patch_options(model, patches, options, reference)
     table = make_patches(tomograms, into, centres, opts)
     api.encode_patches(into, model, options, scaling)
     return table
@@ -414,15 +422,18 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
         Where patches are cut (patch shape: the autoencoder's, or ``out``'s; normalisation and low-pass
         by default ``out``'s), and how they are encoded (the kind of codes is always ``out``'s).
     into
-        Keep the new patches and codes in this mining directory (default: a temporary one, removed).
+        Keep the new patches and codes in this mining directory. By default none are written: each Dask
+        task cuts, encodes and assigns its own patches (:func:`~deepict_dask.mine.encode.nearest_clusters`).
 
     Returns
     -------
     The written table.
     """
     from deepict_dask.io.coords import write_table
+    from deepict_dask.mine.encode import nearest_clusters
     from deepict_dask.mine.kmeans import assign
     from deepict_dask.mine.labels import parse_selection
+    from deepict_dask.mine.patches import patch_reader
 
     layout = _layout(out)
     model, centre_vectors = check_filter(layout, selection, source)
@@ -432,21 +443,22 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
         from deepict_dask.errors import OutputError
 
         raise OutputError("already exists (use --overwrite to replace it)", table)
-    work = None if into is not None else tempfile.TemporaryDirectory(prefix=".mine-filter-",
-                                                                      dir=Path(table).resolve().parent)
-    try:
-        new = MineLayout.at(into if into is not None else work.name)  # type: ignore[union-attr]
-        rows = encode_new(tomograms, new, model, centres, patches, options, reference=layout)
-        nearest = assign(api._codes(new), centre_vectors)
-        keep = np.isin(nearest, list(class_of))
-        kept = rows.loc[keep].copy()
-        kept["cluster"] = nearest[keep].astype(np.int64)
-        kept["class"] = [class_of[int(c)] for c in kept["cluster"]]
-        kept = kept.reset_index(drop=True)
-        write_table(kept, table)
-    finally:
-        if work is not None:
-            work.cleanup()
+    if into is not None:
+        rows = encode_new(tomograms, into, model, centres, patches, options, reference=layout)
+        nearest = assign(api._codes(_layout(into)), centre_vectors)
+    else:  # fused: each task cuts, encodes and assigns its patches; nothing but the table is written
+        opts, scaling = new_patch_options(model, patches, options, layout)
+        check_patch_fits(tomograms, opts.patch_shape)
+        found = api.find_centres(tomograms, centres, patch_shape=opts.patch_shape)
+        rows, reader = patch_reader(api._volumes(tomograms), found, opts)
+        nearest = nearest_clusters(reader, centre_vectors, model=model, opts=options, scaling=scaling,
+                                   chunk=opts.chunk)
+    keep = np.isin(nearest, list(class_of))
+    kept = rows.loc[keep].copy()
+    kept["cluster"] = nearest[keep].astype(np.int64)
+    kept["class"] = [class_of[int(c)] for c in kept["cluster"]]
+    kept = kept.reset_index(drop=True)
+    write_table(kept, table)
     return kept
 
 

@@ -125,11 +125,13 @@ def test_filter_assigns_new_patches_to_the_nearest_centre(mined, tmp_path, threa
     expected = np.flatnonzero(nearest == big)
     assert kept["patch"].tolist() == expected.tolist() and len(expected) > 0
     assert set(kept["class"]) == {"blob"} and set(kept["cluster"]) == {big} and set(kept["tomo"]) == {"sim_0001"}
-    # without --into the new patches go to a temporary directory, removed afterwards
+    # without --into each task cuts, encodes and assigns its patches: the same clusters, nothing else written
     table2 = tmp_path / "kept2.csv"
     _ok("mine", "filter", str(out), str(sim / "tomograms" / "sim_0001.mrc"), "--select", f"blob={big}",
         "-o", str(table2), "--grid", "8", "--device", "cpu", "--workers", "1")
-    assert pd.read_csv(table2)["patch"].tolist() == expected.tolist()
+    again = pd.read_csv(table2)
+    assert again["patch"].tolist() == expected.tolist()
+    pd.testing.assert_frame_equal(again, kept)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.csv", "kept2.csv", "new"]
     # `mine encode DIR TOMO --into DIR2` cuts and encodes the same patches as filter did
     other = tmp_path / "other"

@@ -69,3 +69,58 @@ def test_encoding_on_a_distributed_cluster_gives_the_same_codes(stack):
             Client(cluster):
         dist = encode_patches(stack, options=EncodeOptions(device="cpu"))[:]
     np.testing.assert_allclose(dist, sync, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("codes", ["autoencoder", "invariant"])
+def test_nearest_clusters_without_a_stack_equal_the_stack_path(grid_stack, codes):
+    """Cut + encode + assign in one task per chunk (``filter`` without ``--into``) gives the clusters that
+    the patch stack, its codes array and :func:`assign` give, whatever the chunking."""
+    from deepict_dask.io import open_volume
+    from deepict_dask.io.coords import make_table
+    from deepict_dask.mine import PatchOptions
+    from deepict_dask.mine.encode import invariant_scaling, nearest_clusters
+    from deepict_dask.mine.kmeans import assign
+    from deepict_dask.mine.patches import patch_reader
+
+    path, layout = grid_stack
+    _model(layout.autoencoder)
+    opts = EncodeOptions(device="cpu", codes=codes)
+    stored = encode_patches(layout, options=opts)[:]
+    centres = stored[[0, 7, 13]].astype(np.float64) + 0.01  # three centres near three patches
+    zyx = [(z, y, x) for z in (12, 30, 48) for y in (12, 30, 48) for x in (20, 40)]
+    table, reader = patch_reader({"tomoA": open_volume(path)},
+                                 make_table("tomoA", "grid", zyx=np.asarray(zyx), voxel_size=10.0),
+                                 PatchOptions(patch_shape=PATCH))
+    np.testing.assert_array_equal(reader.part(0, 18).read(), zarr.open_array(str(layout.patches))[:])
+    assert table["patch"].tolist() == list(range(18))
+    scaling = invariant_scaling(layout.codes) if codes == "invariant" else None
+    for chunk in (4, 18):
+        got = nearest_clusters(reader, centres, model=layout.autoencoder, opts=opts, scaling=scaling, chunk=chunk)
+        np.testing.assert_array_equal(got, assign(stored, centres))
+    assert set(assign(stored, centres).tolist()) == {0, 1, 2}
+
+
+def test_nearest_clusters_refuses_what_cannot_match_the_reference(grid_stack, tmp_path):
+    from deepict_dask.io import open_volume
+    from deepict_dask.io.coords import make_table
+    from deepict_dask.mine import PatchOptions
+    from deepict_dask.mine.encode import nearest_clusters
+    from deepict_dask.mine.patches import patch_reader
+
+    path, _layout = grid_stack
+    _table, reader = patch_reader({"tomoA": open_volume(path)},
+                                  make_table("tomoA", "grid", zyx=np.asarray([(30, 30, 30)]), voxel_size=10.0),
+                                  PatchOptions(patch_shape=PATCH))
+    inv = EncodeOptions(codes="invariant")
+    with pytest.raises(InputError, match="need the reference's scaling"):
+        nearest_clusters(reader, np.zeros((2, 4)), opts=inv)
+    with pytest.raises(InputError, match=r"the reference codes have 5 descriptors but patches of \[16, 16, 16\]"):
+        nearest_clusters(reader, np.zeros((2, 5)), opts=inv, scaling=(np.zeros(5), np.ones(5)))
+    with pytest.raises(InputError, match="need the autoencoder model"):
+        nearest_clusters(reader, np.zeros((2, 6)), opts=EncodeOptions(device="cpu"))
+    torch.manual_seed(0)
+    other = tmp_path / "ae32.safetensors"
+    save_model(other, Autoencoder3D(patch_shape=(32, 32, 32), code_dim=4, filters=2),
+               autoencoder_info("ae32", code_dim=4, filters=2))
+    with pytest.raises(InputError, match=r"patches of \[16, 16, 16\] voxels do not fit the autoencoder 'ae32'"):
+        nearest_clusters(reader, np.zeros((2, 4)), model=other, opts=EncodeOptions(device="cpu"))

@@ -19,12 +19,33 @@ from deepict_dask.cli.common import (
     progress_wanted,
     refuse_existing,
 )
+from deepict_dask.cli.options_flags import add_option_flags, model_default, option_values
 
-# option dest -> (options field, flag) of the centre and patch options every patch-cutting step shares
+# options field -> flag, per options model; type, choices, default and help come from the model
 _CENTRE_FLAGS = {"sigma": "--sigma", "dog_sigma": "--dog-sigma", "dog_k": "--dog-k", "min_distance": "--min-distance",
                  "threshold": "--threshold", "max_peaks": "--max-peaks", "polarity": "--polarity", "block": "--block"}
-_PATCH_FLAGS = {"patch_shape": "--patch-size", "normalization": "--normalization", "chunk": "--chunk",
-                "lowpass_sigma": "--lowpass"}
+_PATCH_FLAGS = {"normalization": "--normalization", "chunk": "--chunk", "lowpass_sigma": "--lowpass"}
+_ENCODE_FLAGS = {"device": "--device", "batch_size": "--batch-size", "precision": "--precision"}
+_CHOOSE_K_FLAGS = {"seed": "--seed", "sample": "--sample", "references": "--references"}
+_CLUSTER_FLAGS = {"k": "--k", "seed": "--seed", "batch_size": "--batch-size", "epochs": "--epochs"}
+_GALLERY_FLAGS = {"columns": "--columns", "max_clusters": "--max-clusters", "title": "--title"}
+
+
+def _model_flags(parser: Any, model: Any, flags: Mapping[str, str], *, unset: tuple[str, ...] = (),
+                 help: Mapping[str, str] | None = None, metavar: Mapping[str, str] | None = None) -> None:
+    """``flags`` of ``model`` (:func:`add_option_flags`), each help text ending in the model's default."""
+    texts = {}
+    for field in flags:
+        text = (help or {}).get(field) or model.model_fields[field].description or field.replace("_", " ")
+        if field not in unset and model_default(model, field) is not None:
+            text += " (default %(default)s)"
+        texts[field] = text
+    names = {f: "N" for f, info in model.model_fields.items() if f in flags and _plain_int(info.annotation)}
+    add_option_flags(parser, model, flags, help=texts, unset=unset, metavar=names | dict(metavar or {}))
+
+
+def _plain_int(annotation: Any) -> bool:
+    return annotation is int or annotation == (int | None)
 
 
 def register(sub: Any) -> None:
@@ -91,9 +112,7 @@ def register(sub: Any) -> None:
                          "The two indices often disagree: neither decides k alone; compare galleries.")
     s.add_argument("dir", metavar="DIR", help="the mining directory")
     s.add_argument("--ks", type=int, nargs="+", metavar="K", help="values of k (default 2 5 10 20 50 100)")
-    s.add_argument("--seed", type=int, help="default 0")
-    s.add_argument("--sample", type=int, metavar="N", help="codes sampled for the scores (default 20000)")
-    s.add_argument("--references", type=int, metavar="N", help="reference sets of the gap statistic (default 5)")
+    _model_flags(s, _options("ChooseKOptions"), _CHOOSE_K_FLAGS, help={"seed": "k-means seed"})
     add_overwrite_arg(s, "existing scores")
     s.set_defaults(func=_choose_k)
 
@@ -101,10 +120,7 @@ def register(sub: Any) -> None:
                          description="Cluster DIR/codes.zarr with k-means (MiniBatchKMeans, bounded memory, "
                          "reproducible with --seed) into DIR/clusters/.")
     s.add_argument("dir", metavar="DIR", help="the mining directory")
-    s.add_argument("--k", type=int, help="number of clusters (default 100)")
-    s.add_argument("--seed", type=int, help="default 0")
-    s.add_argument("--batch-size", type=int, metavar="N", help="codes per k-means step (default 4096)")
-    s.add_argument("--epochs", type=int, metavar="N", help="passes over the codes (default 3)")
+    _model_flags(s, _options("ClusterOptions"), _CLUSTER_FLAGS, help={"seed": "k-means seed"})
     add_overwrite_arg(s, "existing clusters")
     s.set_defaults(func=_cluster)
 
@@ -114,9 +130,7 @@ def register(sub: Any) -> None:
     s.add_argument("dir", metavar="DIR", help="the mining directory")
     s.add_argument("--tomo", dest="tomograms", nargs="+", metavar="TOMO",
                    help="tomograms for the overlays (default: those 'deepict mine patches' cut)")
-    s.add_argument("--columns", type=int, metavar="N", help="slices per montage row (default 8)")
-    s.add_argument("--max-clusters", type=int, metavar="N", help="show only the N largest clusters")
-    s.add_argument("--title", help="page title")
+    _model_flags(s, _options("GalleryOptions"), _GALLERY_FLAGS, help={"title": "page title"}, metavar={"title": "TEXT"})
     s.add_argument("--device", default="auto", help="device of the decoder (default auto)")
     add_overwrite_arg(s, "an existing gallery")
     s.set_defaults(func=_gallery)
@@ -184,40 +198,36 @@ def _no_step(parser: argparse.ArgumentParser) -> int:
 # ---------------------------------------------------------------------------------------------- arguments
 
 
+def _options(name: str) -> Any:
+    """An options model of :mod:`deepict_dask.mine.options` by name (imported when the parser is built)."""
+    from deepict_dask.mine import options
+
+    return getattr(options, name)
+
+
 def _centre_args(s: argparse.ArgumentParser) -> None:
     g = s.add_argument_group("patch centres (voxels)")
     g.add_argument("--grid", type=int, metavar="STRIDE", help="a regular grid with this stride instead of DoG peaks")
-    g.add_argument("--sigma", type=float, help="Gaussian smoothing before the DoG (default 2)")
-    g.add_argument("--dog-sigma", type=float, help="narrow Gaussian of the DoG (default 5)")
-    g.add_argument("--dog-k", type=float, help="wide / narrow Gaussian ratio (default 1.1)")
-    g.add_argument("--min-distance", type=float, help="peaks closer than this keep the strongest (default 10)")
-    g.add_argument("--threshold", type=float, help="minimum DoG response (default: any positive)")
-    g.add_argument("--max-peaks", type=int, metavar="N", help="at most N strongest peaks per tomogram")
-    g.add_argument("--polarity", choices=["dark", "bright"], help="dark (default): particles darker than the ice")
-    g.add_argument("--block", type=int, metavar="N", help="edge of the blocks the DoG runs on (default 128)")
+    _model_flags(g, _options("CentreOptions"), _CENTRE_FLAGS, metavar={
+        "sigma": "VOXELS", "dog_sigma": "VOXELS", "dog_k": "K", "min_distance": "VOXELS", "threshold": "T"})
 
 
 def _patch_args(s: argparse.ArgumentParser) -> None:
     g = s.add_argument_group("patches")
     g.add_argument("--patch-size", dest="patch_shape", type=int, nargs="+", metavar="N",
                    help="patch edge, or Z Y X (default 32; multiples of 4 for the autoencoder)")
-    g.add_argument("--normalization", choices=["tomogram", "patch", "none"], help="z-score (default: per tomogram)")
-    g.add_argument("--chunk", type=int, metavar="N", help="patches per chunk of the stack (default 256)")
-    g.add_argument("--lowpass", dest="lowpass_sigma", type=float, metavar="SIGMA",
-                   help="Gaussian low-pass of the patches, sigma in voxels (default 0: none; about 2 for noisy "
-                        "tomograms, where the autoencoder otherwise learns nothing)")
+    _model_flags(g, _options("PatchOptions"), _PATCH_FLAGS, help={
+        "lowpass_sigma": "Gaussian low-pass of the patches, sigma in voxels (0: none; about 2 for noisy tomograms, "
+                         "where the autoencoder otherwise learns nothing)"}, metavar={"lowpass_sigma": "SIGMA"})
 
 
 def _encode_args(s: argparse.ArgumentParser, kind: bool = False) -> None:
     g = s.add_argument_group("encoding")
-    if kind:
-        g.add_argument("--codes", choices=["autoencoder", "invariant"],
-                       help="autoencoder: the trained encoder's codes (default; the published method); invariant: "
-                       "rotation-invariant descriptors, no model, blind to a structure's orientation (new "
-                       "tomograms: default DIR's kind)")
-    g.add_argument("--device", help="auto (default), cpu or cuda[:N]")
-    g.add_argument("--batch-size", type=int, metavar="N", help="patches per forward pass")
-    g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
+    model = _options("EncodeOptions")
+    _model_flags(g, model, {"codes": "--codes", **_ENCODE_FLAGS} if kind else _ENCODE_FLAGS, unset=("codes",), help={
+        "codes": "autoencoder: the trained encoder's codes (default; the published method); invariant: "
+                 "rotation-invariant descriptors, no model, blind to a structure's orientation (new tomograms: "
+                 "default DIR's kind)"})
 
 
 def _select_arg(s: argparse.ArgumentParser) -> None:
@@ -226,15 +236,11 @@ def _select_arg(s: argparse.ArgumentParser) -> None:
                    "\"surface=39,43 globular=98,12\"")
 
 
-def _given(args: argparse.Namespace, flags: Mapping[str, str]) -> dict[str, Any]:
-    return {field: getattr(args, field) for field in flags if getattr(args, field, None) is not None}
-
-
 def _centres(args: argparse.Namespace) -> Any:
     from deepict_dask.mine.options import CentreOptions
     from deepict_dask.options import build
 
-    values = _given(args, _CENTRE_FLAGS)
+    values = option_values(args, _CENTRE_FLAGS)
     if args.grid is not None:
         values.update(method="grid", stride=args.grid)
     return build(CentreOptions, values, flags={**_CENTRE_FLAGS, "stride": "--grid", "method": "--grid"})
@@ -245,21 +251,21 @@ def _patches_opts(args: argparse.Namespace) -> Any:
     from deepict_dask.mine.options import PatchOptions
     from deepict_dask.options import build
 
-    values = _given(args, _PATCH_FLAGS)
-    size = values.get("patch_shape")
+    values = option_values(args, _PATCH_FLAGS)
+    size = args.patch_shape
     if size is not None:
         if len(size) not in (1, 3):
             raise ConfigError(f"--patch-size: one edge or three (Z Y X), got {len(size)} values")
         values["patch_shape"] = tuple(size * 3 if len(size) == 1 else size)
-    return build(PatchOptions, values, flags=_PATCH_FLAGS)
+    return build(PatchOptions, values, flags={**_PATCH_FLAGS, "patch_shape": "--patch-size"})
 
 
 def _encode_opts(args: argparse.Namespace) -> Any:
     from deepict_dask.mine.options import EncodeOptions
     from deepict_dask.options import build
 
-    flags = {"codes": "--codes", "device": "--device", "batch_size": "--batch-size", "precision": "--precision"}
-    return build(EncodeOptions, _given(args, flags), flags=flags)
+    flags = {"codes": "--codes", **_ENCODE_FLAGS}
+    return build(EncodeOptions, option_values(args, flags), flags=flags)
 
 
 def _selection(args: argparse.Namespace) -> tuple[dict[str, list[int]], str]:
@@ -368,8 +374,8 @@ def _choose_k(args: argparse.Namespace) -> int:
     from deepict_dask.mine.workflow import choose_k, require
     from deepict_dask.options import build
 
-    flags = {"ks": "--ks", "seed": "--seed", "sample": "--sample", "references": "--references"}
-    opts = build(ChooseKOptions, _given(args, flags), flags=flags)
+    values = option_values(args, _CHOOSE_K_FLAGS) | ({"ks": args.ks} if args.ks is not None else {})
+    opts = build(ChooseKOptions, values, flags={**_CHOOSE_K_FLAGS, "ks": "--ks"})
     layout = MineLayout.at(args.dir)
     require(layout, "codes")
     refuse_existing(layout.choose_k_table, overwrite=args.overwrite)
@@ -387,8 +393,7 @@ def _cluster(args: argparse.Namespace) -> int:
     from deepict_dask.mine.workflow import cluster, require
     from deepict_dask.options import build
 
-    flags = {"k": "--k", "seed": "--seed", "batch_size": "--batch-size", "epochs": "--epochs"}
-    opts = build(ClusterOptions, _given(args, flags), flags=flags)
+    opts = build(ClusterOptions, option_values(args, _CLUSTER_FLAGS), flags=_CLUSTER_FLAGS)
     layout = MineLayout.at(args.dir)
     require(layout, "codes")
     refuse_existing(layout.labels, overwrite=args.overwrite)
@@ -404,8 +409,7 @@ def _gallery(args: argparse.Namespace) -> int:
     from deepict_dask.mine.workflow import gallery, require
     from deepict_dask.options import build
 
-    flags = {"columns": "--columns", "max_clusters": "--max-clusters", "title": "--title"}
-    opts = build(GalleryOptions, _given(args, flags), flags=flags)
+    opts = build(GalleryOptions, option_values(args, _GALLERY_FLAGS), flags=_GALLERY_FLAGS)
     layout = MineLayout.at(args.dir)
     require(layout, "labels")
     refuse_existing(layout.gallery, overwrite=args.overwrite)

@@ -334,11 +334,29 @@ def test_init_config_writes_an_example_that_validates(tmp_path, capsys):
     (["patches", "t.mrc", "-o", "D", "--grid", "0"], "--grid (stride): Input should be greater than or equal to 1"),
     (["choose-k", "D", "--ks", "1", "5"], "--ks (ks): ks must be values >= 2, got [1, 5]"),
     (["encode", "D", "t.mrc"], "encoding new tomograms needs --into DIR2"),
+    (["patches", "t.mrc", "-o", "D", "--dog-k", "1"], "--dog-k (dog_k): Input should be greater than 1"),
+    (["patches", "t.mrc", "-o", "D", "--lowpass", "-2"], "--lowpass (lowpass_sigma): Input should be greater than or equal to 0"),
+    (["gallery", "D", "--columns", "0"], "--columns (columns): Input should be greater than or equal to 1"),
 ])
 def test_bad_option_values_name_their_flag_before_any_work(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
     _fails(capsys, ["mine", *argv], message)
     assert not list(tmp_path.iterdir())
+
+
+def test_flag_defaults_are_the_options_models_defaults():
+    """The step flags take type, default and help from the options models: what --help says is what runs."""
+    from deepict_dask.cli.main import build_parser
+    from deepict_dask.cli.mine import _centres, _encode_opts, _patches_opts
+    from deepict_dask.mine.options import CentreOptions, EncodeOptions, PatchOptions
+
+    args = build_parser().parse_args(["mine", "patches", "t.mrc", "-o", "D"])
+    assert _centres(args) == CentreOptions() and _patches_opts(args) == PatchOptions()
+    args = build_parser().parse_args(["mine", "filter", "D", "t.mrc", "--select", "a=1", "-o", "k.csv"])
+    assert _encode_opts(args) == EncodeOptions()
+    args = build_parser().parse_args(["mine", "encode", "D", "--device", "cpu"])
+    assert args.codes is None  # unset: new tomograms follow DIR's kind of codes
+    assert _encode_opts(args) == EncodeOptions(device="cpu")
 
 
 def test_train_ae_flags_reach_the_objective(mined):

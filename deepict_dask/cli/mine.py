@@ -29,6 +29,9 @@ _ENCODE_FLAGS = {"device": "--device", "batch_size": "--batch-size", "precision"
 _CHOOSE_K_FLAGS = {"seed": "--seed", "sample": "--sample", "references": "--references"}
 _CLUSTER_FLAGS = {"k": "--k", "seed": "--seed", "batch_size": "--batch-size", "epochs": "--epochs"}
 _GALLERY_FLAGS = {"columns": "--columns", "max_clusters": "--max-clusters", "title": "--title"}
+_TRAIN_AE_FLAGS = {"max_epochs": "--epochs", "patience": "--patience", "batch_size": "--batch-size",
+                   "max_minutes": "--max-minutes", "device": "--device", "lr": "--lr", "seed": "--seed",
+                   "centre_sigma": "--centre-sigma"}
 
 
 def _model_flags(parser: Any, model: Any, flags: Mapping[str, str], *, unset: tuple[str, ...] = (),
@@ -75,18 +78,14 @@ def register(sub: Any) -> None:
                          description="Train an Autoencoder3D on DIR/patches.zarr (MSE, Adam 1e-3, early stopping on "
                          "the validation loss); the best model goes to DIR/models/ae.safetensors.")
     s.add_argument("dir", metavar="DIR", help="the mining directory")
-    s.add_argument("--epochs", type=int, metavar="N", help="at most N epochs (default 200)")
-    s.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without improvement (default 20)")
-    s.add_argument("--batch-size", type=int, metavar="N", help="patches per step (default 8)")
-    s.add_argument("--max-minutes", type=float, metavar="M", help="time budget: stop after M minutes, best model kept")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto (a GPU when visible)")
-    s.add_argument("--lr", type=float, help="Adam learning rate (default 0.001, as published)")
-    s.add_argument("--seed", type=int, help="seed of the validation split and the batches (default 0)")
+    _model_flags(s, _train_options(), _TRAIN_AE_FLAGS, help={
+        "max_epochs": "at most N epochs; early stopping usually ends training first",
+        "batch_size": "patches per step (default 8, as published)", "lr": "Adam learning rate",
+        "max_minutes": "time budget: stop after M minutes, the best model kept",
+        "seed": "seed of the validation split and the batches", "device": "auto: a GPU when visible"},
+        metavar={"max_minutes": "M", "lr": "LR", "centre_sigma": "S", "device": "DEVICE"})
     s.add_argument("--filters", type=int, metavar="N", help="convolution channels (default 32, as published)")
     s.add_argument("--code-dim", type=int, metavar="N", help="numbers per code (default 32, as published)")
-    s.add_argument("--centre-sigma", type=float, metavar="S",
-                   help="weigh the reconstruction error by a Gaussian of sigma S voxels around the patch centre, "
-                        "so codes describe what lies at the centre (default: every voxel alike, as published)")
     s.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="180-degree rotations and intensity jitter of the training patches (default: off, as published)")
     add_progress_arg(s)
@@ -205,6 +204,12 @@ def _options(name: str) -> Any:
     return getattr(options, name)
 
 
+def _train_options() -> Any:
+    from deepict_dask.train.patch_stack import StackTrainOptions
+
+    return StackTrainOptions
+
+
 def _centre_args(s: argparse.ArgumentParser) -> None:
     g = s.add_argument_group("patch centres (voxels)")
     g.add_argument("--grid", type=int, metavar="STRIDE", help="a regular grid with this stride instead of DoG peaks")
@@ -311,14 +316,8 @@ def _train_ae(args: argparse.Namespace) -> int:
     from deepict_dask.options import build
     from deepict_dask.train.patch_stack import StackTrainOptions
 
-    flags = {"max_epochs": "--epochs", "patience": "--patience", "batch_size": "--batch-size",
-             "max_minutes": "--max-minutes", "device": "--device", "seed": "--seed", "lr": "--lr",
-             "centre_sigma": "--centre-sigma", "augment": "--augment"}
-    values = {f: getattr(args, d) for f, d in {"max_epochs": "epochs", "patience": "patience",
-                                                "batch_size": "batch_size", "max_minutes": "max_minutes",
-                                                "device": "device", "seed": "seed", "lr": "lr",
-                                                "centre_sigma": "centre_sigma", "augment": "augment"}.items()
-              if getattr(args, d) is not None}
+    flags = {**_TRAIN_AE_FLAGS, "augment": "--augment"}
+    values = option_values(args, _TRAIN_AE_FLAGS) | ({"augment": args.augment} if args.augment is not None else {})
     arch = {k: v for k, v in (("filters", args.filters), ("code_dim", args.code_dim)) if v is not None}
     opts = build(StackTrainOptions, {**values, "model": arch, "progress": progress_wanted(args)}, flags=flags)
     layout = MineLayout.at(args.dir)

@@ -142,11 +142,27 @@ def _describe_chunk(stack_path: str, codes_path: str, i0: int, i1: int) -> tuple
     return v.sum(0), (v**2).sum(0)
 
 
+def _zscore(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Raw descriptors z-scored (in float64, stored as float32): the one formula of every invariant code."""
+    return ((np.asarray(values, np.float64) - mean) / std).astype(np.float32)
+
+
+def check_scaling(scaling: tuple[np.ndarray, np.ndarray], patch_shape: Any, source: Any = None) -> None:
+    """Refuse a reference scaling whose descriptor count differs from what patches of ``patch_shape`` give."""
+    from deepict_dask.mine.invariant import descriptor_size
+
+    dim = descriptor_size(patch_shape)
+    if len(scaling[0]) != dim:
+        raise InputError(f"the reference codes have {len(scaling[0])} descriptors but patches of "
+                         f"{[int(s) for s in patch_shape]} voxels give {dim}: cut the new patches with the "
+                         "reference's patch shape", source)
+
+
 def _scale_chunk(codes_path: str, i0: int, i1: int, mean: np.ndarray, std: np.ndarray) -> int:
     import zarr
 
     arr = zarr.open_array(codes_path, mode="r+")
-    arr[i0:i1] = ((np.asarray(arr[i0:i1], np.float64) - mean) / std).astype(np.float32)
+    arr[i0:i1] = _zscore(arr[i0:i1], mean, std)
     return i1 - i0
 
 
@@ -167,9 +183,8 @@ def write_invariant_codes(stack: str | os.PathLike, out: str | os.PathLike, opts
     arr = open_patch_stack(stack)
     shape = [int(s) for s in arr.shape[1:]]
     n, dim = int(arr.shape[0]), descriptor_size(shape)
-    if scaling is not None and len(scaling[0]) != dim:
-        raise InputError(f"the reference codes have {len(scaling[0])} descriptors but patches of {shape} voxels "
-                         f"give {dim}: cut the new patches with the reference's patch shape", stack)
+    if scaling is not None:
+        check_scaling(scaling, shape, stack)
     step = opts.chunk or int(arr.chunks[0])
     parts = [(i0, min(n, i0 + step)) for i0 in range(0, n, step)]
     with atomic_path(out) as tmp:
@@ -198,9 +213,8 @@ def _nearest_chunk(part: Any, ref: Any, scaling: tuple[np.ndarray, np.ndarray] |
     patches = part.read()
     if ref is not None:
         codes = encode_array(ref, patches)
-    else:  # the same float64 z-scoring as write_invariant_codes, so both paths give the same codes
-        mean, std = scaling  # type: ignore[misc]
-        codes = ((describe(patches).astype(np.float64) - mean) / std).astype(np.float32)
+    else:  # z-scored as write_invariant_codes does, so both paths give the same codes
+        codes = _zscore(describe(patches), *scaling)  # type: ignore[misc]
     return assign(codes, centres)
 
 
@@ -228,15 +242,10 @@ def nearest_clusters(reader: Any, centres: np.ndarray, *, model: str | os.PathLi
     -------
     ``(N,)`` int32 cluster ids, in the reader's order.
     """
-    from deepict_dask.mine.invariant import descriptor_size
-
     if opts.codes == "invariant":
         if scaling is None:
             raise InputError("invariant codes of new patches need the reference's scaling (invariant_scaling)")
-        dim = descriptor_size(reader.patch_shape)
-        if len(scaling[0]) != dim:
-            raise InputError(f"the reference codes have {len(scaling[0])} descriptors but patches of "
-                             f"{list(reader.patch_shape)} voxels give {dim}: use the reference's patch shape")
+        check_scaling(scaling, reader.patch_shape)
         ref, scale = None, tuple(np.asarray(v, np.float64) for v in scaling)
     else:
         if model is None:

@@ -99,6 +99,10 @@ def register(sub: Any) -> None:
     s.add_argument("dir", metavar="DIR", help="the mining directory")
     s.add_argument("tomograms", nargs="*", metavar="TOMO", help="new tomograms to encode (needs --into)")
     s.add_argument("--into", metavar="DIR2", help="mining directory for the new tomograms' patches and codes")
+    s.add_argument("--no-patches", action="store_true",
+                   help="with --into: write only the codes (and tables), no patch stack; each task cuts and "
+                        "encodes its own patches. Enough for 'cluster' on a whole data set, not for a gallery or "
+                        "weak labels")
     s.add_argument("--model", metavar="AE", help="autoencoder model file (default DIR/models/ae.safetensors)")
     _encode_args(s, kind=True)
     _centre_args(s)
@@ -351,11 +355,13 @@ def _encode(args: argparse.Namespace) -> int:
         centres = _centres(args)
         refuse_existing(into.patches, into.codes, overwrite=args.overwrite)
         with _client(args):
-            table = encode_new(args.tomograms, into, model, centres, None, opts, reference=layout)
-        print(f"{len(table)} patches of {len(args.tomograms)} tomogram(s) encoded -> {into.codes}")
+            table = encode_new(args.tomograms, into, model, centres, None, opts, reference=layout,
+                               keep_patches=not args.no_patches)
+        kept = "no patch stack" if args.no_patches else f"patches {into.patches}"
+        print(f"{len(table)} patches of {len(args.tomograms)} tomogram(s) encoded -> {into.codes} ({kept})")
         return 0
-    if args.into:
-        raise ConfigError("--into needs new tomograms (TOMO...) to encode")
+    if args.into or args.no_patches:
+        raise ConfigError(f"{'--into' if args.into else '--no-patches'} needs new tomograms (TOMO...) to encode")
     require(layout, "patches")
     if opts.codes == "autoencoder":
         autoencoder_info_of(args.model or require(layout, "autoencoder"))

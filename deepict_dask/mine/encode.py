@@ -205,17 +205,52 @@ def write_invariant_codes(stack: str | os.PathLike, out: str | os.PathLike, opts
     return Path(out)
 
 
-def _nearest_chunk(part: Any, ref: Any, scaling: tuple[np.ndarray, np.ndarray] | None,
-                   centres: np.ndarray) -> np.ndarray:
+def _codes_of(part: Any, ref: Any, scaling: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Codes of one run of patches cut by ``part``: the autoencoder's (``ref``) or invariant ones z-scored as
+    :func:`write_invariant_codes` does, so the fused paths give the same codes as the stack's."""
     from deepict_dask.mine.invariant import describe
-    from deepict_dask.mine.kmeans import assign
 
     patches = part.read()
     if ref is not None:
-        codes = encode_array(ref, patches)
-    else:  # z-scored as write_invariant_codes does, so both paths give the same codes
-        codes = _zscore(describe(patches), *scaling)  # type: ignore[misc]
-    return assign(codes, centres)
+        return encode_array(ref, patches)
+    return _zscore(describe(patches), *scaling)  # type: ignore[misc]
+
+
+def _nearest_chunk(part: Any, ref: Any, scaling: tuple[np.ndarray, np.ndarray] | None,
+                   centres: np.ndarray) -> np.ndarray:
+    from deepict_dask.mine.kmeans import assign
+
+    return assign(_codes_of(part, ref, scaling), centres)
+
+
+def _write_codes_chunk(path: str, i0: int, part: Any, ref: Any, scaling: tuple[np.ndarray, np.ndarray] | None) -> int:
+    import zarr
+
+    zarr.open_array(path, mode="r+")[i0 : i0 + len(part)] = _codes_of(part, ref, scaling)
+    return len(part)
+
+
+def _fused_encoder(reader: Any, model: str | os.PathLike | None, opts: EncodeOptions,
+                   scaling: tuple[np.ndarray, np.ndarray] | None) -> tuple[Any, Any, int, dict[str, Any]]:
+    """``(encoder ref or None, scaling, code length, codes attrs)`` for encoding ``reader``'s patches without a
+    patch stack; one clear error before any task when the model or the scaling cannot match the patches."""
+    if opts.codes == "invariant":
+        if scaling is None:
+            raise InputError("invariant codes of new patches need the reference's scaling (invariant_scaling)")
+        check_scaling(scaling, reader.patch_shape)
+        mean, std = (np.asarray(v, np.float64) for v in scaling)
+        attrs = {"deepict": "codes", "kind": "invariant", "patch_shape": [int(s) for s in reader.patch_shape],
+                 "feature_mean": mean.tolist(), "feature_std": std.tolist()}
+        return None, (mean, std), len(mean), attrs
+    if model is None:
+        raise InputError("autoencoder codes of new patches need the autoencoder model")
+    info = autoencoder_info_of(model)
+    if list(reader.patch_shape) != list(info.patch_size):
+        raise InputError(f"patches of {list(reader.patch_shape)} voxels do not fit the autoencoder "
+                         f"'{info.name}', trained on {list(info.patch_size)}", model)
+    ref = encoder_ref(model, opts)
+    attrs = {"model": info.name, "model_sha256": ref.sha256, "deepict": "codes", "kind": "autoencoder"}
+    return ref, None, int(info.architecture.get("code_dim", 32)), attrs
 
 
 def nearest_clusters(reader: Any, centres: np.ndarray, *, model: str | os.PathLike | None = None,
@@ -242,25 +277,38 @@ def nearest_clusters(reader: Any, centres: np.ndarray, *, model: str | os.PathLi
     -------
     ``(N,)`` int32 cluster ids, in the reader's order.
     """
-    if opts.codes == "invariant":
-        if scaling is None:
-            raise InputError("invariant codes of new patches need the reference's scaling (invariant_scaling)")
-        check_scaling(scaling, reader.patch_shape)
-        ref, scale = None, tuple(np.asarray(v, np.float64) for v in scaling)
-    else:
-        if model is None:
-            raise InputError("autoencoder codes of new patches need the autoencoder model")
-        info = autoencoder_info_of(model)
-        if list(reader.patch_shape) != list(info.patch_size):
-            raise InputError(f"patches of {list(reader.patch_shape)} voxels do not fit the autoencoder "
-                             f"'{info.name}', trained on {list(info.patch_size)}", model)
-        ref, scale = encoder_ref(model, opts), None
+    ref, scale, _dim, _attrs = _fused_encoder(reader, model, opts, scaling)
     n = len(reader)
     step = int(opts.chunk or chunk)
     c = np.asarray(centres, np.float64)
     parts = dask.compute(*[dask.delayed(_nearest_chunk)(reader.part(i0, i0 + step), ref, scale, c)
                            for i0 in range(0, n, step)])
     return np.concatenate(parts).astype(np.int32) if parts else np.empty(0, np.int32)
+
+
+def write_codes_from(reader: Any, out: str | os.PathLike, *, model: str | os.PathLike | None = None,
+                     opts: EncodeOptions = EncodeOptions(), scaling: tuple[np.ndarray, np.ndarray] | None = None,
+                     chunk: int = 256) -> Path:
+    """The codes array ``out`` of ``reader``'s patches, each Dask task cutting and encoding its own run of
+    patches: no patch stack is written (a data set's codes take 128 bytes a patch, its patches 128 kB).
+
+    Same codes and attributes as :func:`write_codes` / :func:`write_invariant_codes` on a stack of the same
+    patches; invariant codes need ``scaling`` (the reference's). Written atomically. Returns ``out``.
+    """
+    import zarr
+
+    from deepict_dask.io.zarr_store import compressor_codec as _compressor
+
+    ref, scale, dim, attrs = _fused_encoder(reader, model, opts, scaling)
+    n = len(reader)
+    step = int(opts.chunk or chunk)
+    with atomic_path(out) as tmp:
+        codes = zarr.create_array(str(tmp), shape=(n, dim), chunks=(step, dim), dtype="float32", fill_value=0,
+                                  compressors=_compressor("zstd", 3), zarr_format=3)
+        codes.attrs.update(attrs)
+        dask.compute(*[dask.delayed(_write_codes_chunk)(str(tmp), i0, reader.part(i0, i0 + step), ref, scale)
+                       for i0 in range(0, n, step)])
+    return Path(out)
 
 
 def codes_kind(codes: str | os.PathLike) -> str:

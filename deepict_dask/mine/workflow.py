@@ -96,9 +96,14 @@ def make_patches(tomograms: Paths, out: str | os.PathLike | MineLayout, centres:
     if len(sizes) == 1:  # the training of the autoencoder reads it (EDSS3D too, through the weak labels)
         zarr.open_array(str(layout.patches), mode="r+").attrs["voxel_size"] = sizes.pop()
     write_table(table, layout.centres)
+    _record_tomograms(layout, tomograms)
+    return stored
+
+
+def _record_tomograms(layout: MineLayout, tomograms: Paths) -> None:
+    """``tomograms.json``: the inputs' paths, for the gallery's overlays."""
     with atomic_path(layout.tomograms) as tmp:
         tmp.write_text(json.dumps([str(Path(p).resolve()) for p in tomograms], indent=1))
-    return stored
 
 
 def recorded_tomograms(layout: MineLayout) -> list[str]:
@@ -169,15 +174,35 @@ def new_patch_options(model: str | os.PathLike | None, patches: PatchOptions | N
 
 def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: str | os.PathLike | None,
                centres: CentreOptions = CentreOptions(), patches: PatchOptions | None = None,
-               options: EncodeOptions = EncodeOptions(), *, reference: MineLayout | None = None) -> pd.DataFrame:
+               options: EncodeOptions = EncodeOptions(), *, reference: MineLayout | None = None,
+               keep_patches: bool = True) -> pd.DataFrame:
     """Patches of new ``tomograms`` cut and encoded like an existing mining directory's, under ``into``.
 
     ``model``, ``patches``, ``options`` and ``reference`` as in :func:`new_patch_options` (``reference``
-    is the directory whose clusters the new codes will be compared with). Returns the patches table of ``into``.
+    is the directory whose clusters the new codes will be compared with). ``keep_patches=False`` writes
+    the codes without the patch stack (each task cuts and encodes its own patches;
+    :func:`~deepict_dask.mine.encode.write_codes_from`): enough to cluster a whole data set, not for a
+    gallery or weak labels. Returns the patches table of ``into``.
     """
+    from deepict_dask.io.coords import write_table
+    from deepict_dask.mine.encode import write_codes_from
+    from deepict_dask.mine.patches import patch_reader
+
     opts, scaling = new_patch_options(model, patches, options, reference)
-    table = make_patches(tomograms, into, centres, opts)
-    api.encode_patches(into, model, options, scaling)
+    if keep_patches:
+        table = make_patches(tomograms, into, centres, opts)
+        api.encode_patches(into, model, options, scaling)
+        return table
+    layout = _layout(into)
+    check_patch_fits(tomograms, opts.patch_shape)
+    found = api.find_centres(tomograms, centres, patch_shape=opts.patch_shape)
+    table, reader = patch_reader(api._volumes(tomograms), found, opts)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    write_codes_from(reader, layout.codes, model=model, opts=options, scaling=scaling, chunk=opts.chunk)
+    remove_path(layout.patches)  # an earlier run's stack would no longer match these codes
+    write_table(found, layout.centres)
+    write_table(table, layout.patches_table)
+    _record_tomograms(layout, tomograms)
     return table
 
 

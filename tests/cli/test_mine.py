@@ -139,6 +139,16 @@ def test_filter_assigns_new_patches_to_the_nearest_centre(mined, tmp_path, threa
         "--device", "cpu", "--workers", "1")
     np.testing.assert_array_equal(zarr.open_array(str(MineLayout.at(other).codes))[:],
                                   zarr.open_array(str(MineLayout.at(into).codes))[:])
+    # --no-patches: the same codes and tables without a patch stack, enough to cluster
+    lean = MineLayout.at(tmp_path / "lean")
+    _ok("mine", "encode", str(out), str(sim / "tomograms" / "sim_0001.mrc"), "--into", str(lean.root), "--grid", "8",
+        "--device", "cpu", "--workers", "1", "--no-patches")
+    assert not lean.patches.exists() and lean.tomograms.exists()
+    np.testing.assert_allclose(zarr.open_array(str(lean.codes))[:], zarr.open_array(str(MineLayout.at(other).codes))[:],
+                               rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(pd.read_csv(lean.patches_table), pd.read_csv(MineLayout.at(other).patches_table))
+    _ok("mine", "cluster", str(lean.root), "--k", "3")
+    assert zarr.open_array(str(lean.labels)).shape == (len(pd.read_csv(lean.patches_table)),)
 
 
 @pytest.mark.parametrize(("codes", "train"), [
@@ -334,6 +344,7 @@ def test_init_config_writes_an_example_that_validates(tmp_path, capsys):
     (["patches", "t.mrc", "-o", "D", "--grid", "0"], "--grid (stride): Input should be greater than or equal to 1"),
     (["choose-k", "D", "--ks", "1", "5"], "--ks (ks): ks must be values >= 2, got [1, 5]"),
     (["encode", "D", "t.mrc"], "encoding new tomograms needs --into DIR2"),
+    (["encode", "D", "--no-patches"], "--no-patches needs new tomograms (TOMO...) to encode"),
     (["patches", "t.mrc", "-o", "D", "--dog-k", "1"], "--dog-k (dog_k): Input should be greater than 1"),
     (["patches", "t.mrc", "-o", "D", "--lowpass", "-2"], "--lowpass (lowpass_sigma): Input should be greater than or equal to 0"),
     (["gallery", "D", "--columns", "0"], "--columns (columns): Input should be greater than or equal to 1"),

@@ -78,7 +78,7 @@ def test_nearest_clusters_without_a_stack_equal_the_stack_path(grid_stack, codes
     from deepict_dask.io import open_volume
     from deepict_dask.io.coords import make_table
     from deepict_dask.mine import PatchOptions
-    from deepict_dask.mine.encode import invariant_scaling, nearest_clusters
+    from deepict_dask.mine.encode import invariant_scaling, nearest_clusters, write_codes_from
     from deepict_dask.mine.kmeans import assign
     from deepict_dask.mine.patches import patch_reader
 
@@ -98,6 +98,15 @@ def test_nearest_clusters_without_a_stack_equal_the_stack_path(grid_stack, codes
         got = nearest_clusters(reader, centres, model=layout.autoencoder, opts=opts, scaling=scaling, chunk=chunk)
         np.testing.assert_array_equal(got, assign(stored, centres))
     assert set(assign(stored, centres).tolist()) == {0, 1, 2}
+    # the codes themselves, written without a stack: the same values and the same attributes
+    out = write_codes_from(reader, layout.root / "fused.zarr", model=layout.autoencoder, opts=opts,
+                           scaling=scaling if codes == "invariant" else None, chunk=4)
+    fused = zarr.open_array(str(out), mode="r")
+    if codes == "invariant":  # the stack path z-scored with its own statistics: the same scaling given here
+        np.testing.assert_array_equal(fused[:], stored)
+    else:
+        np.testing.assert_allclose(fused[:], stored, rtol=1e-5, atol=1e-6)
+    assert dict(fused.attrs) == dict(zarr.open_array(str(layout.codes), mode="r").attrs) and fused.chunks[0] == 4
 
 
 def test_nearest_clusters_refuses_what_cannot_match_the_reference(grid_stack, tmp_path):

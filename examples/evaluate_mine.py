@@ -576,10 +576,7 @@ def true_label_reference(args: argparse.Namespace, out: Path, paths: dict, sourc
             for i, c in enumerate(weak.classes):
                 lab[truth_a.mask(c, src, shape)] = i + 1
             lz[row] = lab
-    edss = train_edss3d(weak.patches, path, weak.classes, out / "edss_true_labels_run", train_options(
-        args, float(args.voxel_size), max_epochs=args.edss_epochs, patience=args.edss_patience,
-        max_minutes=args.edss_minutes, crop=[args.crop] * 3,
-        batch_size=min(args.edss_batch, max(2, total - max(1, round(0.1 * total))))))
+    edss = train_edss3d(weak.patches, path, weak.classes, out / "edss_true_labels_run", edss_options(args, total))
     scores, _ = score_segmentation(args, out, paths, source, edss.model_path, weak.classes, retained_b,
                                    predict_dir="predict_true_labels")
     return {"steps": edss.steps, "time_budget_reached": edss.time_budget_reached, **scores}
@@ -589,6 +586,13 @@ def train_options(args: argparse.Namespace, voxel_size: float, **kw: Any):
     from deepict_dask.train.patch_stack import StackTrainOptions
 
     return StackTrainOptions(device="cpu", threads=args.threads, voxel_size=voxel_size, seed=args.seed, **kw)
+
+
+def edss_options(args: argparse.Namespace, total: int):
+    """EDSS3D's training options for ``total`` labelled patches (the batch no larger than the training split)."""
+    return train_options(args, float(args.voxel_size), max_epochs=args.edss_epochs, patience=args.edss_patience,
+                         max_minutes=args.edss_minutes, crop=[args.crop] * 3,
+                         batch_size=min(args.edss_batch, max(2, total - max(1, round(0.1 * total)))))
 
 
 def mine_tomogram(tomo: Path, source: Path, layout, patch: int, max_peaks: int | None) -> pd.DataFrame:
@@ -738,9 +742,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "threshold_sweep": weak_label_sweep(decoder(ae_model), layouts["A"].patches, labels_a,
                                                            selection, truth_a)}
         total = int(zarr.open_array(str(weak.patches), mode="r").shape[0])
-        edss = train_edss3d(weak.patches, weak.labels, weak.classes, out / "edss_run", train_options(
-            args, vs, max_epochs=args.edss_epochs, patience=args.edss_patience, max_minutes=args.edss_minutes,
-            crop=[args.crop] * 3, batch_size=min(args.edss_batch, max(2, total - max(1, round(0.1 * total))))))
+        edss = train_edss3d(weak.patches, weak.labels, weak.classes, out / "edss_run", edss_options(args, total))
         times["train_edss3d_s"] = time.perf_counter() - t
         res["edss3d"] = {"model": str(edss.model_path), "steps": edss.steps, "stopped_early": edss.stopped_early,
                          "time_budget_reached": edss.time_budget_reached,

@@ -19,7 +19,7 @@ from deepict_dask.cli.common import (
     progress_wanted,
     refuse_existing,
 )
-from deepict_dask.cli.options_flags import add_option_flags, model_default, option_values
+from deepict_dask.cli.options_flags import add_option_flags, field_kind, option_values
 
 # options field -> flag, per options model; type, choices, default and help come from the model
 _CENTRE_FLAGS = {"sigma": "--sigma", "dog_sigma": "--dog-sigma", "dog_k": "--dog-k", "min_distance": "--min-distance",
@@ -36,19 +36,10 @@ _TRAIN_AE_FLAGS = {"max_epochs": "--epochs", "patience": "--patience", "batch_si
 
 def _model_flags(parser: Any, model: Any, flags: Mapping[str, str], *, unset: tuple[str, ...] = (),
                  help: Mapping[str, str] | None = None, metavar: Mapping[str, str] | None = None) -> None:
-    """``flags`` of ``model`` (:func:`add_option_flags`), each help text ending in the model's default."""
-    texts = {}
-    for field in flags:
-        text = (help or {}).get(field) or model.model_fields[field].description or field.replace("_", " ")
-        if field not in unset and model_default(model, field) is not None:
-            text += " (default %(default)s)"
-        texts[field] = text
-    names = {f: "N" for f, info in model.model_fields.items() if f in flags and _plain_int(info.annotation)}
-    add_option_flags(parser, model, flags, help=texts, unset=unset, metavar=names | dict(metavar or {}))
-
-
-def _plain_int(annotation: Any) -> bool:
-    return annotation is int or annotation == (int | None)
+    """``flags`` of ``model`` (:func:`add_option_flags`) with their defaults in the help; counts read ``N``."""
+    counts = {f: "N" for f in flags if field_kind(model, f) is int}
+    add_option_flags(parser, model, flags, help=help, unset=unset, metavar=counts | dict(metavar or {}),
+                     show_defaults=True)
 
 
 def register(sub: Any) -> None:

@@ -47,6 +47,11 @@ def _type_and_choices(annotation: Any) -> tuple[Any, list[Any] | None]:
     return str, None
 
 
+def field_kind(model: type[BaseModel], field: str) -> Any:
+    """The argparse ``type`` of ``model``'s ``field`` (``int``, ``float``, ``str``, ``bool``)."""
+    return _type_and_choices(model.model_fields[field].annotation)[0]
+
+
 def model_default(model: type[BaseModel], field: str) -> Any:
     """The field's default in ``model`` (``None`` when it has none or a factory)."""
     default = model.model_fields[field].default
@@ -55,7 +60,7 @@ def model_default(model: type[BaseModel], field: str) -> Any:
 
 def add_option_flags(parser: argparse.ArgumentParser | Any, model: type[BaseModel], flags: Mapping[str, str], *,
                      help: Mapping[str, str] | None = None, metavar: Mapping[str, str] | None = None,
-                     unset: tuple[str, ...] = ()) -> None:
+                     unset: tuple[str, ...] = (), show_defaults: bool = False) -> None:
     """Add one flag per ``field: flag`` of ``flags``, typed and defaulted by ``model``.
 
     Parameters
@@ -75,6 +80,8 @@ def add_option_flags(parser: argparse.ArgumentParser | Any, model: type[BaseMode
     unset
         Fields whose flag has no default (``None`` when not given), for values decided later
         (a model's tuned settings).
+    show_defaults
+        End each help text with the model's default, where the flag has one (not for switches).
     """
     for field, flag in flags.items():
         info = model.model_fields[field]
@@ -87,6 +94,8 @@ def add_option_flags(parser: argparse.ArgumentParser | Any, model: type[BaseMode
             parser.add_argument(flag, dest=flag_dest(flag), action="store_true", help=text)
             continue
         default = None if field in unset else model_default(model, field)
+        if show_defaults and default is not None:
+            text += " (default %(default)s)"
         if default is not None and not isinstance(default, (int, float, str)):
             default = str(default)
         kwargs: dict[str, Any] = {"type": kind, "default": default, "help": text}

@@ -88,6 +88,35 @@ def _encode_chunk(ref, stack_path: str, codes_path: str, i0: int, i1: int) -> in
     return i1 - i0
 
 
+def _autoencoder_encoder(model: str | os.PathLike, opts: EncodeOptions, patch_shape: Any,
+                         source: Any) -> tuple[Any, int, dict[str, Any]]:
+    """``(encoder ref, code length, codes attrs)`` of ``model`` for patches of ``patch_shape``; one clear error
+    (naming ``source``) when the model is not an autoencoder or was trained on another patch shape."""
+    info = autoencoder_info_of(model)
+    ref = encoder_ref(model, opts)
+    if [int(s) for s in patch_shape] != list(info.patch_size):
+        raise InputError(f"patches of {[int(s) for s in patch_shape]} voxels do not fit the autoencoder "
+                         f"'{info.name}', trained on {list(info.patch_size)}", source)
+    attrs = {"model": info.name, "model_sha256": ref.sha256, "deepict": "codes", "kind": "autoencoder"}
+    return ref, int(info.architecture.get("code_dim", 32)), attrs
+
+
+def _invariant_attrs(patch_shape: Any, mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
+    """The attrs of invariant codes: their kind, patch shape and the scaling new patches must reuse."""
+    return {"deepict": "codes", "kind": "invariant", "patch_shape": [int(s) for s in patch_shape],
+            "feature_mean": np.asarray(mean).tolist(), "feature_std": np.asarray(std).tolist()}
+
+
+def _create_codes(path: Path, n: int, dim: int, step: int) -> Any:
+    """An empty ``(n, dim)`` float32 codes array, ``step`` rows a chunk (one task's rows)."""
+    import zarr
+
+    from deepict_dask.io.zarr_store import compressor_codec
+
+    return zarr.create_array(str(path), shape=(n, dim), chunks=(step, dim), dtype="float32", fill_value=0,
+                             compressors=compressor_codec("zstd", 3), zarr_format=3)
+
+
 def write_codes(stack: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
                 opts: EncodeOptions = EncodeOptions()) -> Path:
     """Encode the patch stack ``stack`` with the autoencoder ``model`` into the codes array ``out``.
@@ -107,23 +136,12 @@ def write_codes(stack: str | os.PathLike, model: str | os.PathLike, out: str | o
     -------
     ``out``.
     """
-    import zarr
-
-    from deepict_dask.io.zarr_store import compressor_codec as _compressor
-
     arr = open_patch_stack(stack)
-    info = autoencoder_info_of(model)
-    ref = encoder_ref(model, opts)
-    if list(arr.shape[1:]) != list(info.patch_size):
-        raise InputError(f"patches of {list(arr.shape[1:])} voxels do not fit the autoencoder '{info.name}', "
-                         f"trained on {list(info.patch_size)}", stack)
+    ref, code_dim, attrs = _autoencoder_encoder(model, opts, arr.shape[1:], stack)
     n = int(arr.shape[0])
     step = opts.chunk or int(arr.chunks[0])
-    code_dim = int(info.architecture.get("code_dim", 32))
     with atomic_path(out) as tmp:
-        codes = zarr.create_array(str(tmp), shape=(n, code_dim), chunks=(step, code_dim), dtype="float32",
-                                  fill_value=0, compressors=_compressor("zstd", 3), zarr_format=3)
-        codes.attrs.update({"model": info.name, "model_sha256": ref.sha256, "deepict": "codes", "kind": "autoencoder"})
+        _create_codes(tmp, n, code_dim, step).attrs.update(attrs)
         tasks = [dask.delayed(_encode_chunk)(ref, str(stack), str(tmp), i0, min(n, i0 + step))
                  for i0 in range(0, n, step)]
         dask.compute(*tasks)
@@ -175,9 +193,6 @@ def write_invariant_codes(stack: str | os.PathLike, out: str | os.PathLike, opts
     clusters were fitted on: :func:`invariant_scaling`), else with this stack's own statistics.
     No model is needed. Returns ``out``.
     """
-    import zarr
-
-    from deepict_dask.io.zarr_store import compressor_codec as _compressor
     from deepict_dask.mine.invariant import descriptor_size
 
     arr = open_patch_stack(stack)
@@ -188,8 +203,7 @@ def write_invariant_codes(stack: str | os.PathLike, out: str | os.PathLike, opts
     step = opts.chunk or int(arr.chunks[0])
     parts = [(i0, min(n, i0 + step)) for i0 in range(0, n, step)]
     with atomic_path(out) as tmp:
-        codes = zarr.create_array(str(tmp), shape=(n, dim), chunks=(step, dim), dtype="float32", fill_value=0,
-                                  compressors=_compressor("zstd", 3), zarr_format=3)
+        codes = _create_codes(tmp, n, dim, step)
         sums = dask.compute(*[dask.delayed(_describe_chunk)(str(stack), str(tmp), a, b) for a, b in parts])
         if scaling is None:
             total = np.sum([s for s, _ in sums], axis=0)
@@ -200,8 +214,7 @@ def write_invariant_codes(stack: str | os.PathLike, out: str | os.PathLike, opts
         else:
             mean, std = (np.asarray(v, np.float64) for v in scaling)
         dask.compute(*[dask.delayed(_scale_chunk)(str(tmp), a, b, mean, std) for a, b in parts])
-        codes.attrs.update({"deepict": "codes", "kind": "invariant", "patch_shape": shape,
-                            "feature_mean": mean.tolist(), "feature_std": std.tolist()})
+        codes.attrs.update(_invariant_attrs(shape, mean, std))
     return Path(out)
 
 
@@ -239,18 +252,11 @@ def _fused_encoder(reader: Any, model: str | os.PathLike | None, opts: EncodeOpt
             raise InputError("invariant codes of new patches need the reference's scaling (invariant_scaling)")
         check_scaling(scaling, reader.patch_shape)
         mean, std = (np.asarray(v, np.float64) for v in scaling)
-        attrs = {"deepict": "codes", "kind": "invariant", "patch_shape": [int(s) for s in reader.patch_shape],
-                 "feature_mean": mean.tolist(), "feature_std": std.tolist()}
-        return None, (mean, std), len(mean), attrs
+        return None, (mean, std), len(mean), _invariant_attrs(reader.patch_shape, mean, std)
     if model is None:
         raise InputError("autoencoder codes of new patches need the autoencoder model")
-    info = autoencoder_info_of(model)
-    if list(reader.patch_shape) != list(info.patch_size):
-        raise InputError(f"patches of {list(reader.patch_shape)} voxels do not fit the autoencoder "
-                         f"'{info.name}', trained on {list(info.patch_size)}", model)
-    ref = encoder_ref(model, opts)
-    attrs = {"model": info.name, "model_sha256": ref.sha256, "deepict": "codes", "kind": "autoencoder"}
-    return ref, None, int(info.architecture.get("code_dim", 32)), attrs
+    ref, dim, attrs = _autoencoder_encoder(model, opts, reader.patch_shape, model)
+    return ref, None, dim, attrs
 
 
 def nearest_clusters(reader: Any, centres: np.ndarray, *, model: str | os.PathLike | None = None,
@@ -295,17 +301,11 @@ def write_codes_from(reader: Any, out: str | os.PathLike, *, model: str | os.Pat
     Same codes and attributes as :func:`write_codes` / :func:`write_invariant_codes` on a stack of the same
     patches; invariant codes need ``scaling`` (the reference's). Written atomically. Returns ``out``.
     """
-    import zarr
-
-    from deepict_dask.io.zarr_store import compressor_codec as _compressor
-
     ref, scale, dim, attrs = _fused_encoder(reader, model, opts, scaling)
     n = len(reader)
     step = int(opts.chunk or chunk)
     with atomic_path(out) as tmp:
-        codes = zarr.create_array(str(tmp), shape=(n, dim), chunks=(step, dim), dtype="float32", fill_value=0,
-                                  compressors=_compressor("zstd", 3), zarr_format=3)
-        codes.attrs.update(attrs)
+        _create_codes(tmp, n, dim, step).attrs.update(attrs)
         dask.compute(*[dask.delayed(_write_codes_chunk)(str(tmp), i0, reader.part(i0, i0 + step), ref, scale)
                        for i0 in range(0, n, step)])
     return Path(out)

@@ -172,6 +172,17 @@ def new_patch_options(model: str | os.PathLike | None, patches: PatchOptions | N
     return patches.model_copy(update={"patch_shape": tuple(int(s) for s in shape)}), scaling
 
 
+def _patch_source(tomograms: Paths, centres: CentreOptions, opts: PatchOptions) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """``(centres found, patches table, PatchReader)`` of ``tomograms``: what :func:`make_patches` cuts,
+    for the paths that encode patches without writing a stack."""
+    from deepict_dask.mine.patches import patch_reader
+
+    check_patch_fits(tomograms, opts.patch_shape)
+    found = api.find_centres(tomograms, centres, patch_shape=opts.patch_shape)
+    table, reader = patch_reader(api._volumes(tomograms), found, opts)
+    return found, table, reader
+
+
 def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: str | os.PathLike | None,
                centres: CentreOptions = CentreOptions(), patches: PatchOptions | None = None,
                options: EncodeOptions = EncodeOptions(), *, reference: MineLayout | None = None,
@@ -186,7 +197,6 @@ def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: st
     """
     from deepict_dask.io.coords import write_table
     from deepict_dask.mine.encode import write_codes_from
-    from deepict_dask.mine.patches import patch_reader
 
     opts, scaling = new_patch_options(model, patches, options, reference)
     if keep_patches:
@@ -194,9 +204,7 @@ def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: st
         api.encode_patches(into, model, options, scaling)
         return table
     layout = _layout(into)
-    check_patch_fits(tomograms, opts.patch_shape)
-    found = api.find_centres(tomograms, centres, patch_shape=opts.patch_shape)
-    table, reader = patch_reader(api._volumes(tomograms), found, opts)
+    found, table, reader = _patch_source(tomograms, centres, opts)
     layout.root.mkdir(parents=True, exist_ok=True)
     write_codes_from(reader, layout.codes, model=model, opts=options, scaling=scaling, chunk=opts.chunk)
     remove_path(layout.patches)  # an earlier run's stack would no longer match these codes
@@ -458,7 +466,6 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
     from deepict_dask.mine.encode import nearest_clusters
     from deepict_dask.mine.kmeans import assign
     from deepict_dask.mine.labels import parse_selection
-    from deepict_dask.mine.patches import patch_reader
 
     layout = _layout(out)
     model, centre_vectors = check_filter(layout, selection, source)
@@ -473,9 +480,7 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
         nearest = assign(api._codes(_layout(into)), centre_vectors)
     else:  # fused: each task cuts, encodes and assigns its patches; nothing but the table is written
         opts, scaling = new_patch_options(model, patches, options, layout)
-        check_patch_fits(tomograms, opts.patch_shape)
-        found = api.find_centres(tomograms, centres, patch_shape=opts.patch_shape)
-        rows, reader = patch_reader(api._volumes(tomograms), found, opts)
+        _found, rows, reader = _patch_source(tomograms, centres, opts)
         nearest = nearest_clusters(reader, centre_vectors, model=model, opts=options, scaling=scaling,
                                    chunk=opts.chunk)
     keep = np.isin(nearest, list(class_of))

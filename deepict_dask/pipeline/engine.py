@@ -156,14 +156,21 @@ def execute_stage(
     stage: str,
     upstream: Mapping[str, Any],
     after: Sequence[Any] = (),
+    extensions: Mapping[str, Sequence[Any]] | None = None,
 ) -> dict[str, Any]:
     """The task that runs on a worker: time the stage, confine nested dask work, wrap failures.
 
     The inventory of every output (file sizes and hashes) is taken here, right after writing, so a
-    later run can tell that the outputs are still exactly what this stage wrote.
+    later run can tell that the outputs are still exactly what this stage wrote. ``extensions``: the
+    table formats and clustering methods the client registered at run time, which a worker process
+    would not know otherwise (:func:`deepict_dask.plugins.runtime_extensions`).
     """
     t0 = time.perf_counter()
     try:
+        if extensions:
+            from deepict_dask.plugins import install_extensions
+
+            install_extensions(extensions)
         with local_dask():
             out = dict(func(job, params, upstream) or {})
         out["outputs"] = [str(o) for o in out.get("outputs", [])]
@@ -311,7 +318,10 @@ class JobRunner:
     ):
         from distributed import as_completed
 
+        from deepict_dask.plugins import runtime_extensions
+
         self.client, self.manifest, self.stages_for = client, manifest, stages_for
+        self.extensions = runtime_extensions()  # registered in this process only: workers get them with each stage
         self.force = tuple(force)
         self.max_in_flight, self.use_gpu_resources, self.retries = max_in_flight, use_gpu_resources, retries
         self.progress = progress or ProgressSink()
@@ -424,7 +434,7 @@ class JobRunner:
             upstream = {d: futures[d] if d in futures else _recorded(rec, d) for d in st.deps}
             after = [futures[a] for a in st.after if a in futures]
             fut = self.client.submit(
-                execute_stage, st.func, job, dict(st.params), st.name, upstream, after,
+                execute_stage, st.func, job, dict(st.params), st.name, upstream, after, self.extensions,
                 key=f"{st.name}-{job.name}-{p.hash[:10]}",
                 resources={"GPU": 1} if (st.gpu and self.use_gpu_resources) else None,
                 retries=self.retries,

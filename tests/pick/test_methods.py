@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Literal
 
+import cloudpickle
 import distributed
 import mrcfile
 import numpy as np
@@ -18,6 +20,9 @@ from deepict_dask.pick.api import pick
 from deepict_dask.pick.label import ClusterMethod
 from deepict_dask.pick.methods import METHODS, MethodParams, register_method, unregister_method
 from deepict_dask.pick.options import PickOptions
+
+# worker processes cannot import this test module by name; a script's (``__main__``) code travels by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 class ToyParams(MethodParams):
@@ -98,10 +103,16 @@ targets:
 """
 
 
-def test_toy_method_through_deepict_run(toy, tmp_path):
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "worker-process"])
+def test_toy_method_through_deepict_run(toy, tmp_path, processes):
+    """Registered in this process only: a worker process (which imports the package afresh) gets it
+    from the run with each stage."""
     import torch
 
     from deepict_dask.models import ModelInfo, build_network, save_model
+    from deepict_dask.pick.methods import runtime_methods
+
+    assert [m.name for m in runtime_methods()] == ["toy"]
 
     torch.manual_seed(0)
     info = ModelInfo(name="tiny3d", dim=3, classes=["ribosome"], patch_size=[16, 16, 16],
@@ -112,10 +123,46 @@ def test_toy_method_through_deepict_run(toy, tmp_path):
         m.set_data(np.random.default_rng(0).normal(size=(16, 32, 32)).astype(np.float32))
         m.voxel_size = 10.0
     (tmp_path / "run.yaml").write_text(RUN_YAML)
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+    with distributed.Client(processes=processes, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
         assert main(["run", str(tmp_path / "run.yaml"), "--scheduler", client.scheduler.address,
                      "--no-progress"]) == 0
     table = read_table(tmp_path / "run" / "tables" / "t0" / "ribosome.csv")
     assert len(table) > 1 and set(table["size"]) == {1}
     assert ((table["x"] + table["y"] + table["z"]) % 40 == 0).all()
     assert "toy" in METHODS
+
+
+PLUGIN = """\
+import numpy as np
+from typing import Literal
+from deepict_dask.pick.label import ClusterMethod
+from deepict_dask.pick.methods import MethodParams
+
+class Params(MethodParams):
+    name: Literal["plugged"] = "plugged"
+
+def label_block(fg, prob, votes, ctx):
+    raise NotImplementedError
+
+METHOD = ClusterMethod("plugged", label_block, merge_touching=False, params=Params)
+"""
+
+
+def test_an_installed_plugin_method_is_known_in_every_new_process(tmp_path):
+    """A package declaring a ``deepict_dask.pick_methods`` entry point: a new interpreter (a CLI call,
+    a ``dask worker``) has its method, as a shipped one (not handed to workers by a run)."""
+    import os
+    import subprocess
+
+    (tmp_path / "plugged.py").write_text(PLUGIN)
+    info = tmp_path / "plugged-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugged\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[deepict_dask.pick_methods]\nplugged = plugged:METHOD\n")
+    code = ("from deepict_dask.pick.methods import available_methods, runtime_methods\n"
+            "from deepict_dask.pick.options import PickOptions\n"
+            "print('plugged' in available_methods(), runtime_methods(), PickOptions(method='plugged').method.name)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "()", "plugged"]

@@ -90,10 +90,18 @@ class TableFormat:
 
 
 _REGISTRY: dict[str, TableFormat] = {}
+#: names of the formats every process has by importing the package (built-in and plugins); the
+#: others were registered at run time in one process and must be handed to Dask workers
+_SHIPPED: set[str] = set()
 
 
 def register_format(fmt: TableFormat, *, replace_existing: bool = False) -> TableFormat:
-    """Add a table format; every reader, writer, CLI choice and config check knows it from then on."""
+    """Add a table format; every reader, writer, CLI choice and config check knows it from then on.
+
+    A format registered in a script or notebook exists in that process only; a pipeline run hands it
+    to its Dask workers (:func:`runtime_formats`, :func:`ensure_formats`). To have it everywhere
+    (every worker, every CLI call) ship it as a plugin: see :func:`load_plugin_formats`.
+    """
     if fmt.name in _REGISTRY and not replace_existing:
         raise ValueError(f"table format {fmt.name!r} is already registered")
     unknown = set(fmt.uses) - set(TableContext.__dataclass_fields__)
@@ -106,6 +114,43 @@ def register_format(fmt: TableFormat, *, replace_existing: bool = False) -> Tabl
 def unregister_format(name: str) -> None:
     """Remove a format (tests that register a toy one)."""
     _REGISTRY.pop(name, None)
+    _SHIPPED.discard(name)
+
+
+def load_plugin_formats() -> list[str]:
+    """Register the formats installed packages declare under the ``deepict_dask.table_formats``
+    entry-point group (:mod:`deepict_dask.plugins`); called once when :mod:`deepict_dask.io.tables` is
+    imported, so every process (a CLI call, each Dask worker) has them. Returns the plugins loaded.
+
+    A plugin declares, in its ``pyproject.toml``::
+
+        [project.entry-points."deepict_dask.table_formats"]
+        mine = "my_package.tables:FORMAT"      # a TableFormat, or a module that registers one
+    """
+    from deepict_dask.plugins import TABLE_FORMATS, load_entry_points
+
+    def register(obj: Any) -> None:
+        if isinstance(obj, TableFormat) and _REGISTRY.get(obj.name) is not obj:
+            register_format(obj)
+
+    return load_entry_points(TABLE_FORMATS, register)
+
+
+def mark_shipped() -> None:
+    """Record the formats registered so far as ones every process has (built-in and plugins)."""
+    _SHIPPED.update(_REGISTRY)
+
+
+def runtime_formats() -> tuple[TableFormat, ...]:
+    """Formats registered at run time in this process only (not built in, not a plugin)."""
+    return tuple(fmt for name, fmt in _REGISTRY.items() if name not in _SHIPPED)
+
+
+def ensure_formats(formats: Sequence[TableFormat]) -> None:
+    """On a Dask worker: register the client's run-time formats that this process lacks."""
+    for fmt in formats:
+        if fmt.name not in _REGISTRY:
+            register_format(fmt)
 
 
 def format_names() -> tuple[str, ...]:

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import cloudpickle
 import distributed
 import mrcfile
 import numpy as np
@@ -28,6 +31,10 @@ from deepict_dask.io.tables import (
     write_table,
 )
 from deepict_dask.pipeline.config import parse_config
+
+# the toy format below lives in a test module that worker processes cannot import by name; what a user
+# registers in a script or notebook (``__main__``) travels by value the same way
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 # ------------------------------------------------------------------------- a toy format, as a user writes one
@@ -176,6 +183,69 @@ def test_run_writes_every_requested_format_per_tomogram_and_run_wide(project, cl
         np.testing.assert_array_equal(back[["x", "y", "z"]].to_numpy(), csv[["x", "y", "z"]].to_numpy())
         assert back["class"].tolist() == csv["class"].tolist()
     assert not (run / "particles.star").exists()  # not asked for
+
+
+def test_run_hands_a_format_registered_only_here_to_worker_processes(project, xyz_format):
+    """A real worker process imports the package afresh and knows only the shipped formats; the run
+    gives its stages the formats this process registered, so per-tomogram tables are written there."""
+    from deepict_dask.io.tables import runtime_formats
+
+    assert [f.name for f in runtime_formats()] == ["xyz"]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        assert "xyz" not in client.run(format_names)[next(iter(client.scheduler_info()["workers"]))]
+        run = _run(project, client, "[csv, xyz]", "run_xyz_processes")
+    per_tomo = read_table(run / "tables" / "t0" / "t0_particles.xyz", voxel_size=10.0)
+    assert len(per_tomo) == len(pd.read_csv(run / "particles.csv")) > 0
+
+
+PLUGIN = """\
+from deepict_dask.io.tables import TableFormat
+
+def _read(path, ctx):
+    raise NotImplementedError
+
+def _write(df, out, ctx, *, target, overwrite):
+    out.write_text(str(len(df)))
+
+FORMAT = TableFormat(name="plug", suffixes=(".plug",), read=_read, write=_write, description="a plugin's format")
+"""
+
+
+def _plugin_site(root: Path, value: str, name: str = "plug") -> Path:
+    """A directory that looks like an installed distribution declaring one table-format entry point."""
+    (root / "plug_tables.py").write_text(PLUGIN)
+    info = root / "plug_tables-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plug-tables\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[deepict_dask.table_formats]\n{name} = {value}\n")
+    return root
+
+
+def _fresh_process(site: Path, code: str) -> subprocess.CompletedProcess:
+    """A new interpreter (as a CLI call or a ``dask worker`` is) with ``site`` on its path."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_an_installed_plugin_format_is_known_in_every_new_process(tmp_path):
+    site = _plugin_site(tmp_path, "plug_tables:FORMAT")
+    code = ("from deepict_dask.io.tables import format_names, runtime_formats, write_table, make_table\n"
+            f"p = write_table(make_table(['a'], ['r'], xyz=[[1, 2, 3]], voxel_size=1.0), {str(tmp_path / 'o.plug')!r})\n"
+            "print(format_names()[-1], [f.name for f in runtime_formats()], p.read_text())")
+    res = _fresh_process(site, code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["plug", "[]", "1"]  # registered, shipped (not handed to workers), written
+
+
+def test_a_broken_plugin_is_left_out_with_a_warning_naming_it(tmp_path):
+    site = _plugin_site(tmp_path, "plug_tables:NO_SUCH_THING", name="broken")
+    res = _fresh_process(site, "from deepict_dask.io.tables import format_names; print(format_names())")
+    assert res.returncode == 0, res.stderr
+    assert "'csv'" in res.stdout and "plug" not in res.stdout
+    assert "deepict_dask.table_formats plugin 'broken' (plug_tables:NO_SUCH_THING) was not loaded" in res.stderr
 
 
 def test_run_with_copick_json_and_motl_formats(project, client):

@@ -299,12 +299,15 @@ def invariant_codes(layouts: dict) -> dict[str, np.ndarray]:
 
     import zarr
 
+    from deepict_dask.mine import EncodeOptions
+    from deepict_dask.mine.api import described_source
     from deepict_dask.mine.encode import invariant_scaling, write_invariant_codes
 
+    sigma = EncodeOptions().invariant_lowpass  # unfiltered patches, as the command does by default
     with tempfile.TemporaryDirectory(prefix="invariant-") as tmp:
         out = {key: Path(tmp) / f"{key}.zarr" for key in "AB"}
-        write_invariant_codes(layouts["A"].patches, out["A"])
-        write_invariant_codes(layouts["B"].patches, out["B"], scaling=invariant_scaling(out["A"]))
+        write_invariant_codes(described_source(layouts["A"], sigma), out["A"])
+        write_invariant_codes(described_source(layouts["B"], sigma), out["B"], scaling=invariant_scaling(out["A"]))
         return {key: np.asarray(zarr.open_array(str(path), mode="r")[:]) for key, path in out.items()}
 
 
@@ -595,16 +598,17 @@ def edss_options(args: argparse.Namespace, total: int):
                          batch_size=min(args.edss_batch, max(2, total - max(1, round(0.1 * total)))))
 
 
-def mine_tomogram(tomo: Path, source: Path, layout, patch: int, max_peaks: int | None) -> pd.DataFrame:
-    """DoG centres of ``tomo`` (published settings) and the patch stack cut from ``source`` (``tomo``
-    or its low-passed copy); kept when already there."""
+def mine_tomogram(tomo: Path, layout, patch: int, max_peaks: int | None, lowpass: float) -> pd.DataFrame:
+    """DoG centres of ``tomo`` (published settings) and the patch stack cut from it, low-passed per patch
+    with sigma ``lowpass`` (the values of the low-passed copy ``prefiltered`` writes); kept when already there."""
     from deepict_dask.io.coords import read_table
     from deepict_dask.mine import CentreOptions, PatchOptions, extract_patches, find_centres
 
     if layout.patches_table.exists() and layout.patches.exists():
         return read_table(layout.patches_table)
     centres = find_centres([tomo], CentreOptions(max_peaks=max_peaks), out=layout.centres)
-    return extract_patches([source], centres, layout, PatchOptions(patch_shape=(patch,) * 3, chunk=128))
+    return extract_patches([tomo], centres, layout, PatchOptions(patch_shape=(patch,) * 3, chunk=128,
+                                                                 lowpass_sigma=lowpass))
 
 
 def held_out_scores(args: argparse.Namespace, out: Path, seed: int, reference, centres: np.ndarray,
@@ -615,10 +619,8 @@ def held_out_scores(args: argparse.Namespace, out: Path, seed: int, reference, c
     from deepict_dask.mine.kmeans import assign
 
     paths = simulate(out / "data", seed, tuple(args.shape), float(args.voxel_size))
-    source = prefiltered(paths["tomogram"], out / "prefiltered", args.prefilter) if args.prefilter > 0 \
-        else paths["tomogram"]
     layout = MineLayout.at(out / f"mine_{seed}")
-    table = mine_tomogram(paths["tomogram"], source, layout, args.patch, args.max_peaks)
+    table = mine_tomogram(paths["tomogram"], layout, args.patch, args.max_peaks, args.prefilter)
     scaling = invariant_scaling(reference.codes) if enc.codes == "invariant" else None
     codes = encode_patches(layout, model, enc, scaling)
     clusters = assign(codes, centres)
@@ -653,7 +655,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tables, truth = {}, {}
     t = time.perf_counter()
     for key in "AB":
-        tables[key] = mine_tomogram(paths[key]["tomogram"], source[key], layouts[key], args.patch, args.max_peaks)
+        tables[key] = mine_tomogram(paths[key]["tomogram"], layouts[key], args.patch, args.max_peaks, args.prefilter)
         truth[key] = truth_classes(tables[key], paths[key], args.truth_radius)
     times["centres_patches_s"] = time.perf_counter() - t
     res["patches"] = {key: int(len(tables[key])) for key in "AB"}
@@ -821,8 +823,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=32, help="patch edge (voxels)")
     p.add_argument("--max-peaks", type=int, default=None, help="keep at most this many DoG peaks per tomogram")
     p.add_argument("--prefilter", type=float, default=0.0,
-                   help="Gaussian sigma (voxels) of a low-pass applied before patches are cut and before EDSS3D "
-                        "predicts (0: raw tomograms; the centres always come from the raw tomogram)")
+                   help="Gaussian sigma (voxels) of a low-pass of the patches (per patch, as `deepict mine patches "
+                        "--lowpass`) and of the tomograms EDSS3D predicts on (0: none; the centres always come from "
+                        "the raw tomogram, and invariant codes describe the unfiltered patches)")
     p.add_argument("--truth-radius", type=int, default=2, help="ball (voxels) around a centre that gives its class")
     p.add_argument("--k", type=int, default=100, help="k-means clusters")
     p.add_argument("--codes", choices=["autoencoder", "invariant"], default="autoencoder",

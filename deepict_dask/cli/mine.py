@@ -26,6 +26,7 @@ _CENTRE_FLAGS = {"sigma": "--sigma", "dog_sigma": "--dog-sigma", "dog_k": "--dog
                  "threshold": "--threshold", "max_peaks": "--max-peaks", "polarity": "--polarity", "block": "--block"}
 _PATCH_FLAGS = {"normalization": "--normalization", "chunk": "--chunk", "lowpass_sigma": "--lowpass"}
 _ENCODE_FLAGS = {"device": "--device", "batch_size": "--batch-size", "precision": "--precision"}
+_KIND_FLAGS = {"codes": "--codes", "invariant_lowpass": "--invariant-lowpass"}
 _CHOOSE_K_FLAGS = {"seed": "--seed", "sample": "--sample", "references": "--references"}
 _CLUSTER_FLAGS = {"k": "--k", "seed": "--seed", "batch_size": "--batch-size", "epochs": "--epochs"}
 _GALLERY_FLAGS = {"columns": "--columns", "max_clusters": "--max-clusters", "title": "--title"}
@@ -224,10 +225,15 @@ def _patch_args(s: argparse.ArgumentParser) -> None:
 def _encode_args(s: argparse.ArgumentParser, kind: bool = False) -> None:
     g = s.add_argument_group("encoding")
     model = _options("EncodeOptions")
-    _model_flags(g, model, {"codes": "--codes", **_ENCODE_FLAGS} if kind else _ENCODE_FLAGS, unset=("codes",), help={
+    _model_flags(g, model, {**_KIND_FLAGS, **_ENCODE_FLAGS} if kind else _ENCODE_FLAGS,
+                 unset=("codes", "invariant_lowpass"), help={
         "codes": "autoencoder: the trained encoder's codes (default; the published method); invariant: "
                  "rotation-invariant descriptors, no model, blind to a structure's orientation (new tomograms: "
-                 "default DIR's kind)"})
+                 "default DIR's kind)",
+        "invariant_lowpass": "invariant codes: Gaussian low-pass (sigma, voxels) of the patches they describe "
+                             "(default 0: none, the patches are cut again from the tomograms when the stack was "
+                             "low-passed; the stack's own sigma: its patches as they are; new tomograms: DIR's)"},
+                 metavar={"invariant_lowpass": "SIGMA"})
 
 
 def _select_arg(s: argparse.ArgumentParser) -> None:
@@ -264,7 +270,7 @@ def _encode_opts(args: argparse.Namespace) -> Any:
     from deepict_dask.mine.options import EncodeOptions
     from deepict_dask.options import build
 
-    flags = {"codes": "--codes", **_ENCODE_FLAGS}
+    flags = {**_KIND_FLAGS, **_ENCODE_FLAGS}
     return build(EncodeOptions, option_values(args, flags), flags=flags)
 
 
@@ -338,7 +344,7 @@ def _encode(args: argparse.Namespace) -> int:
             raise ConfigError("encoding new tomograms needs --into DIR2 (their patches and codes go there)")
         into = MineLayout.at(args.into)
         if args.codes is None and layout.codes.exists():
-            opts = reference_codes(layout, opts)  # comparable with DIR's clusters
+            opts = reference_codes(layout, opts)  # comparable with DIR's clusters (kind, low-pass of the described patches)
         model = None
         if opts.codes == "autoencoder":
             model = args.model or require(layout, "autoencoder")

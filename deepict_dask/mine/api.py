@@ -100,7 +100,63 @@ def extract_patches(tomograms: Paths, centres: pd.DataFrame | str | os.PathLike,
 
     layout = _as_layout(out)
     table = centres if isinstance(centres, pd.DataFrame) else read_table(centres)
-    return write_patch_stack(_volumes(tomograms), table, layout.patches, layout.patches_table, options)
+    stored = write_patch_stack(_volumes(tomograms), table, layout.patches, layout.patches_table, options)
+    record_tomograms(layout, tomograms)
+    return stored
+
+
+def record_tomograms(layout: MineLayout, tomograms: Paths) -> None:
+    """``tomograms.json``: the inputs' paths (for the gallery's overlays, and to cut the patches again)."""
+    import json
+    from pathlib import Path
+
+    from deepict_dask.io.atomic import atomic_path
+
+    with atomic_path(layout.tomograms) as tmp:
+        tmp.write_text(json.dumps([str(Path(p).resolve()) for p in tomograms], indent=1))
+
+
+def recorded_tomograms(layout: MineLayout) -> list[str]:
+    """The tomograms the patches were cut from (``tomograms.json``) that still exist."""
+    import json
+    from pathlib import Path
+
+    try:
+        paths = json.loads(layout.tomograms.read_text())
+    except (OSError, ValueError):
+        return []
+    return [p for p in paths if isinstance(p, str) and Path(p).exists()]
+
+
+def described_source(layout: MineLayout, lowpass_sigma: float | None):
+    """What invariant codes of ``layout``'s patches describe: the patch stack itself, or, when its low-pass
+    differs from ``lowpass_sigma`` (``None``: take the stack as it is), a
+    :class:`~deepict_dask.mine.patches.PatchReader` that cuts the same patches from the recorded tomograms
+    with that low-pass in each task (nothing more is stored)."""
+    from deepict_dask.io.coords import read_table
+    from deepict_dask.mine.patches import open_patch_stack, patch_reader
+
+    stack = open_patch_stack(layout.patches)
+    if lowpass_sigma is None or float(lowpass_sigma) == float(stack.attrs.get("lowpass_sigma", 0.0)):
+        return layout.patches
+    from deepict_dask.io import tomogram_name
+
+    names = [str(n) for n in stack.attrs.get("tomograms", [])]
+    found = {tomogram_name(p): p for p in recorded_tomograms(layout)}
+    missing = [n for n in names if n not in found]
+    if missing or not names:
+        raise InputError(f"invariant codes with invariant_lowpass {lowpass_sigma} cut the patches again from their "
+                         f"tomograms, but {missing or 'they'} are not listed in {layout.tomograms.name} or no longer "
+                         f"exist; give the stack's own low-pass ({stack.attrs.get('lowpass_sigma', 0.0)}) to describe "
+                         "its patches as they are", layout.patches)
+    table = read_table(layout.patches_table)
+    opts = PatchOptions(patch_shape=tuple(int(s) for s in stack.shape[1:]), lowpass_sigma=float(lowpass_sigma),
+                        normalization=stack.attrs.get("normalization", "tomogram"), chunk=int(stack.chunks[0]))
+    rows, reader = patch_reader(_volumes([found[n] for n in names]), table, opts)
+    if len(rows) != int(stack.shape[0]):
+        raise InputError(f"{layout.patches_table.name} lists {len(rows)} patches, the stack holds {stack.shape[0]}",
+                         layout.patches_table)
+    return reader
 
 
 def encode_patches(out: str | os.PathLike | MineLayout, model: str | os.PathLike | None = None,
@@ -109,8 +165,9 @@ def encode_patches(out: str | os.PathLike | MineLayout, model: str | os.PathLike
 
     With ``options.codes = "autoencoder"`` (the published method): the autoencoder ``model``
     (default ``models/ae.safetensors``). With ``"invariant"``: rotation-invariant descriptors, no model,
-    z-scored with ``scaling`` (another directory's :func:`~deepict_dask.mine.encode.invariant_scaling`,
-    to assign these patches to its clusters) or with this stack's own statistics.
+    of the patches cut with ``options.invariant_lowpass`` (:func:`described_source`), z-scored with
+    ``scaling`` (another directory's :func:`~deepict_dask.mine.encode.invariant_scaling`, to assign
+    these patches to its clusters) or with these patches' own statistics.
 
     Returns
     -------
@@ -120,7 +177,7 @@ def encode_patches(out: str | os.PathLike | MineLayout, model: str | os.PathLike
 
     layout = _as_layout(out)
     if options.codes == "invariant":
-        write_invariant_codes(layout.patches, layout.codes, options, scaling)
+        write_invariant_codes(described_source(layout, options.invariant_lowpass), layout.codes, options, scaling)
     else:
         write_codes(layout.patches, model or layout.autoencoder, layout.codes, options)
     return _codes(layout)

@@ -116,6 +116,7 @@ train:                           # the autoencoder (MSE, Adam 1e-3, betas 0.9/0.
 # train: null                    # skip the autoencoder (only with codes: invariant; labels need it later)
 encode:
   codes: autoencoder             # or invariant: rotation-invariant descriptors (no model; orientation-blind)
+  invariant_lowpass: 0.0         # invariant codes describe the patches without the stack's low-pass (null: as stored)
   device: auto
 # choose_k:                      # optional: Calinski-Harabasz and gap statistic per k (neither decides alone)
 #   ks: [20, 50, 100, 150]

@@ -14,6 +14,7 @@ the z-scoring they got, so patches of new tomograms are scaled the same way.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +102,13 @@ def _autoencoder_encoder(model: str | os.PathLike, opts: EncodeOptions, patch_sh
     return ref, int(info.architecture.get("code_dim", 32)), attrs
 
 
-def _invariant_attrs(patch_shape: Any, mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
-    """The attrs of invariant codes: their kind, patch shape and the scaling new patches must reuse."""
+def _invariant_attrs(patch_shape: Any, mean: np.ndarray, std: np.ndarray, normalization: str,
+                     lowpass_sigma: float) -> dict[str, Any]:
+    """The attrs of invariant codes: their kind, patch shape, the scaling new patches must reuse, and how the
+    described patches were cut (``described_patches``: new patches are cut the same way)."""
     return {"deepict": "codes", "kind": "invariant", "patch_shape": [int(s) for s in patch_shape],
-            "feature_mean": np.asarray(mean).tolist(), "feature_std": np.asarray(std).tolist()}
+            "feature_mean": np.asarray(mean).tolist(), "feature_std": np.asarray(std).tolist(),
+            "described_patches": {"normalization": str(normalization), "lowpass_sigma": float(lowpass_sigma)}}
 
 
 def _create_codes(path: Path, n: int, dim: int, step: int) -> Any:
@@ -148,14 +152,29 @@ def write_codes(stack: str | os.PathLike, model: str | os.PathLike, out: str | o
     return Path(out)
 
 
-def _describe_chunk(stack_path: str, codes_path: str, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
-    """Raw descriptors of patches i0:i1 into the codes array; returns their sum and sum of squares."""
+@dataclass(frozen=True)
+class StackRows:
+    """Rows ``i0:i1`` of a patch stack, read like a :class:`~deepict_dask.mine.patches.PatchReader` part."""
+
+    path: str
+    i0: int
+    i1: int
+
+    def read(self) -> np.ndarray:
+        import zarr
+
+        return np.asarray(zarr.open_array(self.path, mode="r")[self.i0 : self.i1], dtype=np.float32)
+
+
+def _describe_chunk(part: Any, codes_path: str, i0: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw descriptors of one run of patches (``part.read()``) into the codes array from row ``i0``;
+    returns their sum and sum of squares."""
     import zarr
 
     from deepict_dask.mine.invariant import describe
 
-    values = describe(np.asarray(zarr.open_array(stack_path, mode="r")[i0:i1], dtype=np.float32))
-    zarr.open_array(codes_path, mode="r+")[i0:i1] = values
+    values = describe(part.read())
+    zarr.open_array(codes_path, mode="r+")[i0 : i0 + len(values)] = values
     v = values.astype(np.float64)
     return v.sum(0), (v**2).sum(0)
 
@@ -184,27 +203,36 @@ def _scale_chunk(codes_path: str, i0: int, i1: int, mean: np.ndarray, std: np.nd
     return i1 - i0
 
 
-def write_invariant_codes(stack: str | os.PathLike, out: str | os.PathLike, opts: EncodeOptions = EncodeOptions(),
+def write_invariant_codes(source: str | os.PathLike | Any, out: str | os.PathLike, opts: EncodeOptions = EncodeOptions(),
                           scaling: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
-    """Rotation-invariant descriptors of the patch stack ``stack``, z-scored, into the codes array ``out``.
+    """Rotation-invariant descriptors of patches, z-scored, into the codes array ``out``.
 
+    ``source`` is a patch stack (path), or a :class:`~deepict_dask.mine.patches.PatchReader` that cuts the
+    patches from the tomograms in each task (how the stack's patches are described without its low-pass).
     One Dask task per chunk computes the descriptors (:mod:`deepict_dask.mine.invariant`); a second
     pass z-scores them, with ``scaling`` = ``(mean, std)`` when given (the codes of the stack the
-    clusters were fitted on: :func:`invariant_scaling`), else with this stack's own statistics.
+    clusters were fitted on: :func:`invariant_scaling`), else with these patches' own statistics.
     No model is needed. Returns ``out``.
     """
     from deepict_dask.mine.invariant import descriptor_size
 
-    arr = open_patch_stack(stack)
-    shape = [int(s) for s in arr.shape[1:]]
-    n, dim = int(arr.shape[0]), descriptor_size(shape)
+    if isinstance(source, (str, os.PathLike)):
+        arr = open_patch_stack(source)
+        shape, n = [int(s) for s in arr.shape[1:]], int(arr.shape[0])
+        step = opts.chunk or int(arr.chunks[0])
+        cut = (str(arr.attrs.get("normalization", "tomogram")), float(arr.attrs.get("lowpass_sigma", 0.0)))
+        parts = [(i0, StackRows(str(source), i0, min(n, i0 + step))) for i0 in range(0, n, step)]
+    else:
+        shape, n = [int(s) for s in source.patch_shape], len(source)
+        step = opts.chunk or 256
+        cut = (source.mode, source.sigma)
+        parts = [(i0, source.part(i0, i0 + step)) for i0 in range(0, n, step)]
+    dim = descriptor_size(shape)
     if scaling is not None:
-        check_scaling(scaling, shape, stack)
-    step = opts.chunk or int(arr.chunks[0])
-    parts = [(i0, min(n, i0 + step)) for i0 in range(0, n, step)]
+        check_scaling(scaling, shape, source)
     with atomic_path(out) as tmp:
         codes = _create_codes(tmp, n, dim, step)
-        sums = dask.compute(*[dask.delayed(_describe_chunk)(str(stack), str(tmp), a, b) for a, b in parts])
+        sums = dask.compute(*[dask.delayed(_describe_chunk)(part, str(tmp), i0) for i0, part in parts])
         if scaling is None:
             total = np.sum([s for s, _ in sums], axis=0)
             squares = np.sum([q for _, q in sums], axis=0)
@@ -213,9 +241,18 @@ def write_invariant_codes(stack: str | os.PathLike, out: str | os.PathLike, opts
             std = np.where(std > 1e-9 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # a constant descriptor stays 0
         else:
             mean, std = (np.asarray(v, np.float64) for v in scaling)
-        dask.compute(*[dask.delayed(_scale_chunk)(str(tmp), a, b, mean, std) for a, b in parts])
-        codes.attrs.update(_invariant_attrs(shape, mean, std))
+        dask.compute(*[dask.delayed(_scale_chunk)(str(tmp), i0, min(n, i0 + step), mean, std) for i0, _ in parts])
+        codes.attrs.update(_invariant_attrs(shape, mean, std, *cut))
     return Path(out)
+
+
+def described_patches(codes: str | os.PathLike) -> dict[str, Any] | None:
+    """How the patches of invariant codes were cut (``normalization``, ``lowpass_sigma``), or ``None`` for
+    codes written before it was recorded (they described the stack's patches as they were)."""
+    import zarr
+
+    cut = zarr.open_array(str(codes), mode="r").attrs.get("described_patches")
+    return dict(cut) if isinstance(cut, dict) else None
 
 
 def _codes_of(part: Any, ref: Any, scaling: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
@@ -252,7 +289,7 @@ def _fused_encoder(reader: Any, model: str | os.PathLike | None, opts: EncodeOpt
             raise InputError("invariant codes of new patches need the reference's scaling (invariant_scaling)")
         check_scaling(scaling, reader.patch_shape)
         mean, std = (np.asarray(v, np.float64) for v in scaling)
-        return None, (mean, std), len(mean), _invariant_attrs(reader.patch_shape, mean, std)
+        return None, (mean, std), len(mean), _invariant_attrs(reader.patch_shape, mean, std, reader.mode, reader.sigma)
     if model is None:
         raise InputError("autoencoder codes of new patches need the autoencoder model")
     ref, dim, attrs = _autoencoder_encoder(model, opts, reader.patch_shape, model)

@@ -11,8 +11,10 @@ blind to orientation by construction, and need no training:
   gradient structure tensor at two smoothing scales, as log of their sum and their three shares
   (one large share: a plane such as a membrane; two: a filament; three equal: a blob or noise).
 
-On the evaluation's simulated pair they cluster ribosomes and membranes more purely than the
-autoencoder's codes (``examples/README_mine.md``). Features differ in scale, so the codes are
+On the evaluation's simulated tomograms they cluster ribosomes and membranes more purely than the
+autoencoder's codes (``examples/README_mine.md``), and more so from unfiltered patches: they smooth at
+their own scales, and a low-pass first (which the autoencoder needs) blurs a membrane into the
+background around it (``EncodeOptions.invariant_lowpass``). Features differ in scale, so the codes are
 z-scored with statistics of the stack they were fitted on (kept, to encode new tomograms the same way).
 """
 

@@ -59,6 +59,11 @@ class EncodeOptions(_Options):
     batch_size: int | None = Field(None, ge=1, description="patches per forward pass (default: by device)")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     chunk: int | None = Field(None, ge=1, description="patches per task (default: the patch stack's chunks)")
+    invariant_lowpass: float | None = Field(
+        0.0, ge=0, description="invariant codes: Gaussian low-pass (sigma, voxels) of the patches they are computed "
+        "from; 0: none (the descriptors smooth at their own scales, and a low-pass blurs membranes into the "
+        "background); when it differs from the patch stack's, the patches are cut again from the tomograms the "
+        "stack came from, without storing them; null: the stack's patches as they are")
 
 
 class ClusterOptions(_Options):

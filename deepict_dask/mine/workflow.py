@@ -7,7 +7,6 @@ its work on the active Dask scheduler and writes the files :class:`MineLayout` n
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -96,23 +95,7 @@ def make_patches(tomograms: Paths, out: str | os.PathLike | MineLayout, centres:
     if len(sizes) == 1:  # the training of the autoencoder reads it (EDSS3D too, through the weak labels)
         zarr.open_array(str(layout.patches), mode="r+").attrs["voxel_size"] = sizes.pop()
     write_table(table, layout.centres)
-    _record_tomograms(layout, tomograms)
     return stored
-
-
-def _record_tomograms(layout: MineLayout, tomograms: Paths) -> None:
-    """``tomograms.json``: the inputs' paths, for the gallery's overlays."""
-    with atomic_path(layout.tomograms) as tmp:
-        tmp.write_text(json.dumps([str(Path(p).resolve()) for p in tomograms], indent=1))
-
-
-def recorded_tomograms(layout: MineLayout) -> list[str]:
-    """The tomograms ``make_patches`` recorded that still exist (for the gallery's overlays)."""
-    try:
-        paths = json.loads(layout.tomograms.read_text())
-    except (OSError, ValueError):
-        return []
-    return [p for p in paths if isinstance(p, str) and Path(p).exists()]
 
 
 def train_ae(out: str | os.PathLike | MineLayout, options: Any = None) -> Any:
@@ -204,13 +187,13 @@ def encode_new(tomograms: Paths, into: str | os.PathLike | MineLayout, model: st
         api.encode_patches(into, model, options, scaling)
         return table
     layout = _layout(into)
-    found, table, reader = _patch_source(tomograms, centres, opts)
+    found, table, reader = _patch_source(tomograms, centres, described_patch_options(opts, options))
     layout.root.mkdir(parents=True, exist_ok=True)
     write_codes_from(reader, layout.codes, model=model, opts=options, scaling=scaling, chunk=opts.chunk)
     remove_path(layout.patches)  # an earlier run's stack would no longer match these codes
     write_table(found, layout.centres)
     write_table(table, layout.patches_table)
-    _record_tomograms(layout, tomograms)
+    api.record_tomograms(layout, tomograms)
     return table
 
 
@@ -226,10 +209,25 @@ def reference_patch_options(layout: MineLayout) -> PatchOptions:
 
 
 def reference_codes(layout: MineLayout, options: EncodeOptions = EncodeOptions()) -> EncodeOptions:
-    """``options`` with the kind of codes of ``layout`` (new patches are compared with its clusters)."""
-    from deepict_dask.mine.encode import codes_kind
+    """``options`` with the kind of codes of ``layout``, and for invariant codes the low-pass of the patches
+    they describe (new patches are compared with its clusters, so they are described the same way)."""
+    from deepict_dask.mine.encode import codes_kind, described_patches
 
-    return options.model_copy(update={"codes": codes_kind(require(layout, "codes"))})
+    codes = require(layout, "codes")
+    kind = codes_kind(codes)
+    update: dict[str, Any] = {"codes": kind}
+    if kind == "invariant":
+        cut = described_patches(codes)  # None: codes from before it was recorded described the stack as it was
+        update["invariant_lowpass"] = None if cut is None else cut["lowpass_sigma"]
+    return options.model_copy(update=update)
+
+
+def described_patch_options(opts: PatchOptions, options: EncodeOptions) -> PatchOptions:
+    """How the paths without a patch stack cut patches to encode: invariant codes with their own low-pass
+    (``options.invariant_lowpass``), autoencoder codes as ``opts`` says."""
+    if options.codes == "invariant" and options.invariant_lowpass is not None:
+        return opts.model_copy(update={"lowpass_sigma": float(options.invariant_lowpass)})
+    return opts
 
 
 def require_varied_codes(layout: MineLayout) -> None:
@@ -275,7 +273,7 @@ def gallery(out: str | os.PathLike | MineLayout, tomograms: Paths | None = None,
     layout = _layout(out)
     require(layout, "labels")
     model = require(layout, "autoencoder") if codes_kind(require(layout, "codes")) == "autoencoder" else None
-    tomos = recorded_tomograms(layout) if tomograms is None else list(tomograms)
+    tomos = api.recorded_tomograms(layout) if tomograms is None else list(tomograms)
     return api.write_gallery(layout, tomos, model, options or GalleryOptions(), device)
 
 
@@ -480,7 +478,7 @@ def filter_tomograms(out: str | os.PathLike | MineLayout, tomograms: Paths, sele
         nearest = assign(api._codes(_layout(into)), centre_vectors)
     else:  # fused: each task cuts, encodes and assigns its patches; nothing but the table is written
         opts, scaling = new_patch_options(model, patches, options, layout)
-        _found, rows, reader = _patch_source(tomograms, centres, opts)
+        _found, rows, reader = _patch_source(tomograms, centres, described_patch_options(opts, options))
         nearest = nearest_clusters(reader, centre_vectors, model=model, opts=options, scaling=scaling,
                                    chunk=opts.chunk)
     keep = np.isin(nearest, list(class_of))

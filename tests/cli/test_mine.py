@@ -185,7 +185,7 @@ def test_run_config_does_the_unsupervised_part(mined, tmp_path, threads, capsys,
 def test_invariant_codes_need_no_autoencoder_and_new_tomograms_follow_them(mined, tmp_path, threads, capsys):
     """``encode --codes invariant``: codes without a model; gallery shows typical patches; ``encode --into``
     and ``filter`` cut new patches into the same descriptors with DIR's scaling, compared with DIR's clusters."""
-    from deepict_dask.mine.encode import codes_kind, invariant_scaling
+    from deepict_dask.mine.encode import codes_kind, described_patches, invariant_scaling
     from deepict_dask.mine.kmeans import assign, read_centres
 
     sim, out = mined
@@ -196,8 +196,9 @@ def test_invariant_codes_need_no_autoencoder_and_new_tomograms_follow_them(mined
     _fails(capsys, ["mine", "encode", str(work), "--codes", "invariant", "--model", "ae.safetensors", "--overwrite"],
            "--model is for autoencoder codes; invariant codes need no model")
     capsys.readouterr()
-    _ok("mine", "encode", str(work), "--codes", "invariant", "--overwrite", "--workers", "1")
+    _ok("mine", "encode", str(work), "--codes", "invariant", "--invariant-lowpass", "1", "--overwrite", "--workers", "1")
     assert "(invariant)" in capsys.readouterr().out
+    assert described_patches(layout.codes)["lowpass_sigma"] == 1.0  # cut again from the tomogram, low-passed
     assert codes_kind(layout.codes) == "invariant" and zarr.open_array(str(layout.codes)).shape[1] > 8
     _ok("mine", "cluster", str(work), "--k", "4", "--overwrite")
     _ok("mine", "gallery", str(work), "--overwrite")
@@ -206,7 +207,8 @@ def test_invariant_codes_need_no_autoencoder_and_new_tomograms_follow_them(mined
     new = sim / "tomograms" / "sim_0001.mrc"
     other = MineLayout.at(tmp_path / "other")
     _ok("mine", "encode", str(work), str(new), "--into", str(other.root), "--grid", "8", "--workers", "1")
-    assert codes_kind(other.codes) == "invariant"  # DIR's kind, with DIR's scaling
+    assert codes_kind(other.codes) == "invariant"  # DIR's kind, with DIR's scaling and DIR's low-pass
+    assert described_patches(other.codes) == described_patches(layout.codes)
     for a, b in zip(invariant_scaling(other.codes), invariant_scaling(layout.codes)):
         np.testing.assert_array_equal(a, b)
     big = _largest_cluster(layout)

@@ -53,6 +53,9 @@ def test_bad_configs_are_one_error_naming_line_and_key(text, message):
 def test_train_null_skips_the_autoencoder_for_invariant_codes():
     cfg = parse_mine_config("tomograms: [a.mrc]\nout: m\ntrain: null\nencode: {codes: invariant}\n", "mine.yaml")
     assert cfg.train is None and cfg.encode.codes == "invariant"
+    assert cfg.encode.invariant_lowpass == 0.0  # unfiltered patches by default; null: the stack as it is
+    cfg = parse_mine_config("tomograms: [a.mrc]\nout: m\nencode: {codes: invariant, invariant_lowpass: null}\n", "m.yaml")
+    assert cfg.encode.invariant_lowpass is None
     assert parse_mine_config("tomograms: [a.mrc]\nout: m\n", "mine.yaml").train is not None
 
 

@@ -175,3 +175,89 @@ def test_new_tomograms_are_cut_like_the_reference(blob_mrc, tmp_path):
     encode_new([blob_mrc("tomoC", seed=2)], other, None, CentreOptions(method="grid", stride=16),
                PatchOptions(), EncodeOptions(codes="invariant"), reference=ref)
     assert zarr.open_array(str(other.patches), mode="r").attrs["lowpass_sigma"] == 0.0
+
+
+def _cut(path, root, sigma, chunk=5):
+    """Patches of 16^3 on a grid of ``path``, low-passed with ``sigma``, under ``root``."""
+    zyx = [(z, y, x) for z in (12, 30, 48) for y in (12, 30, 48) for x in (20, 40)]
+    layout = MineLayout.at(root)
+    extract_patches([path], make_table(path.stem, "grid", zyx=np.asarray(zyx), voxel_size=10.0), layout,
+                    PatchOptions(patch_shape=(16, 16, 16), chunk=chunk, lowpass_sigma=sigma))
+    return layout
+
+
+def test_invariant_codes_describe_the_patches_without_the_stacks_low_pass(blob_mrc, tmp_path):
+    """A stack low-passed for the autoencoder: its invariant codes describe the same patches cut again
+    without the low-pass (the default), the same codes as a stack cut without it; ``invariant_lowpass``
+    null or equal to the stack's describes the stack as it is."""
+    from deepict_dask.mine.encode import described_patches
+
+    path = blob_mrc("tomoA")
+    plain, smooth = _cut(path, tmp_path / "plain", 0.0), _cut(path, tmp_path / "smooth", 1.5)
+    want = encode_patches(plain, options=EncodeOptions(codes="invariant"))[:]
+    got = encode_patches(smooth, options=EncodeOptions(codes="invariant"))[:]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert described_patches(smooth.codes) == {"normalization": "tomogram", "lowpass_sigma": 0.0}
+    stack = zarr.open_array(str(smooth.patches), mode="r")[:]
+    raw = describe(stack).astype(np.float64)
+    for sigma in (None, 1.5):
+        codes = encode_patches(smooth, options=EncodeOptions(codes="invariant", invariant_lowpass=sigma))[:]
+        np.testing.assert_allclose(codes, (raw - raw.mean(0)) / raw.std(0), rtol=1e-3, atol=1e-3)
+        assert described_patches(smooth.codes)["lowpass_sigma"] == 1.5
+    assert not np.allclose(got, codes, atol=0.1)  # the low-pass does change what the descriptors see
+    # another low-pass than the stack's, e.g. 0.7, is cut again too
+    encode_patches(smooth, options=EncodeOptions(codes="invariant", invariant_lowpass=0.7))
+    assert described_patches(smooth.codes)["lowpass_sigma"] == 0.7
+
+
+def test_cutting_again_without_the_tomogram_is_one_clear_error(blob_mrc, tmp_path):
+    path = blob_mrc("tomoA")
+    smooth = _cut(path, tmp_path / "smooth", 1.5)
+    path.rename(tmp_path / "moved.mrc")
+    with pytest.raises(InputError, match=r"cut the patches again from their tomograms, but \['tomoA'\] are not listed "
+                                         r"in tomograms.json or no longer exist; give the stack's own low-pass \(1.5\)"):
+        encode_patches(smooth, options=EncodeOptions(codes="invariant"))
+    assert not smooth.codes.exists()
+    encode_patches(smooth, options=EncodeOptions(codes="invariant", invariant_lowpass=None))  # the stack alone
+    assert smooth.codes.exists()
+
+
+@pytest.mark.parametrize("keep_patches", [True, False], ids=["stack", "no-stack"])
+def test_new_tomograms_are_described_like_the_reference_codes(blob_mrc, tmp_path, keep_patches):
+    """New tomograms compared with a reference: a stack (if kept) like the reference's stack, codes like the
+    reference's codes (unfiltered patches, the reference's scaling), with or without the stack."""
+    from deepict_dask.mine import CentreOptions
+    from deepict_dask.mine.encode import described_patches
+    from deepict_dask.mine.workflow import encode_new, reference_codes
+
+    ref = _cut(blob_mrc("tomoA"), tmp_path / "ref", 1.5)
+    encode_patches(ref, options=EncodeOptions(codes="invariant"))
+    options = reference_codes(ref, EncodeOptions(invariant_lowpass=2.0))  # the reference's choice wins
+    assert (options.codes, options.invariant_lowpass) == ("invariant", 0.0)
+    tomo_b = blob_mrc("tomoB", seed=1)
+    new = MineLayout.at(tmp_path / "new")
+    encode_new([tomo_b], new, None, CentreOptions(method="grid", stride=16), options=options, reference=ref,
+               keep_patches=keep_patches)
+    assert new.patches.exists() == keep_patches
+    if keep_patches:
+        assert zarr.open_array(str(new.patches), mode="r").attrs["lowpass_sigma"] == 1.5
+    assert described_patches(new.codes) == {"normalization": "tomogram", "lowpass_sigma": 0.0}
+    # the same as describing tomoB's unfiltered patches and z-scoring them with the reference's scaling
+    plain = MineLayout.at(tmp_path / "plain")
+    encode_new([tomo_b], plain, None, CentreOptions(method="grid", stride=16), PatchOptions(lowpass_sigma=0.0),
+               options, reference=ref)
+    np.testing.assert_allclose(zarr.open_array(str(new.codes))[:], zarr.open_array(str(plain.codes))[:],
+                               rtol=1e-5, atol=1e-5)
+    mean, std = invariant_scaling(ref.codes)
+    raw = describe(zarr.open_array(str(plain.patches))[:]).astype(np.float64)
+    np.testing.assert_allclose(zarr.open_array(str(new.codes))[:], (raw - mean) / std, rtol=1e-4, atol=1e-4)
+
+
+def test_reference_codes_from_before_the_record_describe_stacks_as_they_are(stack):
+    from deepict_dask.mine.workflow import reference_codes
+
+    _path, layout = stack
+    encode_patches(layout, options=EncodeOptions(codes="invariant"))
+    arr = zarr.open_array(str(layout.codes), mode="r+")
+    del arr.attrs["described_patches"]
+    assert reference_codes(layout).invariant_lowpass is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from deepict_dask.cluster import ClusterSpec, dask_client
 from deepict_dask.errors import ConfigError, InputError, OutputError
 from deepict_dask.io.checksum import file_sha256
-from deepict_dask.layout import RunLayout, is_temporary
+from deepict_dask.layout import RUN_RECORD, RunLayout, is_temporary
 from deepict_dask.pipeline.config import SHIPPED_MODELS, RunConfig
 from deepict_dask.pipeline.engine import (
     JobRunner,
@@ -250,11 +250,6 @@ def run_workflow(
         remove_stale_temporaries(run_dir, [t.name for t in tomos])
         _save_headers(manifest, tomos)
         jobs = make_jobs([t for t in tomos if t.problem is None], run_dir)
-        outcomes: dict[str, TomoOutcome] = {}
-        for t in tomos:
-            if t.problem is not None:
-                outcomes[t.name] = TomoOutcome(t.name, "failed", "read", t.problem)
-
         records = {j.name: manifest.load(j.name) for j in jobs}
         plans = plan_jobs(jobs, lambda job: build_stages(config, job), records, force, verify)  # the only planning
         repaired = damage_lines(plans)
@@ -271,10 +266,10 @@ def run_workflow(
                                records=records, plans=plans)
             return runner.run(jobs)
 
-        pending = [j for j in jobs if any(p.run for p in plans[j.name])]
+        outcomes = known_outcomes(tomos, plans)
+        pending = [j for j in jobs if j.name not in outcomes]
         for j in jobs:
             if j not in pending:  # up to date: no cluster needed for it
-                outcomes[j.name] = TomoOutcome(j.name, "done", skipped=[p.stage.name for p in plans[j.name]])
                 clear_failure(manifest, records[j.name])
         jobs = pending
         if jobs:
@@ -289,6 +284,38 @@ def run_workflow(
                           verify=verify, records=records)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def known_outcomes(tomos: Sequence[InputTomogram], plans: Mapping[str, Sequence[StagePlan]]) -> dict[str, TomoOutcome]:
+    """The outcomes known before any work: unreadable tomograms failed, those with nothing to run done."""
+    outcomes = {}
+    for t in tomos:
+        if t.problem is not None:
+            outcomes[t.name] = TomoOutcome(t.name, "failed", "read", t.problem)
+        elif t.name in plans and not any(p.run for p in plans[t.name]):
+            outcomes[t.name] = TomoOutcome(t.name, "done", skipped=[p.stage.name for p in plans[t.name]])
+    return outcomes
+
+
+def run_level_plan(config: RunConfig, run_dir: Path, tomos: Sequence[InputTomogram], manifest: Manifest,
+                   plans: Mapping[str, Sequence[StagePlan]], force: Iterable[str] = (),
+                   verify: bool = False) -> list[tuple[str, str]]:
+    """``(stage, reason)`` of the run-level stages (combine, evaluate, report) a run would do now: planned
+    exactly when no tomogram has work left (their inputs are what is recorded), else ``after tomograms``
+    (what they read is only known once the tomograms' stages have run)."""
+    from deepict_dask.pipeline.run_stages import build_run_stages, run_job
+    from deepict_dask.pipeline.summary import summary_rows
+
+    outcomes = known_outcomes(tomos, plans)
+    records = {t.name: manifest.load(t.name) for t in tomos}
+    if len(outcomes) < len(tomos):
+        stages = build_run_stages(config, RunLayout(run_dir), tomos, list(plans), records, [])
+        return [(st.name, "after tomograms") for st in stages]
+    rows = summary_rows(RunResult(run_dir, outcomes), records)
+    done = [n for n, o in outcomes.items() if o.status == "done"]
+    stages = build_run_stages(config, RunLayout(run_dir), tomos, done, records, rows)
+    return [(p.stage.name, p.reason) for p in plan_job(run_job(run_dir), stages, manifest.load(RUN_RECORD),
+                                                        force, verify=verify)]
 
 
 def _save_headers(manifest: Manifest, tomos: list[InputTomogram]) -> None:
@@ -350,4 +377,7 @@ def dry_run(config: RunConfig, *, force: Iterable[str] = (), console: Any = None
         for name, steps in plans.items():
             todo = [f"{s} ({r})" for s, r in steps if r != "done"]
             console.print(f"  {name}: {', '.join(todo) if todo else 'up to date'}")
+        todo = [f"{s} ({r})" for s, r in run_level_plan(config, run_dir, tomos, manifest, steps_of, force, verify)
+                if r != "done"]
+        console.print(f"  run-level stages: {', '.join(todo) if todo else 'up to date'}")
     return plans

@@ -88,4 +88,14 @@ def test_cli_run_and_rerun_exit_codes(tmp_path, tiny_models, client, capsys):
     assert main(args) == 0
     assert "0 computed, 1 already up to date" in capsys.readouterr().out
     assert main(["run", str(cfg_path), "--dry-run", "--force", "pick"]) == 0
-    assert "pick:cytosol (forced)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pick:cytosol (forced)" in out
+    assert "run-level stages: combine (after tomograms), report (after tomograms)" in out
+    assert main(["run", str(cfg_path), "--dry-run"]) == 0  # planned exactly: what the rerun above skipped
+    assert "run-level stages: up to date" in capsys.readouterr().out
+    assert main(["run", str(cfg_path), "--dry-run", "--force", "report"]) == 0
+    out = capsys.readouterr().out
+    assert "run-level stages: report (forced)" in out and "t0: up to date" in out
+    (tmp_path / "run" / "report.html").unlink()
+    assert main(["run", str(cfg_path), "--dry-run"]) == 0
+    assert "run-level stages: report (missing output)" in capsys.readouterr().out

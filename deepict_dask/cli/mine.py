@@ -343,8 +343,10 @@ def _encode(args: argparse.Namespace) -> int:
         if not args.into:
             raise ConfigError("encoding new tomograms needs --into DIR2 (their patches and codes go there)")
         into = MineLayout.at(args.into)
-        if args.codes is None and layout.codes.exists():
-            opts = reference_codes(layout, opts)  # comparable with DIR's clusters (kind, low-pass of the described patches)
+        if layout.codes.exists():  # comparable with DIR's clusters: its kind, and for invariant codes its low-pass
+            ref = reference_codes(layout, opts)
+            if args.codes in (None, ref.codes):
+                opts = ref
         model = None
         if opts.codes == "autoencoder":
             model = args.model or require(layout, "autoencoder")

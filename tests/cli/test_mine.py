@@ -209,6 +209,10 @@ def test_invariant_codes_need_no_autoencoder_and_new_tomograms_follow_them(mined
     _ok("mine", "encode", str(work), str(new), "--into", str(other.root), "--grid", "8", "--workers", "1")
     assert codes_kind(other.codes) == "invariant"  # DIR's kind, with DIR's scaling and DIR's low-pass
     assert described_patches(other.codes) == described_patches(layout.codes)
+    third = MineLayout.at(tmp_path / "third")  # --codes given: DIR's low-pass still, not the default 0
+    _ok("mine", "encode", str(work), str(new), "--into", str(third.root), "--grid", "8", "--codes", "invariant",
+        "--no-patches", "--workers", "1")
+    np.testing.assert_allclose(zarr.open_array(str(third.codes))[:], zarr.open_array(str(other.codes))[:], atol=1e-5)
     for a, b in zip(invariant_scaling(other.codes), invariant_scaling(layout.codes)):
         np.testing.assert_array_equal(a, b)
     big = _largest_cluster(layout)

@@ -240,6 +240,34 @@ def test_an_installed_plugin_format_is_known_in_every_new_process(tmp_path):
     assert res.stdout.split() == ["plug", "[]", "1"]  # registered, shipped (not handed to workers), written
 
 
+def test_a_real_dask_worker_process_writes_a_plugin_format(tmp_path):
+    """``dask worker`` started from its command line (as a cluster profile starts it) with the plugin
+    installed: a table task submitted to it writes the plugin's format, though this process never saw it."""
+    import os
+    import signal
+    import time
+
+    site = _plugin_site(tmp_path, "plug_tables:FORMAT")
+    assert "plug" not in format_names()
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
+                                 "--nthreads", "1", "--no-dashboard"], env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not client.scheduler_info()["workers"]:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+                time.sleep(0.2)
+            out = tmp_path / "picks.plug"
+            fut = client.submit(write_table, make_table(["a", "b"], ["r", "r"], xyz=[[1, 2, 3], [4, 5, 6]],
+                                                       voxel_size=1.0), str(out), fmt="plug")
+            assert Path(fut.result(timeout=60)).read_text() == "2"
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
 def test_a_broken_plugin_is_left_out_with_a_warning_naming_it(tmp_path):
     site = _plugin_site(tmp_path, "plug_tables:NO_SUCH_THING", name="broken")
     res = _fresh_process(site, "from deepict_dask.io.tables import format_names; print(format_names())")

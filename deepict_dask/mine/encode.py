@@ -229,7 +229,7 @@ def write_invariant_codes(source: str | os.PathLike | Any, out: str | os.PathLik
         parts = [(i0, source.part(i0, i0 + step)) for i0 in range(0, n, step)]
     dim = descriptor_size(shape)
     if scaling is not None:
-        check_scaling(scaling, shape, source)
+        check_scaling(scaling, shape, source if isinstance(source, (str, os.PathLike)) else None)
     with atomic_path(out) as tmp:
         codes = _create_codes(tmp, n, dim, step)
         sums = dask.compute(*[dask.delayed(_describe_chunk)(part, str(tmp), i0) for i0, part in parts])

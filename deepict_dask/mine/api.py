@@ -134,10 +134,11 @@ def described_source(layout: MineLayout, lowpass_sigma: float | None):
     :class:`~deepict_dask.mine.patches.PatchReader` that cuts the same patches from the recorded tomograms
     with that low-pass in each task (nothing more is stored)."""
     from deepict_dask.io.coords import read_table
-    from deepict_dask.mine.patches import open_patch_stack, patch_reader
+    from deepict_dask.mine.patches import open_patch_stack, patch_reader, stack_cut
 
     stack = open_patch_stack(layout.patches)
-    if lowpass_sigma is None or float(lowpass_sigma) == float(stack.attrs.get("lowpass_sigma", 0.0)):
+    cut = stack_cut(stack)
+    if lowpass_sigma is None or float(lowpass_sigma) == cut.lowpass_sigma:
         return layout.patches
     from deepict_dask.io import tomogram_name
 
@@ -147,11 +148,10 @@ def described_source(layout: MineLayout, lowpass_sigma: float | None):
     if missing or not names:
         raise InputError(f"invariant codes with invariant_lowpass {lowpass_sigma} cut the patches again from their "
                          f"tomograms, but {missing or 'they'} are not listed in {layout.tomograms.name} or no longer "
-                         f"exist; give the stack's own low-pass ({stack.attrs.get('lowpass_sigma', 0.0)}) to describe "
+                         f"exist; give the stack's own low-pass ({cut.lowpass_sigma}) to describe "
                          "its patches as they are", layout.patches)
     table = read_table(layout.patches_table)
-    opts = PatchOptions(patch_shape=tuple(int(s) for s in stack.shape[1:]), lowpass_sigma=float(lowpass_sigma),
-                        normalization=stack.attrs.get("normalization", "tomogram"), chunk=int(stack.chunks[0]))
+    opts = cut.model_copy(update={"lowpass_sigma": float(lowpass_sigma)})
     rows, reader = patch_reader(_volumes([found[n] for n in names]), table, opts)
     if len(rows) != int(stack.shape[0]):
         raise InputError(f"{layout.patches_table.name} lists {len(rows)} patches, the stack holds {stack.shape[0]}",

@@ -24,7 +24,7 @@ import numpy as np
 from deepict_dask.errors import InputError
 from deepict_dask.io.atomic import atomic_path
 from deepict_dask.mine.options import EncodeOptions
-from deepict_dask.mine.patches import open_patch_stack
+from deepict_dask.mine.patches import open_patch_stack, stack_cut
 
 
 def autoencoder_info_of(path: str | os.PathLike) -> Any:
@@ -81,11 +81,24 @@ def encode_array(ref, patches: np.ndarray) -> np.ndarray:
     return np.asarray(codes, dtype=np.float32).reshape(len(patches), -1)
 
 
+@dataclass(frozen=True)
+class StackRows:
+    """Rows ``i0:i1`` of a patch stack, read like a :class:`~deepict_dask.mine.patches.PatchReader` part."""
+
+    path: str
+    i0: int
+    i1: int
+
+    def read(self) -> np.ndarray:
+        import zarr
+
+        return np.asarray(zarr.open_array(self.path, mode="r")[self.i0 : self.i1], dtype=np.float32)
+
+
 def _encode_chunk(ref, stack_path: str, codes_path: str, i0: int, i1: int) -> int:
     import zarr
 
-    patches = np.asarray(zarr.open_array(stack_path, mode="r")[i0:i1], dtype=np.float32)
-    zarr.open_array(codes_path, mode="r+")[i0:i1] = encode_array(ref, patches)
+    zarr.open_array(codes_path, mode="r+")[i0:i1] = encode_array(ref, StackRows(stack_path, i0, i1).read())
     return i1 - i0
 
 
@@ -152,20 +165,6 @@ def write_codes(stack: str | os.PathLike, model: str | os.PathLike, out: str | o
     return Path(out)
 
 
-@dataclass(frozen=True)
-class StackRows:
-    """Rows ``i0:i1`` of a patch stack, read like a :class:`~deepict_dask.mine.patches.PatchReader` part."""
-
-    path: str
-    i0: int
-    i1: int
-
-    def read(self) -> np.ndarray:
-        import zarr
-
-        return np.asarray(zarr.open_array(self.path, mode="r")[self.i0 : self.i1], dtype=np.float32)
-
-
 def _describe_chunk(part: Any, codes_path: str, i0: int) -> tuple[np.ndarray, np.ndarray]:
     """Raw descriptors of one run of patches (``part.read()``) into the codes array from row ``i0``;
     returns their sum and sum of squares."""
@@ -220,7 +219,8 @@ def write_invariant_codes(source: str | os.PathLike | Any, out: str | os.PathLik
         arr = open_patch_stack(source)
         shape, n = [int(s) for s in arr.shape[1:]], int(arr.shape[0])
         step = opts.chunk or int(arr.chunks[0])
-        cut = (str(arr.attrs.get("normalization", "tomogram")), float(arr.attrs.get("lowpass_sigma", 0.0)))
+        recorded = stack_cut(arr)
+        cut = (recorded.normalization, recorded.lowpass_sigma)
         parts = [(i0, StackRows(str(source), i0, min(n, i0 + step))) for i0 in range(0, n, step)]
     else:
         shape, n = [int(s) for s in source.patch_shape], len(source)

@@ -207,6 +207,13 @@ def write_patch_stack(volumes: Mapping[str, xr.DataArray], centres: pd.DataFrame
     return table
 
 
+def stack_cut(stack: Any) -> PatchOptions:
+    """How the patches of an open patch stack were cut: its normalisation and low-pass (defaults where it
+    records none), with its patch shape and chunking."""
+    recorded = {key: stack.attrs[key] for key in ("normalization", "lowpass_sigma") if key in stack.attrs}
+    return PatchOptions(patch_shape=tuple(int(s) for s in stack.shape[1:]), chunk=int(stack.chunks[0]), **recorded)
+
+
 def open_patch_stack(path: str | os.PathLike) -> Any:
     """The patch stack at ``path`` (a 4D Zarr array), or one :class:`InputError` saying why not."""
     import zarr

@@ -201,11 +201,10 @@ def reference_patch_options(layout: MineLayout) -> PatchOptions:
     """Normalisation and low-pass of ``layout``'s patch stack (defaults where it has none or they are not recorded)."""
     if not layout.patches.exists():
         return PatchOptions()
-    from deepict_dask.mine.patches import open_patch_stack
+    from deepict_dask.mine.patches import open_patch_stack, stack_cut
 
-    attrs = open_patch_stack(layout.patches).attrs
-    recorded = {key: attrs[key] for key in ("normalization", "lowpass_sigma") if key in attrs}
-    return PatchOptions.model_validate(recorded)
+    cut = stack_cut(open_patch_stack(layout.patches))
+    return PatchOptions(normalization=cut.normalization, lowpass_sigma=cut.lowpass_sigma)
 
 
 def reference_codes(layout: MineLayout, options: EncodeOptions = EncodeOptions()) -> EncodeOptions:
